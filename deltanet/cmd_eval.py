@@ -1,0 +1,63 @@
+"""``deltanet eval``: episodes with the reference as the policy; returns and multiplications."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pysim import load_model
+
+from .io import write_json_atomic
+from .rollout import run_episodes
+
+
+def register(sub):
+    p = sub.add_parser("eval", help="evaluate a model with the reference (float or fixed point)",
+                       description="Run gymnasium episodes with the pysim reference as the "
+                                   "policy; print returns and multiplication counts.")
+    p.add_argument("--model", required=True, help="model artifact (.npz)")
+    p.add_argument("--episodes", type=int, default=10, help="number of episodes (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="episode i is reset with seed+i")
+    p.add_argument("--mode", choices=["float", "fixed"], default="fixed",
+                   help="float32 twin or bit-accurate fixed point (default)")
+    p.add_argument("--dense", action="store_true", help="dense network instead of delta updates")
+    p.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def print_summary(title: str, s: dict, console=None):
+    console = console or Console()
+    t = Table(title=title)
+    for col in ("layer", "dense/step", "significant/step", "events/step", "reduction"):
+        t.add_column(col, justify="right")
+    for row in s["per_layer"]:
+        sig = row["significant_mults_per_step"]
+        t.add_row(str(row["layer"]), f"{row['dense_mults_per_step']:,}", f"{sig:,.1f}",
+                  f"{row['events_per_step']:.1f}",
+                  f"{row['dense_mults_per_step'] / sig:,.1f}x" if sig else "inf")
+    t.add_row("all", f"{s['dense_mults_per_step']:,.0f}", f"{s['significant_mults_per_step']:,.1f}",
+              "", f"{s['reduction']:,.1f}x", style="bold")
+    console.print(t)
+    console.print(f"return {s['mean_return']:.2f} +/- {s['std_return']:.2f} over "
+                  f"{s['episodes']} episodes ({s['steps']} steps)")
+
+
+def run(args) -> int:
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    model = load_model(args.model)
+    res = run_episodes(model, args.episodes, args.seed, mode=args.mode, delta=not args.dense,
+                       progress=not args.no_progress)
+    s = res.summary()
+    s.update({"model": str(args.model), "env_id": model.meta["env_id"], "mode": args.mode,
+              "delta": not args.dense, "seed": args.seed})
+    print_summary(f"{model.meta['env_id']} - {args.mode}{' dense' if args.dense else ' delta'}",
+                  s)
+    if args.json:
+        write_json_atomic(args.json, s)
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,108 @@
+"""Closed-loop episodes with the reference network as the policy, batched over envs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pysim import DeltaNetwork, Model
+
+from .envs import check_model_fits_env, make_env
+
+
+@dataclass
+class RolloutResult:
+    returns: np.ndarray
+    lengths: np.ndarray
+    # per-layer sums over every env step taken
+    sums: dict = field(default_factory=dict)
+    dense_per_layer: np.ndarray | None = None
+
+    @property
+    def steps(self) -> int:
+        return int(self.lengths.sum())
+
+    def summary(self) -> dict:
+        steps = max(self.steps, 1)
+        per_layer = []
+        for i, dense in enumerate(self.dense_per_layer):
+            per_layer.append({
+                "layer": i,
+                "dense_mults_per_step": int(dense),
+                "significant_mults_per_step": float(self.sums["significant"][i] / steps),
+                "events_per_step": float(self.sums["events"][i] / steps),
+                "weight_reads_per_step": float(self.sums["weight_reads"][i] / steps),
+            })
+        dense = float(self.dense_per_layer.sum())
+        sig = float(self.sums["significant"].sum() / steps)
+        return {
+            "mean_return": float(self.returns.mean()),
+            "std_return": float(self.returns.std()),
+            "episodes": int(len(self.returns)),
+            "steps": int(self.steps),
+            "mean_length": float(self.lengths.mean()),
+            "returns": [float(r) for r in self.returns],
+            "dense_mults_per_step": dense,
+            "significant_mults_per_step": sig,
+            "reduction": dense / sig if sig > 0 else float("inf"),
+            "per_layer": per_layer,
+        }
+
+
+def run_episodes(model: Model, episodes: int, seed: int, *, mode: str = "fixed",
+                 delta: bool = True, batch: int | None = None, progress: bool = True,
+                 max_steps: int | None = None, on_step=None, env_kwargs=None) -> RolloutResult:
+    """Run ``episodes`` episodes (env ``i`` reset with seed ``seed + i``), ``batch`` at a time.
+
+    ``on_step(net, active)`` is called after every network step (``active``: bool per env).
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    env_id = model.meta.get("env_id")
+    if not env_id:
+        raise ValueError(f"{model.meta.get('path', 'model')}: no env_id in the model")
+    batch = min(batch or episodes, episodes)
+    returns = np.zeros(episodes)
+    lengths = np.zeros(episodes, dtype=np.int64)
+    n_layers = len(model.config.layers)
+    sums = {k: np.zeros(n_layers, dtype=np.int64)
+            for k in ("significant", "events", "weight_reads")}
+    bar = tqdm(total=episodes, desc=f"{env_id} {mode}{'' if delta else ' dense'}",
+               unit="ep", disable=not progress, leave=False)
+    dense = None
+    for start in range(0, episodes, batch):
+        idx = list(range(start, min(start + batch, episodes)))
+        envs = [make_env(env_id, seed + i, **(env_kwargs or {}))() for i in idx]
+        check_model_fits_env(model, envs[0])
+        net = DeltaNetwork(model, mode=mode, delta=delta, batch=len(idx))
+        dense = net.dense_per_layer
+        obs = np.stack([np.asarray(e.reset(seed=seed + i)[0], dtype=np.float64).ravel()
+                        for e, i in zip(envs, idx)])
+        active = np.ones(len(idx), dtype=bool)
+        t = 0
+        while active.any():
+            actions = net.act(obs)
+            for k in ("significant", "events", "weight_reads"):
+                sums[k] += net.last_counts[k][:, active].sum(axis=1)
+            if on_step is not None:
+                on_step(net, active.copy())
+            for b, env in enumerate(envs):
+                if not active[b]:
+                    continue
+                o, r, term, trunc, _ = env.step(actions[b])
+                returns[idx[b]] += float(r)
+                lengths[idx[b]] += 1
+                obs[b] = np.asarray(o, dtype=np.float64).ravel()
+                if term or trunc:
+                    active[b] = False
+                    bar.update(1)
+            t += 1
+            if max_steps is not None and t >= max_steps:
+                bar.update(int(active.sum()))
+                break
+        for env in envs:
+            env.close()
+    bar.close()
+    return RolloutResult(returns, lengths, sums, dense)

@@ -1,0 +1,15 @@
+"""pysim: the bit-accurate reference of deltanet's sparse delta networks (numpy only)."""
+
+from .artifact import ModelFormatError, load_model, save_model
+from .config import Decoder, DenseLayer, NetworkConfig, mlp_config
+from .cycles import CycleModel
+from .fixed import FixedFormat
+from .model import LayerParams, Model
+from .network import DeltaNetwork
+from .policy import DeltaPolicy
+
+__all__ = [
+    "CycleModel", "Decoder", "DeltaNetwork", "DeltaPolicy", "DenseLayer", "FixedFormat",
+    "LayerParams", "Model", "ModelFormatError", "NetworkConfig", "load_model", "mlp_config",
+    "save_model",
+]
