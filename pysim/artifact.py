@@ -105,6 +105,9 @@ def save_model(model: Model, path) -> Path:
             np.savez_compressed(f, meta=blob, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

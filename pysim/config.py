@@ -147,7 +147,7 @@ class NetworkConfig:
                 raise ValueError(f"network: layer {i} has n_in={self.layers[i].n_in} but layer "
                                  f"{i - 1} has n_out={self.layers[i - 1].n_out}")
         for i, layer in enumerate(self.layers):
-            need = self.acc_fmt(i).frac_bits + 2
+            need = self.in_fmt(i).frac_bits + layer.weight_fmt.frac_bits + 2
             if layer.acc_bits < need or layer.acc_bits > 48:
                 raise ValueError(f"network: layer {i} acc_bits={layer.acc_bits} outside "
                                  f"[{need}, 48] (needs more than its {need - 2} fraction bits; "

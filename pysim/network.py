@@ -14,7 +14,9 @@ same class with ``delta=False`` is the dense quantized network (same arithmetic,
 Per step of layer ``l`` (delta, see docs/semantics.md for every convention)::
 
     d     = x - x_hat                      # x_hat: last *propagated* input, starts at 0
-    ev    = (d != 0) & (|d| >= theta)      # comparator >=, theta in the input's raw codes
+    ev    = (d != 0) & ((|d| >= theta) | first)  # comparator >=, theta in the input's raw codes;
+                                           # first = first step after reset: a full pass that
+                                           # ignores the threshold (every non-zero input fires)
     x_hat = where(ev, x, x_hat)
     M     = wrap(M + W @ where(ev, d, 0))  # M starts at the bias at reset
     y     = act(requantize(M))             # -> next layer's x
@@ -101,13 +103,14 @@ class DeltaNetwork:
         if fixed:
             cfg.input_fmt.check_raw(x, "network input")
         n = len(cfg.layers)
+        first = (self.steps == 0)[:, None]  # full pass at episode start
         events = np.zeros((n, B), dtype=np.int64)
         signif = np.zeros((n, B), dtype=np.int64)
         self.last_events = []
         for i, layer in enumerate(cfg.layers):
             if self.delta:
                 d = x - self.x_hat[i]
-                ev = (d != 0) & (np.abs(d) >= self._thr[i])
+                ev = (d != 0) & ((np.abs(d) >= self._thr[i]) | first)
                 self.x_hat[i] = np.where(ev, x, self.x_hat[i])
                 dx = np.where(ev, d, 0)
                 upd = dx.astype(np.float64) @ self._wt[i] if fixed else dx @ self._wt[i]
