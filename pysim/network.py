@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fixed import wrap_bits
+from .fixed import FixedFormat
 from .model import Model
 
 MODES = ("fixed", "float")
@@ -53,37 +53,68 @@ class DeltaNetwork:
         self.dense_per_layer = np.array([ly.n_in * ly.n_out for ly in cfg.layers], dtype=np.int64)
         self._nnz = [model.column_nnz(i, mode) for i in range(n)]
         if mode == "fixed":
+            # Exact integers held in float64: every operand and partial sum stays below 2**52.
             self._wt = [model.w_raw[i].T.astype(np.float64) for i in range(n)]  # (n_in, n_out)
-            self._b = [model.b_raw[i] for i in range(n)]
-            self._thr = [cfg.threshold_raw(i) for i in range(n)]
-            self._acc_bits = [ly.acc_bits for ly in cfg.layers]
+            self._b = [model.b_raw[i].astype(np.float64) for i in range(n)]
+            self._thr = [float(max(cfg.threshold_raw(i), 1)) for i in range(n)]  # d != 0 folded in
+            self._wrap = []
+            self._requant = []
             for i, ly in enumerate(cfg.layers):
-                bound = (cfg.in_fmt(i).width + 1 + ly.weight_fmt.width - 1
-                         + int(np.ceil(np.log2(max(ly.n_in, 2)))))
+                in_f = cfg.in_fmt(i)
+                bound = in_f.width + 1 + ly.weight_fmt.width - 1 + int(
+                    np.ceil(np.log2(max(ly.n_in, 2))))
                 if bound > 52:
                     raise ValueError(f"layer {i}: delta x weight x fan-in needs {bound} bits; "
                                      "the exact float64 product allows 52")
+                # The accumulator always equals bias + W @ x_hat with x_hat inside the input
+                # format, so when that cannot leave the accumulator range wrapping is a no-op.
+                in_abs = max(-in_f.min_raw, in_f.max_raw)
+                worst = np.abs(self._b[i]) + np.abs(self._wt[i]).sum(axis=0) * in_abs
+                self._wrap.append(None if worst.max() < 2.0 ** (ly.acc_bits - 1)
+                                  else ly.acc_bits)
+                self._requant.append(_FloatRequant(ly.out_fmt, cfg.acc_fmt(i).frac_bits,
+                                                   ly.activation == "relu"))
         else:
             self._wt = [model.float_weight(i).T.copy() for i in range(n)]
             self._b = [model.params[i].bias.astype(np.float32) for i in range(n)]
             self._thr = [np.float32(ly.threshold) for ly in cfg.layers]
+        self._nnz_f = [v.astype(self._wt[0].dtype) for v in self._nnz]
         self.reset()
 
     # ---- state -----------------------------------------------------------------------------
+    @property
+    def _dtype(self):
+        return np.float64 if self.mode == "fixed" else np.float32
+
     def reset(self, which=None):
         """Reset all envs (``which=None``) or those where the boolean ``which`` is True."""
         cfg, B = self.config, self.batch
-        dt = np.int64 if self.mode == "fixed" else np.float32
         if which is None:
-            self.x_hat = [np.zeros((B, ly.n_in), dtype=dt) for ly in cfg.layers]
-            self.acc = [np.broadcast_to(b, (B, b.shape[0])).astype(dt) for b in self._b]
+            self._xh = [np.zeros((B, ly.n_in), dtype=self._dtype) for ly in cfg.layers]
+            self._acc = [np.broadcast_to(b, (B, b.shape[0])).astype(self._dtype)
+                         for b in self._b]
             self.steps = np.zeros(B, dtype=np.int64)
             return
         which = np.asarray(which, dtype=bool).reshape(B)
         for i in range(len(cfg.layers)):
-            self.x_hat[i][which] = 0
-            self.acc[i][which] = self._b[i]
+            self._xh[i][which] = 0
+            self._acc[i][which] = self._b[i]
         self.steps[which] = 0
+
+    def _export(self, arrays):
+        if self.mode == "fixed":
+            return [a.astype(np.int64) for a in arrays]
+        return [a.copy() for a in arrays]
+
+    @property
+    def x_hat(self) -> list:
+        """Last propagated input of every layer, (B, n_in) each (raw codes in fixed mode)."""
+        return self._export(self._xh)
+
+    @property
+    def acc(self) -> list:
+        """Pre-activation memory of every layer, (B, n_out) each (raw codes in fixed mode)."""
+        return self._export(self._acc)
 
     def quantize_obs(self, obs) -> np.ndarray:
         """Float observation (B, n_in) -> layer-0 input: raw codes (fixed) or float32."""
@@ -99,49 +130,55 @@ class DeltaNetwork:
         """Advance every env by one step. ``x``: layer-0 inputs (use :meth:`quantize_obs`)."""
         cfg, B = self.config, self.batch
         fixed = self.mode == "fixed"
-        x = np.asarray(x, dtype=np.int64 if fixed else np.float32).reshape(B, cfg.n_in)
+        x = np.asarray(x)
         if fixed:
+            if x.dtype.kind not in "iu":
+                raise ValueError(f"network input: raw codes must be integers, got {x.dtype}")
             cfg.input_fmt.check_raw(x, "network input")
+        x = x.astype(self._dtype).reshape(B, cfg.n_in)
         n = len(cfg.layers)
-        first = (self.steps == 0)[:, None]  # full pass at episode start
-        events = np.zeros((n, B), dtype=np.int64)
-        signif = np.zeros((n, B), dtype=np.int64)
+        first = self.steps == 0  # full pass at episode start
+        any_first = bool(first.any())
+        counts = np.zeros((2, n, B), dtype=self._dtype)
         self.last_events = []
         for i, layer in enumerate(cfg.layers):
             if self.delta:
-                d = x - self.x_hat[i]
-                ev = (d != 0) & ((np.abs(d) >= self._thr[i]) | first)
-                self.x_hat[i] = np.where(ev, x, self.x_hat[i])
-                dx = np.where(ev, d, 0)
-                upd = dx.astype(np.float64) @ self._wt[i] if fixed else dx @ self._wt[i]
+                d = x - self._xh[i]
                 if fixed:
-                    acc = wrap_bits(self.acc[i] + upd.astype(np.int64), self._acc_bits[i])
+                    thr = np.where(first, 1.0, self._thr[i])[:, None] if any_first \
+                        else self._thr[i]
+                    ev = np.abs(d) >= thr
                 else:
-                    acc = self.acc[i] + upd
-                self.acc[i] = acc
+                    ev = d != 0
+                    if self._thr[i] > 0:
+                        big = np.abs(d) >= self._thr[i]
+                        ev &= (big | first[:, None]) if any_first else big
+                dx = d * ev
+                self._xh[i] += dx
+                acc = self._acc[i]
+                acc += dx @ self._wt[i]
             else:
                 ev = x != 0
-                if fixed:
-                    prod = (x.astype(np.float64) @ self._wt[i]).astype(np.int64)
-                    acc = wrap_bits(prod + self._b[i], self._acc_bits[i])
-                else:
-                    acc = x @ self._wt[i] + self._b[i]
-                self.acc[i] = acc
+                acc = x @ self._wt[i]
+                acc += self._b[i]
+                self._acc[i] = acc
+            if fixed and self._wrap[i] is not None:
+                acc -= np.floor((acc + 2.0 ** (self._wrap[i] - 1)) * 2.0 ** -self._wrap[i]) \
+                    * 2.0 ** self._wrap[i]
             self.last_events.append(ev)
-            events[i] = ev.sum(axis=1)
-            signif[i] = ev.astype(np.int64) @ self._nnz[i]
+            counts[0, i] = ev.sum(axis=1)
+            counts[1, i] = ev @ self._nnz_f[i]
             if fixed:
-                y = layer.out_fmt.requantize(acc, cfg.acc_fmt(i).frac_bits)
+                x = self._requant[i](acc)
             else:
-                y = acc.astype(np.float32)
-            if layer.activation == "relu":
-                y = np.maximum(y, 0)
-            x = y
+                x = np.maximum(acc, 0) if layer.activation == "relu" else acc.copy()
         self.steps += 1
-        self.last_counts = {"events": events, "significant": signif, "weight_reads": signif,
+        c = counts.astype(np.int64)
+        self.last_counts = {"events": c[0], "significant": c[1], "weight_reads": c[1],
                             "dense": np.broadcast_to(self.dense_per_layer[:, None], (n, B))}
-        self.last_outputs = x
-        return x
+        out = x.astype(np.int64) if fixed else x
+        self.last_outputs = out
+        return out
 
     def outputs_float(self, y) -> np.ndarray:
         """Last-layer outputs as floats (decoding boundary)."""
@@ -163,3 +200,38 @@ class DeltaNetwork:
     def act(self, obs) -> np.ndarray:
         """Observation -> action for every env (quantize, step, decode)."""
         return self.decode(self.step(self.quantize_obs(obs)))
+
+
+class _FloatRequant:
+    """``out_fmt.requantize`` + activation on exact integers held in float64.
+
+    Scaling by a power of two is exact; ``rint`` rounds half to even, ``floor`` truncates and
+    ``floor(v + 0.5)`` rounds half up, all exactly below 2**52. Equal to
+    :meth:`pysim.fixed.FixedFormat.requantize` (tests compare them).
+    """
+
+    def __init__(self, out_fmt: FixedFormat, src_frac: int, relu: bool):
+        self.scale = 2.0 ** (out_fmt.frac_bits - src_frac)
+        self.rounding = out_fmt.rounding
+        self.fmt = out_fmt
+        self.relu = relu
+        lo = float(out_fmt.min_raw)
+        self.lo = max(lo, 0.0) if relu else lo
+        self.hi = float(out_fmt.max_raw)
+
+    def __call__(self, acc: np.ndarray) -> np.ndarray:
+        y = acc * self.scale
+        if self.rounding == "half_even":
+            np.rint(y, out=y)
+        elif self.rounding == "trunc":
+            np.floor(y, out=y)
+        else:
+            y += 0.5
+            np.floor(y, out=y)
+        if self.fmt.overflow == "sat":
+            return np.clip(y, self.lo, self.hi, out=y)
+        w = float(1 << self.fmt.width)
+        y -= np.floor((y - self.fmt.min_raw) / w) * w
+        if self.relu:
+            np.maximum(y, 0.0, out=y)
+        return y

@@ -213,3 +213,42 @@ def test_bad_config_errors():
         mlp_config([4, 3], thresholds=[-1.0])
     with pytest.raises(ValueError, match="batch"):
         DeltaNetwork(random_model(0), batch=0)
+
+
+@given(SEEDS, st.sampled_from(["SQ8.8", "SQ4.4:trunc:sat", "SQ3.5:half_up:wrap",
+                               "SQ6.10:trunc:wrap", "SQ2.2:half_even:wrap"]),
+       st.integers(-6, 12), st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_fast_requantize_equals_format(seed, text, src_extra, relu):
+    from pysim.fixed import FixedFormat
+    from pysim.network import _FloatRequant
+    f = FixedFormat.parse(text)
+    src_frac = max(0, f.frac_bits + src_extra)
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(-(2 ** 30), 2 ** 30, size=200)
+    raw[:4] = [0, -1, 2 ** (src_frac + f.width), -(2 ** (src_frac + f.width))]
+    want = f.requantize(raw, src_frac)
+    if relu:
+        want = np.maximum(want, 0)
+    got = _FloatRequant(f, src_frac, relu)(raw.astype(np.float64))
+    np.testing.assert_array_equal(got.astype(np.int64), want)
+
+
+@given(SEEDS)
+@settings(max_examples=25, deadline=None)
+def test_narrow_accumulator_wraps_like_hardware(seed):
+    """Accumulators narrow enough to overflow: wrap keeps delta == dense == brute force."""
+    m0 = random_model(seed, [5, 6, 3], scale=3.0)
+    cfg = m0.config
+    layers = [type(ly)(**{**ly.__dict__, "acc_bits": cfg.acc_fmt(i).frac_bits + 3})
+              for i, ly in enumerate(cfg.layers)]
+    m = m0.replace(config=cfg.replace_layers(layers))
+    delta, dense = DeltaNetwork(m, batch=1), DeltaNetwork(m, batch=1, delta=False)
+    assert delta._wrap[0] is not None
+    seq = random_walk(seed, 10, 1, 5, scale=6.0)
+    ref = brute_force(m, [s[0] for s in seq], [0, 0])
+    for obs, (y, _) in zip(seq, ref):
+        x = delta.quantize_obs(obs)
+        a = delta.step(x)
+        np.testing.assert_array_equal(a, dense.step(x))
+        np.testing.assert_array_equal(a[0], y)
