@@ -13,6 +13,10 @@ import sys
 #: Modules providing subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES = [
     "deltanet.cmd_eval",
+    "deltanet.cmd_train",
+    "deltanet.cmd_prune",
+    "deltanet.cmd_verify",
+    "deltanet.cmd_simulate",
 ]
 
 

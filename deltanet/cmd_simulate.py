@@ -1,0 +1,85 @@
+"""``deltanet simulate``: cycle-accurate closed-loop simulation with a performance report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pysim import load_model
+
+from .closed_loop import performance, run
+from .io import write_json_atomic
+
+ENGINES = ("verilator", "icarus", "amaranth")
+
+
+def register(sub):
+    p = sub.add_parser(
+        "simulate", help="cycle-accurate closed-loop simulation and a performance report",
+        description="Run closed-loop episodes on the hardware (generated Verilog in Verilator "
+                    "or Icarus, or the Amaranth simulator) and report cycles per step, latency "
+                    "at the clock, MAC-lane utilisation, balance and the speed-up over a dense "
+                    "schedule on the same lanes. Every step is also checked against pysim.")
+    p.add_argument("--model", required=True, help="model artifact (.npz)")
+    p.add_argument("--episodes", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", choices=ENGINES, default="verilator")
+    p.add_argument("--lanes", type=int, default=4)
+    p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the latency figures")
+    p.add_argument("--max-steps", type=int, default=0, help="cut episodes after this many steps")
+    p.add_argument("--waves", type=Path, help="write a waveform (VCD) of the run here")
+    p.add_argument("--json", type=Path, help="write the report as JSON here")
+    p.set_defaults(func=main)
+
+
+def print_report(perf: dict, res: dict, console=None):
+    con = console or Console()
+    t = Table(title=f"closed loop on {res['simulator']}, {perf['lanes']} lanes, "
+                    f"{perf['clock_mhz']:g} MHz")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    rows = [
+        ("env steps", f"{perf['steps']}"),
+        ("return (hardware / reference)", f"{res['hw_return']:.2f} / {res['ref_return']:.2f}"),
+        ("mismatching steps", f"{res['mismatches']}"),
+        ("cycles/step mean, p50, p99, max",
+         f"{perf['cycles_mean']:.1f}, {perf['cycles_p50']:.0f}, {perf['cycles_p99']:.0f}, "
+         f"{perf['cycles_max']:.0f}"),
+        ("latency mean / max", f"{perf['latency_us_mean']:.3f} us / "
+                               f"{perf['latency_us_max']:.3f} us"),
+        ("useful MACs/step (dense mults)", f"{perf['useful_macs_per_step']:.1f} "
+                                           f"({perf['dense_mults_per_step']})"),
+        ("MAC-lane utilisation", f"{perf['mac_utilisation']:.1%}"
+         if perf["mac_utilisation"] is not None else "-"),
+        ("lane balance (mean/worst)", f"{perf['balance']:.3f}" if perf["balance"] else "-"),
+        ("dense schedule cycles/step", f"{perf['dense_schedule_cycles']}"),
+        ("speed-up vs dense schedule", f"{perf['speedup_vs_dense']:.1f}x"),
+        ("simulation speed", f"{res['env_steps_per_s']:.0f} env steps/s"),
+    ]
+    for a, b in rows:
+        t.add_row(a, b)
+    con.print(t)
+
+
+def main(args) -> int:
+    if args.clock_mhz <= 0:
+        raise ValueError(f"--clock-mhz must be > 0, got {args.clock_mhz}")
+    if args.engine == "amaranth":
+        from .amaranth_engine import run_amaranth
+
+        res = run_amaranth(args.model, lanes=args.lanes, episodes=args.episodes, seed=args.seed,
+                           max_steps=args.max_steps, waves=args.waves)
+    else:
+        res = run(args.model, lanes=args.lanes, sim=args.engine, episodes=args.episodes,
+                  seed=args.seed, max_steps=args.max_steps, waves=args.waves)
+    perf = performance(res, load_model(args.model), args.lanes, args.clock_mhz)
+    print_report(perf, res)
+    if res.get("waves"):
+        print(f"waves: {res['waves']} (open with gtkwave or surfer)")
+    if args.json:
+        write_json_atomic(args.json, {"performance": perf,
+                                      **{k: v for k, v in res.items() if k != "per_step"}})
+        print(f"wrote {args.json}")
+    return 0 if res["mismatches"] == 0 else 1
