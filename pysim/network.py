@@ -78,7 +78,9 @@ class DeltaNetwork:
             self._wt = [model.float_weight(i).T.copy() for i in range(n)]
             self._b = [model.params[i].bias.astype(np.float32) for i in range(n)]
             self._thr = [np.float32(ly.threshold) for ly in cfg.layers]
-        self._nnz_f = [v.astype(self._wt[0].dtype) for v in self._nnz]
+        # one product gives both counts: events (column of ones) and significant (nnz)
+        self._cnt = [np.stack([np.ones_like(v), v], axis=1).astype(self._wt[0].dtype)
+                     for v in self._nnz]
         self.reset()
 
     # ---- state -----------------------------------------------------------------------------
@@ -166,8 +168,7 @@ class DeltaNetwork:
                 acc -= np.floor((acc + 2.0 ** (self._wrap[i] - 1)) * 2.0 ** -self._wrap[i]) \
                     * 2.0 ** self._wrap[i]
             self.last_events.append(ev)
-            counts[0, i] = ev.sum(axis=1)
-            counts[1, i] = ev @ self._nnz_f[i]
+            counts[:, i] = (ev @ self._cnt[i]).T
             if fixed:
                 x = self._requant[i](acc)
             else:
