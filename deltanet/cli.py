@@ -15,8 +15,13 @@ COMMAND_MODULES = [
     "deltanet.cmd_eval",
     "deltanet.cmd_train",
     "deltanet.cmd_prune",
+    "deltanet.cmd_quantize",
+    "deltanet.cmd_calibrate",
+    "deltanet.cmd_sweep",
+    "deltanet.cmd_generate",
     "deltanet.cmd_verify",
     "deltanet.cmd_simulate",
+    "deltanet.cmd_synth",
 ]
 
 

@@ -10,8 +10,9 @@ Microarchitecture assumed (see ``hw/top.py`` for the implementation):
   ``n[j, k]`` non-zero weights of its rows. All lanes share one address counter, so column ``j``
   costs ``maxlen[j] = max_k n[j, k]`` issue cycles (lanes with fewer entries idle; with
   lane-balanced pruning no lane idles). Columns with no non-zero weight cost nothing.
-* Per layer a fixed overhead ``LAYER_OVERHEAD`` (delta-encode compare, pipeline drain,
-  requantize/activate); per step ``STEP_OVERHEAD`` (start hand-shake and done).
+* Per layer a fixed overhead ``LAYER_OVERHEAD`` (delta-encode compare, idle detection, pipeline
+  drain, requantize/activate); per step ``STEP_OVERHEAD`` (none: the start cycle is layer 0's
+  encode cycle).
 
     cycles(step) = STEP_OVERHEAD + sum_l [ LAYER_OVERHEAD + sum_{j in events_l} maxlen_l[j] ]
 
@@ -27,11 +28,14 @@ import numpy as np
 
 from .model import Model
 
-#: Cycles per layer besides MAC issue: 1 encode + 3 pipeline drain (read, multiply,
-#: accumulate) + 1 requantize/activate. The hardware docstring restates the breakdown.
-LAYER_OVERHEAD = 5
-#: Cycles per step besides the layers: the done cycle.
-STEP_OVERHEAD = 1
+#: Cycles per layer besides MAC issue (``hw/top.py`` gives the cycle-by-cycle breakdown):
+#: 1 encode (compare all inputs, latch the events) + 1 cycle that sees the MAC idle (the last
+#: word's memory read) + 1 drain (the last product is added) + 1 requantize/activate.
+LAYER_OVERHEAD = 4
+#: Cycles per step besides the layers: none. Cycles are counted from the clock edge that samples
+#: ``start`` to the edge that samples ``done``; the start cycle is layer 0's encode cycle and the
+#: done cycle may already start the next step, so back-to-back steps take exactly this many.
+STEP_OVERHEAD = 0
 MAX_LANES = 64
 
 

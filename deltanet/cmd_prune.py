@@ -1,0 +1,60 @@
+"""``deltanet prune``: magnitude pruning, gradual with RL fine-tuning or one-shot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub):
+    p = sub.add_parser(
+        "prune", help="prune a policy's weights by magnitude (gradual + fine-tuning)",
+        description="Gradual magnitude pruning (cubic schedule, Zhu & Gupta) of the policy "
+                    "layers with RL fine-tuning of the SB3 model saved beside MODEL by `deltanet "
+                    "train`; masks are re-applied after every gradient step and stored in the "
+                    "artifact. --finetune-steps 0 prunes one-shot (works on any artifact, no SB3 "
+                    "model needed). --balanced-lanes L keeps the same number of weights in every "
+                    "lane's slice of every column (lane k owns output rows r %% L == k).")
+    p.add_argument("--model", required=True, type=Path, help="float artifact from `train`")
+    p.add_argument("--sparsity", required=True, type=float, help="target sparsity in [0, 1)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--per-layer", dest="scope", action="store_const", const="per-layer",
+                   help="every layer to the target sparsity (default)")
+    g.add_argument("--global", dest="scope", action="store_const", const="global",
+                   help="one magnitude threshold over all policy weights")
+    p.add_argument("--balanced-lanes", type=int, default=None, metavar="L",
+                   help="lane-balanced (Spartus column-balanced) pruning for L lanes")
+    p.add_argument("--finetune-steps", type=int, default=None, metavar="N",
+                   help="RL fine-tuning env steps (default: half the training steps; "
+                        "0 = one-shot pruning without fine-tuning)")
+    p.add_argument("--sb3", type=Path, default=None,
+                   help="SB3 model to fine-tune (default: the one recorded in MODEL)")
+    p.add_argument("--out", required=True, type=Path, help="pruned artifact to write")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run, scope="per-layer")
+
+
+def run(args) -> int:
+    from pysim import load_model, save_model
+
+    from .prune import check_sparsity, mask_stats, prune_finetune, prune_oneshot
+
+    check_sparsity(args.sparsity)
+    if args.balanced_lanes is not None and args.balanced_lanes < 1:
+        raise ValueError(f"--balanced-lanes must be a positive integer, got {args.balanced_lanes}")
+    if args.finetune_steps is not None and args.finetune_steps < 0:
+        raise ValueError(f"--finetune-steps must be >= 0, got {args.finetune_steps}")
+    if not args.model.exists():
+        raise FileNotFoundError(f"{args.model}: no such model file")
+    if args.balanced_lanes and args.scope == "global":
+        raise ValueError("--balanced-lanes needs per-layer sparsity (not --global)")
+    if args.finetune_steps == 0:
+        m = prune_oneshot(load_model(args.model), args.sparsity, args.scope, args.balanced_lanes)
+        save_model(m, args.out)
+        st = mask_stats([p.mask for p in m.params], args.balanced_lanes)
+        print(f"wrote {args.out}: one-shot sparsity {st['sparsity']:.3f} "
+              f"per layer {st['per_layer_sparsity']}")
+        return 0
+    prune_finetune(args.model, args.sparsity, args.out, scope=args.scope,
+                   lanes=args.balanced_lanes, finetune_steps=args.finetune_steps,
+                   sb3_path=args.sb3, progress=not args.no_progress)
+    return 0

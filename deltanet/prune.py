@@ -1,0 +1,287 @@
+"""Magnitude pruning: gradual with RL fine-tuning (Zhu & Gupta), or one-shot; lane balancing.
+
+Choices (the paper does not publish its schedule)
+-------------------------------------------------
+* **What is pruned**: the weights of the exported policy layers (the ones the hardware runs);
+  value nets / critics stay dense. Biases are never pruned.
+* **Scope**: ``per-layer`` (default) prunes every layer to the target sparsity; ``global`` ranks
+  all policy weights together by magnitude (big layers then take most of the pruning).
+* **Gradual schedule** (Zhu & Gupta 2017): sparsity ``s(t) = s_f * (1 - (1 - t/T)^3)`` over the
+  first ``ramp`` fraction (2/3) of the fine-tuning steps, recomputing the masks from the current
+  magnitudes ``n_events`` (10) times; the rest of the fine-tuning runs at the final sparsity.
+  Masks are re-applied after *every* optimizer step (a torch optimizer step post-hook), so the
+  weights the RL algorithm acts with are always the pruned ones. Fine-tuning restarts the
+  algorithm's schedules: PPO's learning rate anneals again over the fine-tuning steps; DQN
+  explores with its final epsilon (constant); off-policy algorithms reuse the saved replay buffer.
+* **Lane balancing** (Spartus column-balanced pruning): with ``L`` lanes, lane ``k`` owns the
+  output rows ``r % L == k``. In every column, every lane keeps the same number ``K`` of weights
+  (its ``K`` largest), ``K = max(1, round((1 - s) * ceil(n_out / L)))`` for the whole layer;
+  a lane that owns fewer than ``K`` rows keeps all of them. The achieved sparsity can then differ
+  from the target for small layers (e.g. a 2-output layer keeps at least one weight per lane).
+  :func:`check_balance` verifies the property; :func:`lane_balance` gives mean/worst lane work.
+* **One-shot** pruning (``finetune_steps=0``, used by ``deltanet sweep``) masks the artifact's
+  weights directly and keeps its formats, scaling and thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+SCOPES = ("per-layer", "global")
+
+
+def check_sparsity(s) -> float:
+    if not isinstance(s, (int, float)) or not (0.0 <= float(s) < 1.0) or math.isnan(s):
+        raise ValueError(f"--sparsity must lie in [0, 1), got {s!r}")
+    return float(s)
+
+
+def cubic_sparsity(t: float, total: float, final: float, initial: float = 0.0) -> float:
+    """Zhu & Gupta's schedule: ``s_f + (s_i - s_f) * (1 - t/T)^3`` for ``0 <= t <= T``."""
+    frac = min(max(t / total, 0.0), 1.0) if total > 0 else 1.0
+    return final + (initial - final) * (1.0 - frac) ** 3
+
+
+def _keep_largest(w: np.ndarray, n_keep: int) -> np.ndarray:
+    """Boolean mask keeping the ``n_keep`` largest |w| (ties broken by position, stable)."""
+    flat = np.abs(w).ravel()
+    mask = np.zeros(flat.size, dtype=bool)
+    if n_keep > 0:
+        order = np.argsort(-flat, kind="stable")
+        mask[order[:n_keep]] = True
+    return mask.reshape(w.shape)
+
+
+def balanced_mask(w: np.ndarray, sparsity: float, lanes: int) -> np.ndarray:
+    """Column-balanced magnitude mask of ``w`` (n_out, n_in) for ``lanes`` lanes."""
+    if not isinstance(lanes, int) or lanes < 1:
+        raise ValueError(f"--balanced-lanes must be a positive integer, got {lanes!r}")
+    n_out, n_in = w.shape
+    rows_max = math.ceil(n_out / lanes)
+    k = max(1, int(round((1.0 - sparsity) * rows_max)))
+    mask = np.zeros(w.shape, dtype=bool)
+    for lane in range(lanes):
+        rows = np.arange(lane, n_out, lanes)
+        if rows.size == 0:
+            continue
+        kk = min(k, rows.size)
+        sub = np.abs(w[rows])  # (rows, n_in)
+        order = np.argsort(-sub, axis=0, kind="stable")[:kk]  # per column
+        for j in range(n_in):
+            mask[rows[order[:, j]], j] = True
+    return mask
+
+
+def lane_nnz(mask: np.ndarray, lanes: int) -> np.ndarray:
+    """(lanes, n_in): non-zero weights of each lane's slice of each column."""
+    n_out = mask.shape[0]
+    out = np.zeros((lanes, mask.shape[1]), dtype=np.int64)
+    for lane in range(lanes):
+        out[lane] = mask[lane:n_out:lanes].sum(axis=0)
+    return out
+
+
+def check_balance(mask: np.ndarray, lanes: int) -> tuple[bool, str]:
+    """Is every column lane-balanced? (same non-zero count in every lane, see module doc)."""
+    mask = np.asarray(mask, dtype=bool)
+    n_out = mask.shape[0]
+    rows = np.array([len(range(lane, n_out, lanes)) for lane in range(lanes)])
+    nnz = lane_nnz(mask, lanes)
+    for j in range(mask.shape[1]):
+        col = nnz[:, j]
+        k = col.max()
+        want = np.minimum(k, rows)
+        if not np.array_equal(col, want):
+            return False, (f"column {j}: lanes hold {col.tolist()} non-zeros "
+                           f"(expected {want.tolist()})")
+    return True, "balanced"
+
+
+def lane_balance(mask: np.ndarray, lanes: int) -> float:
+    """Spartus' balance: mean lane work / worst lane work, summed over columns (1.0 = ideal)."""
+    nnz = lane_nnz(np.asarray(mask, dtype=bool), lanes)
+    worst = nnz.max(axis=0).sum()
+    return float(nnz.sum() / (lanes * worst)) if worst else 1.0
+
+
+def compute_masks(weights, sparsity: float, scope: str = "per-layer",
+                  lanes: int | None = None) -> list:
+    """Magnitude masks (True = kept) for a list of (n_out, n_in) weight arrays."""
+    if scope not in SCOPES:
+        raise ValueError(f"pruning scope must be one of {SCOPES}, got {scope!r}")
+    weights = [np.asarray(w, dtype=np.float64) for w in weights]
+    if sparsity <= 0:
+        return [np.ones(w.shape, dtype=bool) for w in weights]
+    if lanes:
+        if scope == "global":
+            raise ValueError("--balanced-lanes needs per-layer sparsity (not --global)")
+        return [balanced_mask(w, sparsity, lanes) for w in weights]
+    if scope == "per-layer":
+        return [_keep_largest(w, int(round((1 - sparsity) * w.size))) for w in weights]
+    flat = np.concatenate([np.abs(w).ravel() for w in weights])
+    keep = _keep_largest(flat, int(round((1 - sparsity) * flat.size)))
+    out, pos = [], 0
+    for w in weights:
+        out.append(keep[pos:pos + w.size].reshape(w.shape))
+        pos += w.size
+    return out
+
+
+def mask_stats(masks, lanes: int | None = None) -> dict:
+    total = sum(m.size for m in masks)
+    kept = sum(int(m.sum()) for m in masks)
+    d = {"sparsity": 1 - kept / total,
+         "per_layer_sparsity": [round(1 - float(m.mean()), 4) for m in masks]}
+    if lanes:
+        d["lane_balance"] = [round(lane_balance(m, lanes), 4) for m in masks]
+        d["balanced"] = all(check_balance(m, lanes)[0] for m in masks)
+    return d
+
+
+# ---- one-shot pruning of an artifact -----------------------------------------------------------
+def prune_oneshot(model, sparsity: float, scope: str = "per-layer", lanes: int | None = None):
+    """Mask ``model``'s weights by magnitude (no fine-tuning); config and meta are kept."""
+    from pysim import LayerParams
+
+    sparsity = check_sparsity(sparsity)
+    ws = [model.float_weight(i) for i in range(len(model.params))]
+    masks = compute_masks(ws, sparsity, scope, lanes)
+    params = [LayerParams(p.weight, p.bias, m & p.mask) for p, m in zip(model.params, masks)]
+    meta = dict(model.meta)
+    prov = dict(meta.get("provenance", {}))
+    prov["pruning"] = {"method": "one-shot magnitude", "target": sparsity, "scope": scope,
+                       "lanes": lanes, **mask_stats([p.mask for p in params], lanes)}
+    meta["provenance"] = prov
+    return model.replace(params=params, meta=meta)
+
+
+# ---- gradual pruning with RL fine-tuning -----------------------------------------------------
+def make_prune_callback(linears, final: float, steps: int, scope: str, lanes, ramp: float = 2 / 3,
+                        n_events: int = 10, log=print):
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    ramp_steps = max(1, int(steps * ramp))
+    event_every = max(1, ramp_steps // n_events)
+
+    class GradualPrune(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.masks = [torch.ones_like(m.weight, dtype=torch.bool) for m in linears]
+            self.next_event = 0
+            self.current = 0.0
+
+        def apply(self, *_args, **_kwargs):
+            with torch.no_grad():
+                for m, mask in zip(linears, self.masks):
+                    m.weight.mul_(mask)
+
+        def update(self, t):
+            s = cubic_sparsity(t, ramp_steps, final)
+            ws = [m.weight.detach().cpu().numpy() for m in linears]
+            masks = compute_masks(ws, s, scope, lanes)
+            self.masks = [torch.as_tensor(mk) for mk in masks]
+            self.current = s
+            self.apply()
+
+        def _on_training_start(self):
+            self.update(0)
+            self.next_event = event_every
+
+        def _on_step(self) -> bool:
+            t = self.num_timesteps
+            if t >= self.next_event and self.current < final:
+                self.update(t)
+                self.next_event = t + event_every
+            return True
+
+        def _on_training_end(self):
+            if self.current < final:
+                self.update(ramp_steps)
+
+    return GradualPrune()
+
+
+def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer",
+                   lanes: int | None = None, finetune_steps: int | None = None,
+                   sb3_path=None, progress: bool = True, log=print):
+    """Gradual magnitude pruning of the policy in an artifact's SB3 model, with fine-tuning."""
+    import torch
+    from stable_baselines3.common.utils import ConstantSchedule, set_random_seed
+
+    from pysim import LayerParams, load_model, save_model
+
+    from .export import export_sb3, policy_linears
+    from .train import algo_class, find_sb3, make_vec_env, save_sb3_atomic, sb3_paths, versions
+
+    sparsity = check_sparsity(sparsity)
+    src = load_model(model_path)
+    prov = dict(src.meta.get("provenance", {}))
+    sb3_path = Path(sb3_path) if sb3_path else find_sb3(src.meta, model_path)
+    if not sb3_path.exists():
+        raise FileNotFoundError(f"SB3 model {sb3_path} not found")
+    env_id = src.meta["env_id"]
+    algo = prov.get("algo", "").lower()
+    if algo not in ("ppo", "dqn", "sac"):
+        raise ValueError(f"{model_path}: provenance names algorithm {prov.get('algo')!r}; "
+                         "fine-tuning supports PPO, DQN, SAC")
+    seed = int(prov.get("seed", 0))
+    steps = finetune_steps if finetune_steps is not None else max(1000, prov.get("steps", 0) // 2)
+    torch.set_num_threads(1)
+    set_random_seed(seed + 1)
+    env = make_vec_env(env_id, int(prov.get("n_envs", 1)), seed + 1)
+    model = algo_class(algo).load(sb3_path, env=env, device="cpu")
+    model.set_random_seed(seed + 1)
+    rb = sb3_path.with_name(sb3_path.name.replace(".sb3.zip", ".sb3.replay.pkl"))
+    if hasattr(model, "replay_buffer"):
+        if rb.exists():
+            model.load_replay_buffer(rb)
+            model.learning_starts = 0
+        else:
+            model.learning_starts = min(model.learning_starts or 1000, 1000)
+    if algo == "dqn":
+        model.exploration_schedule = ConstantSchedule(model.exploration_final_eps)
+    linears = policy_linears(model)
+    cb = make_prune_callback(linears, sparsity, steps, scope, lanes, log=log)
+    optimizers = [model.policy.optimizer] if algo != "sac" else [model.policy.actor.optimizer]
+    hooks = [o.register_step_post_hook(cb.apply) for o in optimizers]
+    t0 = time.time()
+    log(f"pruning {env_id} {algo.upper()} policy to sparsity {sparsity} ({scope}"
+        f"{f', {lanes} lanes balanced' if lanes else ''}), fine-tuning {steps:,} env steps")
+    try:
+        if steps > 0:
+            model.learn(total_timesteps=steps, callback=cb, progress_bar=progress)
+        else:
+            cb.init_callback(model)
+            cb.update(1)
+    finally:
+        for h in hooks:
+            h.remove()
+    cb.apply()
+    out = Path(out)
+    zpath, rbpath = sb3_paths(out)
+    save_sb3_atomic(model, zpath, rbpath if hasattr(model, "replay_buffer") else None)
+    masks = [mk.cpu().numpy().astype(bool) for mk in cb.masks]
+    new_prov = dict(prov)
+    new_prov.update({
+        "sb3_zip": zpath.name,
+        "pruning": {"method": "gradual magnitude (Zhu & Gupta cubic) + RL fine-tuning",
+                    "target": sparsity, "scope": scope, "lanes": lanes,
+                    "finetune_steps": steps, "ramp_fraction": 2 / 3, "events": 10,
+                    "source": str(model_path), "source_checksum": src.meta.get("checksum"),
+                    "seconds": round(time.time() - t0, 1), **mask_stats(masks, lanes)},
+        "versions": versions(),
+    })
+    m = export_sb3(model, env_id, new_prov)
+    m = m.replace(params=[LayerParams(p.weight, p.bias, mk) for p, mk in zip(m.params, masks)])
+    save_model(m, out)
+    env.close()
+    st = new_prov["pruning"]
+    bal = f", lane balance {st['lane_balance']}" if lanes else ""
+    log(f"wrote {out}: sparsity {st['sparsity']:.3f} per layer {st['per_layer_sparsity']}"
+        f"{bal} ({time.time() - t0:.0f} s)")
+    return m

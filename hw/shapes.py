@@ -1,0 +1,65 @@
+"""The only place that maps pysim fixed-point formats to Amaranth shapes (and raw codes to bits).
+
+A format ``SQi.f`` becomes ``signed(i + f)``; ``UQi.f`` becomes ``unsigned(i + f)``. A vector of
+``n`` raw codes becomes ``ArrayLayout(shape, n)``: element ``k`` in bits ``[k*w, (k+1)*w)``,
+which is also the flattened Verilog port layout. ``pack``/``unpack`` convert numpy raw codes to
+and from such flat integers (used by testbenches and the generator, never by the datapath).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Shape, signed, unsigned
+from amaranth.lib import data
+
+from pysim.config import NetworkConfig
+from pysim.fixed import FixedFormat
+
+__all__ = ["acc_shape", "delta_shape", "pack", "raw_shape", "raw_vector", "threshold_shape",
+           "unpack"]
+
+
+def raw_shape(f: FixedFormat) -> Shape:
+    """Shape of one raw code of format ``f``."""
+    return signed(f.width) if f.signed else unsigned(f.width)
+
+
+def raw_vector(f: FixedFormat, n: int) -> data.ArrayLayout:
+    """Layout of ``n`` raw codes of format ``f`` (element ``k`` in bits ``[k*w, (k+1)*w)``)."""
+    return data.ArrayLayout(raw_shape(f), n)
+
+
+def delta_shape(f: FixedFormat) -> Shape:
+    """Shape of the difference of two codes of ``f`` (one bit wider, always signed)."""
+    return signed(f.width + 1)
+
+
+def threshold_shape(f: FixedFormat) -> Shape:
+    """Unsigned shape that holds every ``|delta|`` of ``f`` plus one "never fires" value."""
+    return unsigned(f.width + 1)
+
+
+def acc_shape(config: NetworkConfig, layer: int) -> Shape:
+    """Shape of one pre-activation (accumulator) code of ``layer``."""
+    return raw_shape(config.acc_fmt(layer))
+
+
+def pack(raw, width: int) -> int:
+    """Raw codes (any sign) -> one flat integer, code ``k`` in bits ``[k*width, (k+1)*width)``."""
+    out = 0
+    mask = (1 << width) - 1
+    for k, v in enumerate(np.asarray(raw, dtype=np.int64).ravel().tolist()):
+        out |= (int(v) & mask) << (k * width)
+    return out
+
+
+def unpack(value: int, width: int, n: int, signed_: bool = True) -> np.ndarray:
+    """Flat integer -> ``n`` raw codes (two's complement when ``signed_``) as int64."""
+    mask = (1 << width) - 1
+    out = []
+    for k in range(n):
+        v = (int(value) >> (k * width)) & mask
+        if signed_ and v >> (width - 1):
+            v -= 1 << width
+        out.append(v)
+    return np.array(out, dtype=np.int64)

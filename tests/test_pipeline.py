@@ -1,0 +1,212 @@
+"""The RL pipeline's plumbing with tiny budgets: train -> prune -> quantize -> calibrate -> eval.
+
+These check that the stages connect and refuse bad input clearly; they do not check rewards
+(see scripts/bench_reduction.py for that).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deltanet.cli import main
+from deltanet.prune import (balanced_mask, check_balance, compute_masks, cubic_sparsity,
+                            lane_balance, prune_oneshot)
+from pysim import load_model
+
+
+def run_cli(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pipeline")
+    out = d / "cp_dense.npz"
+    rc = main(["train", "--env", "CartPole-v1", "--algo", "ppo", "--steps", "1024", "--seed",
+               "3", "--out", str(out), "--checkpoint-every", "512", "--no-progress"])
+    assert rc == 0
+    return d, out
+
+
+def test_train_prune_quantize_calibrate_eval(trained, capsys):
+    d, dense = trained
+    m = load_model(dense)
+    prov = m.meta["provenance"]
+    assert prov["algo"] == "PPO" and prov["seed"] == 3 and prov["steps"] >= 1024
+    assert "versions" in prov and "hyperparams" in prov
+    assert (d / prov["sb3_zip"]).exists()
+    pruned, quant, final = d / "p.npz", d / "q.npz", d / "c.npz"
+    rc, out, err = run_cli(capsys, "prune", "--model", dense, "--sparsity", "0.5",
+                           "--finetune-steps", "512", "--out", pruned, "--no-progress")
+    assert rc == 0, err
+    p = load_model(pruned)
+    assert abs(p.sparsity("float") - 0.5) < 0.02
+    assert p.meta["provenance"]["pruning"]["target"] == 0.5
+    rc, out, err = run_cli(capsys, "quantize", "--model", pruned, "--out", quant,
+                           "--episodes", "3")
+    assert rc == 0, err
+    assert "rel RMS" in out
+    q = load_model(quant)
+    assert all(ly.weight_fmt.width <= 8 for ly in q.config.layers)
+    assert all(ly.out_fmt.width <= 16 for ly in q.config.layers)
+    assert np.array_equal([pp.mask for pp in q.params][1], [pp.mask for pp in p.params][1])
+    rc, out, err = run_cli(capsys, "calibrate", "--model", quant, "--out", final,
+                           "--episodes", "20", "--max-evals", "6")
+    assert rc == 0, err
+    c = load_model(final)
+    assert "calibration" in c.meta["provenance"]
+    rc, out, err = run_cli(capsys, "eval", "--model", final, "--episodes", "2",
+                           "--no-progress")
+    assert rc == 0, err
+
+
+def test_resume_continues_from_checkpoint(trained, capsys):
+    d, dense = trained
+    ckpts = sorted((d / "cp_dense.ckpt").glob("model_*.zip"))
+    assert ckpts, "no checkpoint written"
+    rc, out, err = run_cli(capsys, "train", "--env", "CartPole-v1", "--algo", "ppo", "--steps",
+                           "1536", "--seed", "3", "--out", dense, "--resume", "--no-progress")
+    assert rc == 0, err
+    assert "resuming" in out
+    assert load_model(dense).meta["provenance"]["steps"] >= 1536
+    assert load_model(dense).meta["provenance"]["resumed"] is True
+
+
+def test_resume_off_policy_keeps_replay_buffer(tmp_path, capsys):
+    out = tmp_path / "dqn.npz"
+    args = ["train", "--env", "CartPole-v1", "--algo", "dqn", "--net", "16", "--seed", "0",
+            "--out", out, "--checkpoint-every", "1000", "--no-progress"]
+    rc, _, err = run_cli(capsys, *args, "--steps", "1000")
+    assert rc == 0, err
+    assert list((tmp_path / "dqn.ckpt").glob("replay_*.pkl"))
+    rc, text, err = run_cli(capsys, *args, "--steps", "1500", "--resume")
+    assert rc == 0, err
+    assert "resuming" in text
+    assert load_model(out).meta["provenance"]["steps"] >= 1500
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("shape", [(64, 64), (64, 4), (2, 64), (30, 7)])
+def test_balanced_pruning_balances_every_column(lanes, shape):
+    w = np.random.default_rng(lanes).normal(size=shape)
+    m = balanced_mask(w, 0.75, lanes)
+    ok, why = check_balance(m, lanes)
+    assert ok, why
+    n_out = shape[0]
+    k = max(1, round(0.25 * -(-n_out // lanes)))
+    for lane in range(lanes):
+        rows = m[lane::lanes]
+        if rows.shape[0]:
+            assert np.all(rows.sum(axis=0) == min(k, rows.shape[0]))
+    if n_out % lanes == 0:
+        assert lane_balance(m, lanes) == 1.0
+
+
+def test_check_balance_detects_imbalance():
+    m = np.zeros((8, 3), dtype=bool)
+    m[0, 0] = m[2, 0] = True  # lane 0 holds 2 in column 0 with 2 lanes, lane 1 none
+    ok, why = check_balance(m, 2)
+    assert not ok and "column 0" in why
+
+
+def test_masks_and_schedule():
+    rng = np.random.default_rng(0)
+    ws = [rng.normal(size=(64, 4)), rng.normal(size=(64, 64))]
+    per = compute_masks(ws, 0.9, "per-layer")
+    assert [round(1 - m.mean(), 2) for m in per] == [0.9, 0.9]
+    glob = compute_masks(ws, 0.9, "global")
+    assert abs(1 - sum(m.sum() for m in glob) / sum(w.size for w in ws) - 0.9) < 1e-3
+    assert cubic_sparsity(0, 100, 0.9) == 0.0
+    assert cubic_sparsity(100, 100, 0.9) == pytest.approx(0.9)
+    assert cubic_sparsity(50, 100, 0.9) == pytest.approx(0.9 * (1 - 0.5 ** 3))
+
+
+def test_oneshot_keeps_config(trained):
+    _, dense = trained
+    m = load_model(dense)
+    p = prune_oneshot(m, 0.7, lanes=4)
+    assert p.config == m.config
+    assert all(check_balance(pp.mask, 4)[0] for pp in p.params)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--env", "NoSuchEnv-v9", "--algo", "ppo", "--steps", "100"], "NoSuchEnv-v9"),
+    (["train", "--env", "FrozenLake-v1", "--algo", "ppo", "--steps", "100"], "Discrete"),
+    (["train", "--env", "Taxi-v3", "--algo", "dqn", "--steps", "100"], "Taxi-v3"),
+    (["train", "--env", "CartPole-v1", "--algo", "ppo", "--steps", "-5"], "--steps"),
+    (["train", "--env", "Pendulum-v1", "--algo", "dqn", "--steps", "100"], "Discrete action"),
+    (["train", "--env", "CartPole-v1", "--algo", "sac", "--steps", "100"], "Box action"),
+])
+def test_train_refuses_bad_arguments(argv, needle, tmp_path, capsys):
+    rc, _, err = run_cli(capsys, *argv, "--out", tmp_path / "x.npz", "--no-progress")
+    assert rc == 2
+    assert needle in err
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_frozenlake_message_names_env_and_space(tmp_path, capsys):
+    rc, _, err = run_cli(capsys, "train", "--env", "FrozenLake-v1", "--algo", "ppo",
+                         "--out", tmp_path / "x.npz")
+    assert rc == 2 and "FrozenLake-v1" in err and "Discrete(16)" in err
+
+
+@pytest.mark.parametrize("sparsity", ["1.0", "-0.1", "1.5"])
+def test_prune_refuses_sparsity_outside_range(sparsity, trained, tmp_path, capsys):
+    _, dense = trained
+    rc, _, err = run_cli(capsys, "prune", "--model", dense, "--sparsity", sparsity,
+                         "--out", tmp_path / "p.npz")
+    assert rc == 2 and "[0, 1)" in err
+
+
+@pytest.mark.parametrize("cmd", [
+    ["prune", "--sparsity", "0.5"], ["quantize"], ["calibrate"], ["eval"]])
+def test_missing_model_file(cmd, tmp_path, capsys):
+    missing = tmp_path / "nope.npz"
+    argv = cmd[:1] + ["--model", missing] + cmd[1:]
+    if cmd[0] != "eval":
+        argv += ["--out", tmp_path / "o.npz"]
+    rc, _, err = run_cli(capsys, *argv)
+    assert rc == 2 and "nope.npz" in err
+
+
+def test_calibrate_refuses_too_few_episodes(trained, tmp_path, capsys):
+    _, dense = trained
+    rc, _, err = run_cli(capsys, "calibrate", "--model", dense, "--out", tmp_path / "c.npz",
+                         "--episodes", "5")
+    assert rc == 2 and "--episodes" in err
+
+
+def test_prune_without_sb3_model_explains(trained, tmp_path, capsys):
+    _, dense = trained
+    m = load_model(dense)
+    from pysim import save_model
+
+    other = tmp_path / "copy.npz"
+    save_model(m, other)  # its SB3 zip is not beside the copy
+    rc, _, err = run_cli(capsys, "prune", "--model", other, "--sparsity", "0.5",
+                         "--out", tmp_path / "p.npz")
+    assert rc == 2 and "SB3" in err
+
+
+def test_sweep_writes_results_and_skips_finished_points(trained, tmp_path, capsys):
+    _, dense = trained
+    args = ["sweep", "--model", dense, "--thresholds", "0", "0.1", "--sparsities", "0", "0.5",
+            "--episodes", "2", "--workers", "1", "--out", tmp_path / "sw", "--no-progress"]
+    rc, out, err = run_cli(capsys, *args)
+    assert rc == 0, err
+    lines = (tmp_path / "sw" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    assert (tmp_path / "sw" / "pareto.png").stat().st_size > 0
+    assert len((tmp_path / "sw" / "results.csv").read_text().splitlines()) == 5
+    rc, out, err = run_cli(capsys, *args)
+    assert rc == 0 and "0 points to run, 4 already done" in out
+
+
+def test_sweep_refuses_bad_sparsity(trained, tmp_path, capsys):
+    _, dense = trained
+    rc, _, err = run_cli(capsys, "sweep", "--model", dense, "--thresholds", "0",
+                         "--sparsities", "1.2", "--out", tmp_path / "sw")
+    assert rc == 2 and "[0, 1)" in err
