@@ -41,23 +41,21 @@ def _design_hash(design_dir: Path, sim: str, waves: bool) -> str:
     return h.hexdigest()[:16]
 
 
-def build(design_dir, sim: str = "verilator", *, waves: bool = False,
-          build_root: Path | None = None) -> Path:
-    """Compile ``design_dir/deltanet_top.v`` for ``sim``; returns the build folder (cached)."""
+def sim_kwargs(sim: str) -> dict:
+    """Simulator-specific keyword arguments shared by ``runner.build`` and ``runner.test``."""
+    return {"timescale": ("1ns", "1ps")} if sim == "icarus" else {}
+
+
+def compile_sources(sources, toplevel: str, bdir: Path, sim: str, *, waves: bool = False) -> None:
+    """``get_runner(sim).build(...)`` of ``sources`` into ``bdir`` (always rebuilds).
+
+    Raises :class:`SimulationError` naming ``bdir/build.log`` when the build fails.
+    """
     from cocotb_tools.runner import get_runner
 
     ensure_on_path(sim)
-    design_dir = Path(design_dir).resolve()
-    build_root = Path(build_root or DEFAULT_BUILD_ROOT).resolve()
-    bdir = build_root / f"{sim}-{_design_hash(design_dir, sim, waves)}"
-    stamp = bdir / ".built"
-    if stamp.exists():
-        return bdir
-    bdir.mkdir(parents=True, exist_ok=True)
     runner = get_runner(sim)
-    kwargs = {}
-    if sim == "icarus":
-        kwargs["timescale"] = ("1ns", "1ps")
+    kwargs = sim_kwargs(sim)
     if sim == "verilator":
         kwargs["build_args"] = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
     saved = os.environ.get("MAKEFLAGS")
@@ -67,7 +65,7 @@ def build(design_dir, sim: str = "verilator", *, waves: bool = False,
         # A MAKEFLAGS variable acts as a command-line override of the makefile's value.
         os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
     try:
-        runner.build(sources=[design_dir / f"{TOPLEVEL}.v"], hdl_toplevel=TOPLEVEL,
+        runner.build(sources=list(sources), hdl_toplevel=toplevel,
                      build_dir=bdir, always=True, waves=waves,
                      log_file=bdir / "build.log", **kwargs)
     except RuntimeError as e:
@@ -78,6 +76,20 @@ def build(design_dir, sim: str = "verilator", *, waves: bool = False,
             os.environ.pop("MAKEFLAGS", None)
         else:
             os.environ["MAKEFLAGS"] = saved
+
+
+def build(design_dir, sim: str = "verilator", *, waves: bool = False,
+          build_root: Path | None = None) -> Path:
+    """Compile ``design_dir/deltanet_top.v`` for ``sim``; returns the build folder (cached)."""
+    ensure_on_path(sim)
+    design_dir = Path(design_dir).resolve()
+    build_root = Path(build_root or DEFAULT_BUILD_ROOT).resolve()
+    bdir = build_root / f"{sim}-{_design_hash(design_dir, sim, waves)}"
+    stamp = bdir / ".built"
+    if stamp.exists():
+        return bdir
+    bdir.mkdir(parents=True, exist_ok=True)
+    compile_sources([design_dir / f"{TOPLEVEL}.v"], TOPLEVEL, bdir, sim, waves=waves)
     stamp.write_text("ok\n")
     return bdir
 
