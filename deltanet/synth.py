@@ -24,9 +24,12 @@ from importlib import metadata
 from pathlib import Path
 
 TARGETS = {
-    "ecp5-25k": {"family": "ecp5", "pnr": ["--25k", "--package", "CABGA381"]},
-    "ecp5-85k": {"family": "ecp5", "pnr": ["--85k", "--package", "CABGA381"]},
-    "ice40-up5k": {"family": "ice40", "pnr": ["--up5k", "--package", "sg48"]},
+    "ecp5-25k": {"family": "ecp5", "pnr": ["--25k", "--package", "CABGA381"],
+                 "capacity": {"luts": 24288, "ffs": 24288, "dsp": 28, "bram": 56}},
+    "ecp5-85k": {"family": "ecp5", "pnr": ["--85k", "--package", "CABGA381"],
+                 "capacity": {"luts": 83640, "ffs": 83640, "dsp": 156, "bram": 208}},
+    "ice40-up5k": {"family": "ice40", "pnr": ["--up5k", "--package", "sg48"],
+                   "capacity": {"luts": 5280, "ffs": 5280, "dsp": 8, "bram": 30}},
 }
 TOP = "deltanet_top"
 
@@ -119,6 +122,9 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
     result_path = work / "result.json"
     if result_path.exists():
         res = json.loads(result_path.read_text())
+        if res.get("fits") is False:
+            raise SynthError(f"the design does not fit {target} ({res['error']}; cached "
+                             f"result in {work})")
         res["cached"] = True
         return res
     work.mkdir(parents=True, exist_ok=True)
@@ -145,6 +151,15 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
     if p.returncode != 0:
         raise SynthError(f"yosys failed for {target}; see {work / 'yosys.log'}:\n"
                          + "\n".join((p.stdout + p.stderr).strip().splitlines()[-5:]))
+    need = synth_counts(work / "stat.txt", t["family"])
+    over = [f"{k}: needs {v}, {target} has {t['capacity'][k]}" for k, v in need.items()
+            if v > t["capacity"][k]]
+    if over:
+        res = {"target": target, "fits": False, "needs": need, "capacity": t["capacity"],
+               "error": "; ".join(over), "work_dir": str(work), "versions": _versions()}
+        result_path.write_text(json.dumps(res, indent=2) + "\n")
+        raise SynthError(f"the design does not fit {target} ({res['error']}; counts after "
+                         f"yosys, see {work / 'stat.txt'})")
     pnr = [_tool(f"yowasp-nextpnr-{t['family']}"), *t["pnr"], "--json", "top.json",
            "--report", "report.json", "--timing-allow-fail", "--freq", str(freq_mhz), "-q",
            "--seed", "1"]
@@ -153,8 +168,8 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
     p = step("nextpnr place and route", pnr)
     text = p.stdout + p.stderr
     if p.returncode != 0 or not (work / "report.json").exists():
-        m = re.search(r"(Design uses.*|Unable to place.*|.*too many.*|.*not enough.*)", text,
-                      re.I)
+        m = re.search(r"(Design uses.*|Unable to (?:find legal )?place.*|.*too many.*|"
+                      r".*not enough.*)", text, re.I)
         if m:
             raise SynthError(f"the design does not fit {target}: {m.group(1).strip()}")
         raise SynthError(f"nextpnr failed for {target}; see {work}:\n"
@@ -177,6 +192,32 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
     res["versions"] = _versions()
     result_path.write_text(json.dumps(res, indent=2) + "\n")
     return res
+
+
+def _stat_cells(stat: Path) -> dict:
+    """Cell type -> count from yosys ``stat`` output."""
+    cells = {}
+    if stat.exists():
+        for m in re.finditer(r"^\s*(\d+)\s+\$?([A-Za-z_][\w$]*)\s*$", stat.read_text(), re.M):
+            cells[m.group(2)] = cells.get(m.group(2), 0) + int(m.group(1))
+        for m in re.finditer(r"^\s*([A-Za-z_][\w$]*)\s+(\d+)\s*$", stat.read_text(), re.M):
+            cells[m.group(1)] = cells.get(m.group(1), 0) + int(m.group(2))
+    return cells
+
+
+def synth_counts(stat: Path, family: str) -> dict:
+    """Resource needs from yosys' cell counts, before place and route.
+
+    ECP5: a CCU2C carry cell occupies two LUT4 slots of a slice.
+    """
+    c = _stat_cells(stat)
+    if family == "ecp5":
+        return {"luts": c.get("LUT4", 0) + 2 * c.get("CCU2C", 0),
+                "ffs": c.get("TRELLIS_FF", 0), "dsp": c.get("MULT18X18D", 0),
+                "bram": c.get("DP16KD", 0)}
+    ffs = sum(v for k, v in c.items() if k.startswith("SB_DFF"))
+    return {"luts": c.get("SB_LUT4", 0), "ffs": ffs, "dsp": c.get("SB_MAC16", 0),
+            "bram": c.get("SB_RAM40_4K", 0)}
 
 
 def _ice40_ffs(stat: Path) -> int | None:

@@ -40,3 +40,23 @@ def test_synth_ecp5_and_cache(tmp_path):
     assert again["cached"] and again["luts"] == res["luts"]
     with pytest.raises(ValueError, match="--target"):
         synth(v, "virtex")
+
+
+def test_synth_counts_and_early_does_not_fit(tmp_path):
+    from deltanet.synth import synth_counts
+    stat = tmp_path / "stat.txt"
+    stat.write_text("=== top ===\n   37518 cells\n     6649   CCU2C\n        4   DP16KD\n"
+                    "    17365   LUT4\n        4   MULT18X18D\n    10582   TRELLIS_FF\n")
+    assert synth_counts(stat, "ecp5") == {"luts": 17365 + 2 * 6649, "ffs": 10582, "dsp": 4,
+                                          "bram": 4}
+    # a real design too big for the iCE40: yosys counts it, nextpnr is never started
+    wide = "\n".join(f"  output [31:0] q{i}; reg [31:0] q{i};" for i in range(8))
+    body = "\n".join(f"  always @(posedge clk) q{i} <= q{i} * a + {i};" for i in range(8))
+    v = tmp_path / "big.v"
+    v.write_text("module deltanet_top(clk, rst, a, " + ", ".join(f"q{i}" for i in range(8))
+                 + ");\n  input clk; wire clk;\n  input rst; wire rst;\n"
+                 "  input [31:0] a; wire [31:0] a;\n" + wide + "\n" + body + "\nendmodule\n")
+    with pytest.raises(SynthError, match="does not fit ice40-up5k"):
+        synth(v, "ice40-up5k", cache_root=tmp_path / "c")
+    with pytest.raises(SynthError, match="does not fit"):  # cached verdict, same message
+        synth(v, "ice40-up5k", cache_root=tmp_path / "c")
