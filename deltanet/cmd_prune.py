@@ -23,6 +23,12 @@ def register(sub):
                    help="one magnitude threshold over all policy weights")
     p.add_argument("--balanced-lanes", type=int, default=None, metavar="L",
                    help="lane-balanced (Spartus column-balanced) pruning for L lanes")
+    p.add_argument("--whole-columns", action="store_true",
+                   help="with --balanced-lanes: prune layers with n_out <= L (the output layer) "
+                        "by whole columns instead of keeping them dense")
+    p.add_argument("--out-sparsity", type=float, default=None, metavar="S",
+                   help="target sparsity of the output layer (default: --sparsity; per-layer "
+                        "scope only)")
     p.add_argument("--finetune-steps", type=int, default=None, metavar="N",
                    help="RL fine-tuning env steps (default: half the training steps; "
                         "0 = one-shot pruning without fine-tuning)")
@@ -39,6 +45,12 @@ def run(args) -> int:
     from .prune import check_sparsity, mask_stats, prune_finetune, prune_oneshot
 
     check_sparsity(args.sparsity)
+    if args.out_sparsity is not None:
+        check_sparsity(args.out_sparsity)
+        if args.scope == "global":
+            raise ValueError("--out-sparsity needs per-layer sparsity (not --global)")
+    if args.whole_columns and not args.balanced_lanes:
+        raise ValueError("--whole-columns needs --balanced-lanes")
     if args.balanced_lanes is not None and args.balanced_lanes < 1:
         raise ValueError(f"--balanced-lanes must be a positive integer, got {args.balanced_lanes}")
     if args.finetune_steps is not None and args.finetune_steps < 0:
@@ -48,7 +60,10 @@ def run(args) -> int:
     if args.balanced_lanes and args.scope == "global":
         raise ValueError("--balanced-lanes needs per-layer sparsity (not --global)")
     if args.finetune_steps == 0:
-        m = prune_oneshot(load_model(args.model), args.sparsity, args.scope, args.balanced_lanes)
+        if args.out_sparsity is not None:
+            raise ValueError("--out-sparsity needs fine-tuning (--finetune-steps > 0)")
+        m = prune_oneshot(load_model(args.model), args.sparsity, args.scope, args.balanced_lanes,
+                          args.whole_columns)
         save_model(m, args.out)
         st = mask_stats([p.mask for p in m.params], args.balanced_lanes)
         print(f"wrote {args.out}: one-shot sparsity {st['sparsity']:.3f} "
@@ -56,5 +71,6 @@ def run(args) -> int:
         return 0
     prune_finetune(args.model, args.sparsity, args.out, scope=args.scope,
                    lanes=args.balanced_lanes, finetune_steps=args.finetune_steps,
-                   sb3_path=args.sb3, progress=not args.no_progress)
+                   sb3_path=args.sb3, progress=not args.no_progress,
+                   whole_columns=args.whole_columns, out_sparsity=args.out_sparsity)
     return 0

@@ -13,12 +13,25 @@ Choices (the paper does not publish its schedule)
   weights the RL algorithm acts with are always the pruned ones. Fine-tuning restarts the
   algorithm's schedules: PPO's learning rate anneals again over the fine-tuning steps; DQN
   explores with its final epsilon (constant); off-policy algorithms reuse the saved replay buffer.
+  ``overrides`` replace SB3 hyper-parameters for the fine-tuning (``custom_objects`` at load,
+  before the model is set up), e.g. ``{"n_steps": 256}``: PPO with rl-zoo's LunarLander rollouts
+  (16 x 1024 steps) gets too few updates to recover from pruning.
 * **Lane balancing** (Spartus column-balanced pruning): with ``L`` lanes, lane ``k`` owns the
   output rows ``r % L == k``. In every column, every lane keeps the same number ``K`` of weights
   (its ``K`` largest), ``K = max(1, round((1 - s) * ceil(n_out / L)))`` for the whole layer;
   a lane that owns fewer than ``K`` rows keeps all of them. The achieved sparsity can then differ
   from the target for small layers (e.g. a 2-output layer keeps at least one weight per lane).
   :func:`check_balance` verifies the property; :func:`lane_balance` gives mean/worst lane work.
+  With ``whole_columns=True``, a layer in which every lane owns at most one row (``n_out <= L``,
+  e.g. the output layer) is pruned by whole columns instead: the ``max(1, round((1 - s) n_in))``
+  columns with the largest L1 norm are kept entirely, the others are removed (an all-zero column
+  costs the hardware nothing, a kept one a single cycle in which ``n_out`` lanes work; still
+  balanced). Without it such a layer stays dense, and with ``n_out < L`` its cycles run at
+  ``n_out / L`` utilisation.
+* **Output layer**: ``out_sparsity`` (per-layer scope only) gives the last layer its own target
+  (default: the same as the others); with ``whole_columns`` it sets how many hidden units of the
+  last hidden layer feed the outputs, and so how many of its delta events reach the (poorly
+  lane-filled) output layer. The schedule ramps every layer with the same cubic.
 * **One-shot** pruning (``finetune_steps=0``, used by ``deltanet sweep``) masks the artifact's
   weights directly and keeps its formats, scaling and thresholds.
 """
@@ -56,12 +69,16 @@ def _keep_largest(w: np.ndarray, n_keep: int) -> np.ndarray:
     return mask.reshape(w.shape)
 
 
-def balanced_mask(w: np.ndarray, sparsity: float, lanes: int) -> np.ndarray:
+def balanced_mask(w: np.ndarray, sparsity: float, lanes: int,
+                  whole_columns: bool = False) -> np.ndarray:
     """Column-balanced magnitude mask of ``w`` (n_out, n_in) for ``lanes`` lanes."""
     if not isinstance(lanes, int) or lanes < 1:
         raise ValueError(f"--balanced-lanes must be a positive integer, got {lanes!r}")
     n_out, n_in = w.shape
     rows_max = math.ceil(n_out / lanes)
+    if whole_columns and rows_max == 1:
+        keep = _keep_largest(np.abs(w).sum(axis=0), max(1, int(round((1.0 - sparsity) * n_in))))
+        return np.broadcast_to(keep[None, :], w.shape).copy()
     k = max(1, int(round((1.0 - sparsity) * rows_max)))
     mask = np.zeros(w.shape, dtype=bool)
     for lane in range(lanes):
@@ -109,17 +126,23 @@ def lane_balance(mask: np.ndarray, lanes: int) -> float:
 
 
 def compute_masks(weights, sparsity: float, scope: str = "per-layer",
-                  lanes: int | None = None) -> list:
+                  lanes: int | None = None, whole_columns: bool = False,
+                  out_sparsity: float | None = None) -> list:
     """Magnitude masks (True = kept) for a list of (n_out, n_in) weight arrays."""
     if scope not in SCOPES:
         raise ValueError(f"pruning scope must be one of {SCOPES}, got {scope!r}")
     weights = [np.asarray(w, dtype=np.float64) for w in weights]
+    if out_sparsity is not None and len(weights) > 1:
+        if scope != "per-layer":
+            raise ValueError("an output-layer sparsity needs per-layer scope (not --global)")
+        return (compute_masks(weights[:-1], sparsity, scope, lanes, whole_columns)
+                + compute_masks(weights[-1:], out_sparsity, scope, lanes, whole_columns))
     if sparsity <= 0:
         return [np.ones(w.shape, dtype=bool) for w in weights]
     if lanes:
         if scope == "global":
             raise ValueError("--balanced-lanes needs per-layer sparsity (not --global)")
-        return [balanced_mask(w, sparsity, lanes) for w in weights]
+        return [balanced_mask(w, sparsity, lanes, whole_columns) for w in weights]
     if scope == "per-layer":
         return [_keep_largest(w, int(round((1 - sparsity) * w.size))) for w in weights]
     flat = np.concatenate([np.abs(w).ravel() for w in weights])
@@ -143,25 +166,28 @@ def mask_stats(masks, lanes: int | None = None) -> dict:
 
 
 # ---- one-shot pruning of an artifact -----------------------------------------------------------
-def prune_oneshot(model, sparsity: float, scope: str = "per-layer", lanes: int | None = None):
+def prune_oneshot(model, sparsity: float, scope: str = "per-layer", lanes: int | None = None,
+                  whole_columns: bool = False):
     """Mask ``model``'s weights by magnitude (no fine-tuning); config and meta are kept."""
     from pysim import LayerParams
 
     sparsity = check_sparsity(sparsity)
     ws = [model.float_weight(i) for i in range(len(model.params))]
-    masks = compute_masks(ws, sparsity, scope, lanes)
+    masks = compute_masks(ws, sparsity, scope, lanes, whole_columns)
     params = [LayerParams(p.weight, p.bias, m & p.mask) for p, m in zip(model.params, masks)]
     meta = dict(model.meta)
     prov = dict(meta.get("provenance", {}))
     prov["pruning"] = {"method": "one-shot magnitude", "target": sparsity, "scope": scope,
-                       "lanes": lanes, **mask_stats([p.mask for p in params], lanes)}
+                       "lanes": lanes, "whole_columns": whole_columns,
+                       **mask_stats([p.mask for p in params], lanes)}
     meta["provenance"] = prov
     return model.replace(params=params, meta=meta)
 
 
 # ---- gradual pruning with RL fine-tuning -----------------------------------------------------
 def make_prune_callback(linears, final: float, steps: int, scope: str, lanes, ramp: float = 2 / 3,
-                        n_events: int = 10, log=print):
+                        n_events: int = 10, log=print, whole_columns: bool = False,
+                        out_final: float | None = None):
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -181,11 +207,12 @@ def make_prune_callback(linears, final: float, steps: int, scope: str, lanes, ra
                     m.weight.mul_(mask)
 
         def update(self, t):
-            s = cubic_sparsity(t, ramp_steps, final)
+            frac = cubic_sparsity(t, ramp_steps, 1.0)  # every layer: its target x frac
             ws = [m.weight.detach().cpu().numpy() for m in linears]
-            masks = compute_masks(ws, s, scope, lanes)
+            masks = compute_masks(ws, final * frac, scope, lanes, whole_columns,
+                                  None if out_final is None else out_final * frac)
             self.masks = [torch.as_tensor(mk) for mk in masks]
-            self.current = s
+            self.current = frac
             self.apply()
 
         def _on_training_start(self):
@@ -194,13 +221,13 @@ def make_prune_callback(linears, final: float, steps: int, scope: str, lanes, ra
 
         def _on_step(self) -> bool:
             t = self.num_timesteps
-            if t >= self.next_event and self.current < final:
+            if t >= self.next_event and self.current < 1.0:
                 self.update(t)
                 self.next_event = t + event_every
             return True
 
         def _on_training_end(self):
-            if self.current < final:
+            if self.current < 1.0:
                 self.update(ramp_steps)
 
     return GradualPrune()
@@ -208,7 +235,9 @@ def make_prune_callback(linears, final: float, steps: int, scope: str, lanes, ra
 
 def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer",
                    lanes: int | None = None, finetune_steps: int | None = None,
-                   sb3_path=None, progress: bool = True, log=print):
+                   sb3_path=None, progress: bool = True, log=print,
+                   whole_columns: bool = False, out_sparsity: float | None = None,
+                   overrides: dict | None = None):
     """Gradual magnitude pruning of the policy in an artifact's SB3 model, with fine-tuning."""
     import torch
     from stable_baselines3.common.utils import ConstantSchedule, set_random_seed
@@ -219,6 +248,8 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
     from .train import algo_class, find_sb3, make_vec_env, save_sb3_atomic, sb3_paths, versions
 
     sparsity = check_sparsity(sparsity)
+    if out_sparsity is not None:
+        out_sparsity = check_sparsity(out_sparsity)
     src = load_model(model_path)
     prov = dict(src.meta.get("provenance", {}))
     sb3_path = Path(sb3_path) if sb3_path else find_sb3(src.meta, model_path)
@@ -234,7 +265,10 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
     torch.set_num_threads(1)
     set_random_seed(seed + 1)
     env = make_vec_env(env_id, int(prov.get("n_envs", 1)), seed + 1)
-    model = algo_class(algo).load(sb3_path, env=env, device="cpu")
+    # overrides: hyper-parameters for the fine-tuning (SB3 custom_objects, applied before the
+    # model is set up), e.g. a shorter PPO rollout (n_steps) for more updates per env step
+    model = algo_class(algo).load(sb3_path, env=env, device="cpu",
+                                  custom_objects=dict(overrides or {}))
     model.set_random_seed(seed + 1)
     rb = sb3_path.with_name(sb3_path.name.replace(".sb3.zip", ".sb3.replay.pkl"))
     if hasattr(model, "replay_buffer"):
@@ -246,12 +280,16 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
     if algo == "dqn":
         model.exploration_schedule = ConstantSchedule(model.exploration_final_eps)
     linears = policy_linears(model)
-    cb = make_prune_callback(linears, sparsity, steps, scope, lanes, log=log)
+    cb = make_prune_callback(linears, sparsity, steps, scope, lanes, log=log,
+                             whole_columns=whole_columns, out_final=out_sparsity)
     optimizers = [model.policy.optimizer] if algo != "sac" else [model.policy.actor.optimizer]
     hooks = [o.register_step_post_hook(cb.apply) for o in optimizers]
     t0 = time.time()
     log(f"pruning {env_id} {algo.upper()} policy to sparsity {sparsity} ({scope}"
-        f"{f', {lanes} lanes balanced' if lanes else ''}), fine-tuning {steps:,} env steps")
+        f"{f', {lanes} lanes balanced' if lanes else ''}"
+        f"{', whole columns where n_out <= lanes' if lanes and whole_columns else ''}"
+        f"{f', output layer {out_sparsity}' if out_sparsity is not None else ''}), "
+        f"fine-tuning {steps:,} env steps")
     try:
         if steps > 0:
             model.learn(total_timesteps=steps, callback=cb, progress_bar=progress)
@@ -271,6 +309,8 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
         "sb3_zip": zpath.name,
         "pruning": {"method": "gradual magnitude (Zhu & Gupta cubic) + RL fine-tuning",
                     "target": sparsity, "scope": scope, "lanes": lanes,
+                    "whole_columns": whole_columns, "out_sparsity": out_sparsity,
+                    "overrides": dict(overrides or {}),
                     "finetune_steps": steps, "ramp_fraction": 2 / 3, "events": 10,
                     "source": str(model_path), "source_checksum": src.meta.get("checksum"),
                     "seconds": round(time.time() - t0, 1), **mask_stats(masks, lanes)},

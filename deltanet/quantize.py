@@ -276,3 +276,27 @@ def quantize_model(model: Model, *, episodes: int = 10, seed: int = QUANT_SEED,
         for r in rep["layers"]]
     meta["provenance"] = prov
     return q.replace(meta=meta), rep
+
+
+def keep_mask_nonzero(model: Model):
+    """Set every kept weight (mask True) that rounds to zero in its layer's weight format to
+    +/-1 LSB (the sign of the float weight), so the bit-accurate non-zero pattern equals the
+    pruning mask (a lane-balanced mask stays balanced; the error stays below 1 LSB).
+    Returns ``(model, number of weights changed)``."""
+    params, changed = list(model.params), 0
+    for i, p in enumerate(params):
+        lsb = model.config.layers[i].weight_fmt.lsb
+        lost = np.asarray(p.mask, dtype=bool) & (model.w_raw[i] == 0)
+        if lost.any():
+            w = np.array(p.weight, copy=True)
+            w[lost] = np.where(w[lost] < 0, -lsb, lsb)
+            params[i] = LayerParams(w.astype(p.weight.dtype), p.bias, p.mask)
+            changed += int(lost.sum())
+    out = model.replace(params=params) if changed else model
+    if changed:
+        meta = dict(out.meta)
+        prov = dict(meta.get("provenance", {}))
+        prov["quantization"] = {**prov.get("quantization", {}), "mask_nonzero_fixed": changed}
+        meta["provenance"] = prov
+        out = out.replace(meta=meta)
+    return out, changed

