@@ -46,8 +46,11 @@ LANES = (1, 2, 4, 8, 16)
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="cartpole")
-    ap.add_argument("--lanes", type=int, nargs="*", default=list(LANES))
-    ap.add_argument("--ice40", type=int, nargs="*", default=[1, 2],
+    ap.add_argument("--lanes", type=int, nargs="*", default=[1, 4],
+                    help=f"lane counts (any of {LANES}); each ECP5 place and route of this "
+                         "register-parallel design takes several minutes")
+    ap.add_argument("--targets", nargs="*", default=["ecp5-25k", "ecp5-85k"])
+    ap.add_argument("--ice40", type=int, nargs="*", default=[1],
                     help="lane counts to try on iCE40 UP5K (stops at the first that fails)")
     ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1000)
@@ -66,7 +69,8 @@ def main(argv=None):
     per_op = E_MUL_PJ + E_ADD_PJ + E_WREAD_PJ
     energy = {"delta_pj": sig * per_op, "dense_pj": dense * per_op}
     rows = []
-    for target, lanes_list in (("ecp5-25k", args.lanes), ("ice40-up5k", args.ice40)):
+    plan = [(t, args.lanes) for t in args.targets] + [("ice40-up5k", args.ice40)]
+    for target, lanes_list in plan:
         for L in lanes_list:
             cm = CycleModel(model, L)
             cyc = float(np.mean([cm.step_cycles(e)[0] for e in events]))
