@@ -118,6 +118,20 @@ class DeltaNetwork:
         """Pre-activation memory of every layer, (B, n_out) each (raw codes in fixed mode)."""
         return self._export(self._acc)
 
+    def set_threshold_raw(self, layer: int, raw: int) -> None:
+        """Change layer ``layer``'s threshold at run time, in raw codes of its input format.
+
+        The model of a write to the hardware's threshold register (fixed mode only); 0 and 1
+        both mean "every change".
+        """
+        if self.mode != "fixed":
+            raise ValueError("set_threshold_raw applies to the fixed-point network")
+        if not 0 <= layer < len(self._thr):
+            raise ValueError(f"layer must be in 0..{len(self._thr) - 1}, got {layer}")
+        if int(raw) < 0:
+            raise ValueError(f"threshold must be >= 0, got {raw}")
+        self._thr[layer] = float(max(int(raw), 1))
+
     def quantize_obs(self, obs) -> np.ndarray:
         """Float observation (B, n_in) -> layer-0 input: raw codes (fixed) or float32."""
         cfg = self.config

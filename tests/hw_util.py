@@ -87,7 +87,7 @@ def run_ref(model, lanes, steps) -> list:
         if st.first:
             net.reset()
         for layer, raw in st.thr:
-            net._thr[layer] = float(max(int(raw), 1))  # the threshold register (pysim folds d != 0 in)
+            net.set_threshold_raw(layer, int(raw))  # the threshold register
         y = net.step(np.asarray(st.x, dtype=np.int64)[None])[0]
         cyc = int(cm.step_cycles(net.last_events)[0])
         out.append(StepResult(
