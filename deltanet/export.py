@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import torch.nn as nn
+from torch import nn
 
 from pysim import Decoder, LayerParams, Model, mlp_config
 

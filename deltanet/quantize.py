@@ -241,7 +241,7 @@ def error_report(model: Model, obs: np.ndarray) -> dict:
         d = decode(fx[-1]) - decode(fl[-1])
         action = {"action_rms_error": float(np.sqrt(np.mean(d ** 2))),
                   "action_max_error": float(np.abs(d).max())}
-    return {"observations": int(len(obs)), "layers": rows, **action}
+    return {"observations": len(obs), "layers": rows, **action}
 
 
 def quantize_model(model: Model, *, episodes: int = 10, seed: int = QUANT_SEED,

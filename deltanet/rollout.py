@@ -40,7 +40,7 @@ class RolloutResult:
         return {
             "mean_return": float(self.returns.mean()),
             "std_return": float(self.returns.std()),
-            "episodes": int(len(self.returns)),
+            "episodes": len(self.returns),
             "steps": int(self.steps),
             "mean_length": float(self.lengths.mean()),
             "returns": [float(r) for r in self.returns],

@@ -60,13 +60,13 @@ def _tool(name: str) -> str:
 
 def ports(verilog: str, top: str = TOP) -> list:
     """[(direction, name, width)] of module ``top`` in Amaranth-generated Verilog."""
-    m = re.search(rf"^module {re.escape(top)}\b.*?^endmodule", verilog, re.S | re.M)
+    m = re.search(rf"^module {re.escape(top)}\b.*?^endmodule", verilog, re.DOTALL | re.MULTILINE)
     if m is None:
         raise SynthError(f"module {top} not found in the Verilog")
     out = []
     for d, msb, lsb, name in re.findall(
             r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(?:\[(\d+):(\d+)\]\s+)?"
-            r"(\\?\S+?)\s*;", m.group(0), re.M):
+            r"(\\?\S+?)\s*;", m.group(0), re.MULTILINE):
         width = int(msb) - int(lsb) + 1 if msb else 1
         out.append((d, name, width))
     return out
@@ -169,7 +169,7 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
     text = p.stdout + p.stderr
     if p.returncode != 0 or not (work / "report.json").exists():
         m = re.search(r"(Design uses.*|Unable to (?:find legal )?place.*|.*too many.*|"
-                      r".*not enough.*)", text, re.I)
+                      r".*not enough.*)", text, re.IGNORECASE)
         if m:
             raise SynthError(f"the design does not fit {target}: {m.group(1).strip()}")
         raise SynthError(f"nextpnr failed for {target}; see {work}:\n"
@@ -198,9 +198,9 @@ def _stat_cells(stat: Path) -> dict:
     """Cell type -> count from yosys ``stat`` output."""
     cells = {}
     if stat.exists():
-        for m in re.finditer(r"^\s*(\d+)\s+\$?([A-Za-z_][\w$]*)\s*$", stat.read_text(), re.M):
+        for m in re.finditer(r"^\s*(\d+)\s+\$?([A-Za-z_][\w$]*)\s*$", stat.read_text(), re.MULTILINE):
             cells[m.group(2)] = cells.get(m.group(2), 0) + int(m.group(1))
-        for m in re.finditer(r"^\s*([A-Za-z_][\w$]*)\s+(\d+)\s*$", stat.read_text(), re.M):
+        for m in re.finditer(r"^\s*([A-Za-z_][\w$]*)\s+(\d+)\s*$", stat.read_text(), re.MULTILINE):
             cells[m.group(1)] = cells.get(m.group(1), 0) + int(m.group(2))
     return cells
 
@@ -224,8 +224,8 @@ def _ice40_ffs(stat: Path) -> int | None:
     if not stat.exists():
         return None
     n = 0
-    for m in re.finditer(r"^\s*(\d+)\s+\S*\s*SB_DFF\w*", stat.read_text(), re.M):
+    for m in re.finditer(r"^\s*(\d+)\s+\S*\s*SB_DFF\w*", stat.read_text(), re.MULTILINE):
         n += int(m.group(1))
-    for m in re.finditer(r"^\s*SB_DFF\w*\s+(\d+)", stat.read_text(), re.M):
+    for m in re.finditer(r"^\s*SB_DFF\w*\s+(\d+)", stat.read_text(), re.MULTILINE):
         n += int(m.group(1))
     return n or None

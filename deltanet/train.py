@@ -231,8 +231,8 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
           overrides: dict | None = None, log=print):
     """Train (or resume) and export; returns the exported :class:`pysim.Model`."""
     import torch
-    import torch.nn as nn
     from stable_baselines3.common.utils import set_random_seed
+    from torch import nn
 
     from pysim import save_model
 

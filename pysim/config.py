@@ -185,7 +185,7 @@ class NetworkConfig:
         f = self.in_fmt(i)
         return int(round(self.layers[i].threshold * (1 << f.frac_bits)))
 
-    def with_thresholds(self, thresholds) -> "NetworkConfig":
+    def with_thresholds(self, thresholds) -> NetworkConfig:
         thresholds = list(thresholds)
         if len(thresholds) != len(self.layers):
             raise ValueError(f"need {len(self.layers)} thresholds, got {len(thresholds)}")
@@ -196,7 +196,7 @@ class NetworkConfig:
         return NetworkConfig(self.input_fmt, layers, self.decoder, self.input_scale,
                              self.input_offset)
 
-    def replace_layers(self, layers) -> "NetworkConfig":
+    def replace_layers(self, layers) -> NetworkConfig:
         return NetworkConfig(self.input_fmt, tuple(layers), self.decoder, self.input_scale,
                              self.input_offset)
 
@@ -210,7 +210,7 @@ class NetworkConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NetworkConfig":
+    def from_dict(cls, d: dict) -> NetworkConfig:
         try:
             return cls(
                 input_fmt=d["input_fmt"],

@@ -87,7 +87,7 @@ class FixedFormat:
 
     # ---- naming -------------------------------------------------------------------------
     @classmethod
-    def parse(cls, text: str) -> "FixedFormat":
+    def parse(cls, text: str) -> FixedFormat:
         """Parse ``SQ8.8`` / ``UQ0.8`` / ``SQ8.8:trunc:wrap``."""
         m = _FMT_RE.match(text.strip()) if isinstance(text, str) else None
         if m is None:

@@ -87,6 +87,6 @@ class Model:
         return 1.0 - nz / total
 
     def replace(self, config: NetworkConfig | None = None, params=None,
-                meta: dict | None = None) -> "Model":
+                meta: dict | None = None) -> Model:
         return Model(config or self.config, self.params if params is None else tuple(params),
                      dict(self.meta if meta is None else meta))

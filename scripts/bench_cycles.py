@@ -24,9 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deltanet import MODELS_DIR  # noqa: E402
-from deltanet.rollout import run_episodes  # noqa: E402
-from pysim import CycleModel, load_model  # noqa: E402
+from deltanet import MODELS_DIR
+from deltanet.rollout import run_episodes
+from pysim import CycleModel, load_model
 
 LANES = (1, 2, 4, 8, 16)
 
@@ -47,7 +47,7 @@ def measure(model, lanes_list, episodes, seed):
         busy = np.array([cm.busy_cycles(e)[0] for e in events], dtype=np.float64)
         work = np.sum([cm.lane_work(e)[0] for e in events], axis=0).astype(np.float64)
         nnz = [model.column_nnz(i) for i in range(len(model.params))]
-        sig = np.array([[int((ev[0].astype(np.int64) @ nnz[i])) for i, ev in enumerate(e)]
+        sig = np.array([[int(ev[0].astype(np.int64) @ nnz[i]) for i, ev in enumerate(e)]
                         for e in events])
         ideal = np.ceil(sig / L).sum(axis=1)
         dense = cm.dense_cycles()

@@ -31,11 +31,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deltanet import bundled_model  # noqa: E402
-from deltanet.cmd_synth import synth_model  # noqa: E402
-from deltanet.rollout import run_episodes  # noqa: E402
-from deltanet.synth import SynthError  # noqa: E402
-from pysim import CycleModel, load_model  # noqa: E402
+from deltanet import bundled_model
+from deltanet.cmd_synth import synth_model
+from deltanet.rollout import run_episodes
+from deltanet.synth import SynthError
+from pysim import CycleModel, load_model
 
 E_MUL_PJ = 0.2 * 17 / 8
 E_ADD_PJ = 0.1

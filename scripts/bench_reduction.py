@@ -33,10 +33,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deltanet import MODELS_DIR  # noqa: E402
-from deltanet.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: E402
-from deltanet.rollout import run_episodes  # noqa: E402
-from pysim import load_model  # noqa: E402
+from deltanet import MODELS_DIR
+from deltanet.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from deltanet.rollout import run_episodes
+from pysim import load_model
 
 TASKS = ["cartpole", "lunarlander", "mountaincar", "pendulum"]
 OUT = ROOT / "benchmarks" / "results"

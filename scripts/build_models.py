@@ -39,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deltanet import MODELS_DIR  # noqa: E402
-from deltanet.io import write_bytes_atomic  # noqa: E402
+from deltanet import MODELS_DIR
+from deltanet.io import write_bytes_atomic
 
 #: Per task: env, algorithm, training budget (env steps), hidden sizes, target sparsity,
 #: fine-tuning budget and quantization options (default 16-bit activations, 8-bit weights);
@@ -146,13 +146,12 @@ def _json(d) -> str:
 
 def build(name: str, task: dict, work: Path, progress: bool, lanes=LANES,
           bundle: bool = True) -> None:
-    from pysim import load_model, save_model
-
     from deltanet.calibrate import calibrate
     from deltanet.cmd_quantize import print_report
     from deltanet.prune import prune_finetune
     from deltanet.quantize import quantize_model
     from deltanet.train import train
+    from pysim import load_model, save_model
 
     lanes = task.get("lanes", lanes) or None
     work.mkdir(parents=True, exist_ok=True)

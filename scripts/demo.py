@@ -19,16 +19,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import numpy as np
+from rich.console import Console
+from rich.table import Table
 
-from deltanet import bundled_model  # noqa: E402
-from deltanet.closed_loop import performance, run  # noqa: E402
-from deltanet.cmd_simulate import print_report  # noqa: E402
-from deltanet.io import write_text_atomic  # noqa: E402
-from deltanet.rollout import run_episodes  # noqa: E402
-from pysim import load_model  # noqa: E402
+from deltanet import bundled_model
+from deltanet.closed_loop import performance, run
+from deltanet.cmd_simulate import print_report
+from deltanet.io import write_text_atomic
+from deltanet.rollout import run_episodes
+from pysim import load_model
 
 
 def plot(per_step, path: Path, lanes: int):

@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 from deltanet.cli import main
-from deltanet.prune import (balanced_mask, check_balance, compute_masks, cubic_sparsity,
-                            lane_balance, prune_oneshot)
+from deltanet.prune import (
+    balanced_mask,
+    check_balance,
+    compute_masks,
+    cubic_sparsity,
+    lane_balance,
+    prune_oneshot,
+)
 from pysim import load_model
 
 

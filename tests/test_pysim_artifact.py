@@ -6,8 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from pysim import DeltaNetwork, ModelFormatError, load_model, save_model
-from pysim import artifact
+from pysim import DeltaNetwork, ModelFormatError, artifact, load_model, save_model
 
 from .conftest import random_model
 

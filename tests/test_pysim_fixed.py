@@ -1,7 +1,7 @@
 """Fixed-point formats: exhaustive for small widths, property tests beyond."""
 
-from fractions import Fraction
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
