@@ -18,8 +18,6 @@ holds no time stamps or absolute paths, so two runs give identical bytes.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from amaranth.back import verilog
 
 from pysim import CycleModel, DeltaNetwork
 from pysim import cycles as cycle_model
+from pysim.atomic import write_text_atomic
 from pysim.model import Model
 
 from .top import DeltanetTop
@@ -37,23 +36,6 @@ TOPLEVEL = "deltanet_top"
 SCHEMA = "deltanet-design"
 SCHEMA_VERSION = 1
 DEFAULT_STEPS = 64
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def model_checksum(model: Model) -> str:
@@ -235,10 +217,10 @@ def generate(model: Model, lanes: int, out_dir, observations=None) -> dict:
     info = design_info(top)
     text = verilog.convert(top, name=TOPLEVEL, emit_src=False)
     paths = {
-        "verilog": _write_atomic(out_dir / f"{TOPLEVEL}.v", text),
-        "json": _write_atomic(out_dir / f"{TOPLEVEL}.json",
+        "verilog": write_text_atomic(out_dir / f"{TOPLEVEL}.v", text),
+        "json": write_text_atomic(out_dir / f"{TOPLEVEL}.json",
                               json.dumps(info, indent=2, sort_keys=True) + "\n"),
-        "report": _write_atomic(out_dir / "report.md",
+        "report": write_text_atomic(out_dir / "report.md",
                                 _report(top, info, observations, source)),
     }
     return paths

@@ -23,15 +23,15 @@ leaves a half-written file in place of a good one.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_bytes_atomic
 from .config import NetworkConfig
 from .model import LayerParams, Model
 
@@ -99,20 +99,9 @@ def save_model(model: Model, path) -> Path:
     arrays = _arrays(model)
     meta = model_meta(model)
     blob = np.frombuffer(json.dumps(meta, sort_keys=True, indent=1).encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, meta=blob, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=blob, **arrays)
+    write_bytes_atomic(path, buf.getvalue())
     return path
 
 
