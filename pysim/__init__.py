@@ -1,7 +1,7 @@
 """pysim: the bit-accurate reference of deltanet's sparse delta networks (numpy only)."""
 
 from .artifact import ModelFormatError, load_model, save_model
-from .config import Decoder, DenseLayer, NetworkConfig, mlp_config
+from .config import Conv2dLayer, Decoder, DenseLayer, NetworkConfig, mlp_config
 from .cycles import CycleModel
 from .fixed import FixedFormat
 from .model import LayerParams, Model
@@ -9,7 +9,7 @@ from .network import DeltaNetwork
 from .policy import DeltaPolicy
 
 __all__ = [
-    "CycleModel", "Decoder", "DeltaNetwork", "DeltaPolicy", "DenseLayer", "FixedFormat",
+    "Conv2dLayer", "CycleModel", "Decoder", "DeltaNetwork", "DeltaPolicy", "DenseLayer", "FixedFormat",
     "LayerParams", "Model", "ModelFormatError", "NetworkConfig", "load_model", "mlp_config",
     "save_model",
 ]

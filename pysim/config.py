@@ -9,7 +9,12 @@ Layer ``l`` reads the activations of layer ``l-1`` (layer 0 reads the quantized 
 ``input_fmt``), delta-encodes them against its threshold, accumulates ``W @ dx`` into its
 pre-activation memory (accumulator format: ``acc_bits`` wide with ``in.frac + w.frac`` fraction
 bits, two's-complement wrap), then requantizes into ``out_fmt`` and applies the activation.
-Layers are tagged by ``kind`` so that other kinds (conv2d, flatten) can be added beside ``dense``.
+Layers are tagged by ``kind``: ``dense`` (:class:`DenseLayer`) and ``conv2d``
+(:class:`Conv2dLayer`). Every layer reads and writes a flat vector; a conv layer's input and
+output vectors are its feature maps in **CHW order** (index ``(c * H + y) * W + x``), which is
+exactly what a PyTorch ``nn.Flatten`` of an NCHW tensor produces. A flatten between a conv and a
+dense layer is therefore a no-op and has no layer kind: the dense layer simply takes
+``n_in = out_ch * out_h * out_w`` of the conv before it.
 """
 
 from __future__ import annotations
@@ -65,6 +70,23 @@ class DenseLayer:
         if not self.out_fmt.signed:
             raise ValueError(f"dense layer: activation format must be signed, got {self.out_fmt}")
 
+    @property
+    def fan_in(self) -> int:
+        return self.n_in
+
+    @property
+    def dense_mults(self) -> int:
+        """Multiplications of the dense (unpruned, every input) layer: ``n_in * n_out``."""
+        return self.n_in * self.n_out
+
+    @property
+    def weight_shape(self) -> tuple:
+        return (self.n_out, self.n_in)
+
+    @property
+    def bias_shape(self) -> tuple:
+        return (self.n_out,)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["weight_fmt"] = str(self.weight_fmt)
@@ -72,7 +94,107 @@ class DenseLayer:
         return d
 
 
-LAYER_KINDS = {"dense": DenseLayer}
+@dataclass(frozen=True)
+class Conv2dLayer:
+    """A 2-D convolution ``y = act(requantize(b + conv(W, x)))`` evaluated with delta updates.
+
+    Input: ``in_ch x in_h x in_w`` maps, flattened in CHW order (``n_in = in_ch*in_h*in_w``);
+    output: ``out_ch x out_h x out_w`` maps in CHW order (``n_out``), with
+    ``out_h = (in_h + 2*padding - kernel) // stride + 1`` (same for ``out_w``); zero padding.
+    Weights ``(out_ch, in_ch, kernel, kernel)`` (PyTorch's layout, cross-correlation), one bias
+    per output channel. ``threshold`` is the delta threshold on this layer's input, as for
+    :class:`DenseLayer`.
+    """
+
+    in_ch: int
+    in_h: int
+    in_w: int
+    out_ch: int
+    kernel: int
+    stride: int
+    padding: int
+    weight_fmt: FixedFormat
+    out_fmt: FixedFormat
+    acc_bits: int
+    activation: str = "relu"
+    threshold: float = 0.0
+    kind: str = "conv2d"
+
+    def __post_init__(self):
+        object.__setattr__(self, "weight_fmt", fmt(self.weight_fmt))
+        object.__setattr__(self, "out_fmt", fmt(self.out_fmt))
+        for name in ("in_ch", "in_h", "in_w", "out_ch", "kernel", "stride"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"conv2d layer: {name} must be a positive integer, got {v!r}")
+        if not isinstance(self.padding, int) or self.padding < 0:
+            raise ValueError(f"conv2d layer: padding must be an integer >= 0, got "
+                             f"{self.padding!r}")
+        if self.kernel > min(self.in_h, self.in_w) + 2 * self.padding:
+            raise ValueError(f"conv2d layer: kernel {self.kernel} larger than the padded input "
+                             f"{self.in_h + 2 * self.padding}x{self.in_w + 2 * self.padding}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"conv2d layer: activation must be one of {ACTIVATIONS}, got {self.activation!r}"
+            )
+        if not (isinstance(self.threshold, (int, float)) and self.threshold >= 0
+                and math.isfinite(self.threshold)):
+            raise ValueError(f"conv2d layer: threshold must be finite and >= 0, got "
+                             f"{self.threshold!r}")
+        if not self.weight_fmt.signed:
+            raise ValueError(f"conv2d layer: weight format must be signed, got {self.weight_fmt}")
+        if not self.out_fmt.signed:
+            raise ValueError(f"conv2d layer: activation format must be signed, got {self.out_fmt}")
+
+    @property
+    def out_h(self) -> int:
+        return (self.in_h + 2 * self.padding - self.kernel) // self.stride + 1
+
+    @property
+    def out_w(self) -> int:
+        return (self.in_w + 2 * self.padding - self.kernel) // self.stride + 1
+
+    @property
+    def n_in(self) -> int:
+        return self.in_ch * self.in_h * self.in_w
+
+    @property
+    def n_out(self) -> int:
+        return self.out_ch * self.out_h * self.out_w
+
+    @property
+    def in_shape(self) -> tuple:
+        return (self.in_ch, self.in_h, self.in_w)
+
+    @property
+    def out_shape(self) -> tuple:
+        return (self.out_ch, self.out_h, self.out_w)
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_ch * self.kernel * self.kernel
+
+    @property
+    def dense_mults(self) -> int:
+        """Multiplications of the dense conv: ``out_pixels * out_ch * k * k * in_ch``."""
+        return self.out_h * self.out_w * self.out_ch * self.fan_in
+
+    @property
+    def weight_shape(self) -> tuple:
+        return (self.out_ch, self.in_ch, self.kernel, self.kernel)
+
+    @property
+    def bias_shape(self) -> tuple:
+        return (self.out_ch,)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["weight_fmt"] = str(self.weight_fmt)
+        d["out_fmt"] = str(self.out_fmt)
+        return d
+
+
+LAYER_KINDS = {"dense": DenseLayer, "conv2d": Conv2dLayer}
 
 
 def layer_from_dict(d: dict):
@@ -146,6 +268,10 @@ class NetworkConfig:
             if self.layers[i].n_in != self.layers[i - 1].n_out:
                 raise ValueError(f"network: layer {i} has n_in={self.layers[i].n_in} but layer "
                                  f"{i - 1} has n_out={self.layers[i - 1].n_out}")
+            a, b = self.layers[i - 1], self.layers[i]
+            if a.kind == "conv2d" and b.kind == "conv2d" and a.out_shape != b.in_shape:
+                raise ValueError(f"network: layer {i} takes {b.in_shape} maps but layer {i - 1} "
+                                 f"gives {a.out_shape}")
         for i, layer in enumerate(self.layers):
             need = self.in_fmt(i).frac_bits + layer.weight_fmt.frac_bits + 2
             if layer.acc_bits < need or layer.acc_bits > 48:

@@ -56,6 +56,10 @@ class CycleModel:
     def __post_init__(self):
         if not isinstance(self.lanes, int) or not 1 <= self.lanes <= MAX_LANES:
             raise ValueError(f"lanes must be an integer in 1..{MAX_LANES}, got {self.lanes!r}")
+        for i, ly in enumerate(self.model.config.layers):
+            if ly.kind != "dense":
+                raise ValueError(f"CycleModel: layer {i} kind {ly.kind!r} has no cycle model "
+                                 "(the hardware runs dense layers only)")
 
     def lane_nnz(self, i: int) -> np.ndarray:
         return lane_nnz(self.model.nonzero(i, "fixed"), self.lanes)

@@ -16,11 +16,21 @@ from .config import NetworkConfig
 from .fixed import FixedFormat
 
 
+def conv_tap_valid(n: int, n_out: int, k: int, stride: int, padding: int) -> np.ndarray:
+    """(k, n) int64: 1 where input position ``p`` through kernel offset ``a`` reaches an output,
+    i.e. ``o = (p + padding - a) / stride`` is an integer in ``[0, n_out)``."""
+    a = np.arange(k)[:, None]
+    q = np.arange(n)[None, :] + padding - a
+    return ((q >= 0) & (q % stride == 0) & (q // stride < n_out)).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class LayerParams:
-    weight: np.ndarray  # float32 (n_out, n_in), rows = outputs, columns = inputs
-    bias: np.ndarray  # float32 (n_out,)
-    mask: np.ndarray  # bool (n_out, n_in); False = pruned
+    # dense: weight float32 (n_out, n_in), rows = outputs, columns = inputs; bias (n_out,).
+    # conv2d: weight float32 (out_ch, in_ch, k, k); bias (out_ch,), shared by a channel's pixels.
+    weight: np.ndarray
+    bias: np.ndarray
+    mask: np.ndarray  # bool, the weight's shape; False = pruned
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,12 +50,12 @@ class Model:
             w = np.asarray(p.weight, dtype=np.float32)
             b = np.asarray(p.bias, dtype=np.float32)
             m = np.ones_like(w, dtype=bool) if p.mask is None else np.asarray(p.mask, dtype=bool)
-            if w.shape != (layer.n_out, layer.n_in):
+            if w.shape != layer.weight_shape:
                 raise ValueError(f"model: layer {i} weight shape {w.shape}, config says "
-                                 f"{(layer.n_out, layer.n_in)}")
-            if b.shape != (layer.n_out,):
+                                 f"{layer.weight_shape}")
+            if b.shape != layer.bias_shape:
                 raise ValueError(f"model: layer {i} bias shape {b.shape}, config says "
-                                 f"{(layer.n_out,)}")
+                                 f"{layer.bias_shape}")
             if m.shape != w.shape:
                 raise ValueError(f"model: layer {i} mask shape {m.shape} != weight {w.shape}")
             if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
@@ -73,13 +83,28 @@ class Model:
         return tuple(out)
 
     def nonzero(self, i: int, mode: str = "fixed") -> np.ndarray:
-        """Boolean (n_out, n_in): which weights take part in multiplications."""
+        """Boolean, the weight's shape: which weights take part in multiplications.
+
+        Dense: (n_out, n_in). Conv2d: (out_ch, in_ch, k, k) (kernel taps, not the unrolled
+        matrix; see :meth:`column_nnz` for the per-input count)."""
         if mode == "fixed":
             return self.w_raw[i] != 0
         return self.float_weight(i) != 0
 
     def column_nnz(self, i: int, mode: str = "fixed") -> np.ndarray:
-        return self.nonzero(i, mode).sum(axis=0).astype(np.int64)
+        """(n_in,): products one event of each input takes part in (its column's non-zeros).
+
+        Conv2d: the non-zero taps of the input's channel whose output lands inside the output
+        grid (border-aware: an input near the border or skipped by the stride feeds fewer
+        outputs), i.e. the column of the unrolled ``(n_out, n_in)`` matrix."""
+        nz = self.nonzero(i, mode)
+        layer = self.config.layers[i]
+        if layer.kind == "dense":
+            return nz.sum(axis=0).astype(np.int64)
+        per_tap = nz.sum(axis=0).astype(np.int64)  # (in_ch, k, k)
+        vy = conv_tap_valid(layer.in_h, layer.out_h, layer.kernel, layer.stride, layer.padding)
+        vx = conv_tap_valid(layer.in_w, layer.out_w, layer.kernel, layer.stride, layer.padding)
+        return np.einsum("cab,ay,bx->cyx", per_tap, vy, vx).reshape(-1)
 
     def sparsity(self, mode: str = "fixed") -> float:
         nz = sum(int(self.nonzero(i, mode).sum()) for i in range(len(self.params)))

@@ -4,11 +4,13 @@
 same class with ``delta=False`` is the dense quantized network (same arithmetic, no state), and
 ``mode="float"`` gives the float32 twins. Every engine counts, per layer and per env:
 
-* ``dense``        - ``n_in * n_out`` multiplications of a dense layer;
+* ``dense``        - multiplications of the dense layer: ``n_in * n_out`` (dense),
+                     ``out_h * out_w * out_ch * k * k * in_ch`` (conv2d);
 * ``events``       - inputs that take part: propagated non-zero deltas (delta) or non-zero
                      inputs (dense);
 * ``significant``  - products with both operands non-zero: sum over the events of the non-zero
-                     weights in that input's column;
+                     weights in that input's column (conv2d: the non-zero taps of its channel
+                     that land on the output grid, :meth:`pysim.model.Model.column_nnz`);
 * ``weight_reads`` - weight-memory words read with column-compressed storage (= significant).
 
 Per step of layer ``l`` (delta, see docs/semantics.md for every convention)::
@@ -18,7 +20,8 @@ Per step of layer ``l`` (delta, see docs/semantics.md for every convention)::
                                            # first = first step after reset: a full pass that
                                            # ignores the threshold (every non-zero input fires)
     x_hat = where(ev, x, x_hat)
-    M     = wrap(M + W @ where(ev, d, 0))  # M starts at the bias at reset
+    M     = wrap(M + W @ where(ev, d, 0))  # M starts at the bias at reset (conv2d: W @ is
+                                           # the convolution of the delta maps, CHW order)
     y     = act(requantize(M))             # -> next layer's x
 
 The integer matrix products run as float64 BLAS products, which are exact because every
@@ -28,6 +31,7 @@ operand and partial sum is an integer below 2**53 (the config caps accumulators 
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .fixed import FixedFormat
 from .model import Model
@@ -50,38 +54,75 @@ class DeltaNetwork:
         self.batch = batch
         cfg = self.config
         n = len(cfg.layers)
-        self.dense_per_layer = np.array([ly.n_in * ly.n_out for ly in cfg.layers], dtype=np.int64)
+        self.dense_per_layer = np.array([ly.dense_mults for ly in cfg.layers], dtype=np.int64)
         self._nnz = [model.column_nnz(i, mode) for i in range(n)]
         if mode == "fixed":
             # Exact integers held in float64: every operand and partial sum stays below 2**52.
-            self._wt = [model.w_raw[i].T.astype(np.float64) for i in range(n)]  # (n_in, n_out)
-            self._b = [model.b_raw[i].astype(np.float64) for i in range(n)]
+            self._wt = [self._weight_operand(ly, model.w_raw[i].astype(np.float64))
+                        for i, ly in enumerate(cfg.layers)]
+            self._b = [self._bias_vector(ly, model.b_raw[i].astype(np.float64))
+                       for i, ly in enumerate(cfg.layers)]
             self._thr = [float(max(cfg.threshold_raw(i), 1)) for i in range(n)]  # d != 0 folded in
             self._wrap = []
             self._requant = []
             for i, ly in enumerate(cfg.layers):
                 in_f = cfg.in_fmt(i)
                 bound = in_f.width + 1 + ly.weight_fmt.width - 1 + int(
-                    np.ceil(np.log2(max(ly.n_in, 2))))
+                    np.ceil(np.log2(max(ly.fan_in, 2))))
                 if bound > 52:
                     raise ValueError(f"layer {i}: delta x weight x fan-in needs {bound} bits; "
                                      "the exact float64 product allows 52")
                 # The accumulator always equals bias + W @ x_hat with x_hat inside the input
                 # format, so when that cannot leave the accumulator range wrapping is a no-op.
                 in_abs = max(-in_f.min_raw, in_f.max_raw)
-                worst = np.abs(self._b[i]) + np.abs(self._wt[i]).sum(axis=0) * in_abs
+                w_abs = np.abs(model.w_raw[i]).reshape(ly.weight_shape[0], -1).sum(axis=1)
+                if ly.kind == "dense":  # w_raw is (n_out, n_in): one sum per output
+                    row_abs = w_abs
+                else:  # one sum per output channel, shared by its pixels (border: an upper bound)
+                    row_abs = np.repeat(w_abs, ly.out_h * ly.out_w)
+                worst = np.abs(self._b[i]) + row_abs * float(in_abs)
                 self._wrap.append(None if worst.max() < 2.0 ** (ly.acc_bits - 1)
                                   else ly.acc_bits)
                 self._requant.append(_FloatRequant(ly.out_fmt, cfg.acc_fmt(i).frac_bits,
                                                    ly.activation == "relu"))
         else:
-            self._wt = [model.float_weight(i).T.copy() for i in range(n)]
-            self._b = [model.params[i].bias.astype(np.float32) for i in range(n)]
+            self._wt = [self._weight_operand(ly, model.float_weight(i))
+                        for i, ly in enumerate(cfg.layers)]
+            self._b = [self._bias_vector(ly, model.params[i].bias.astype(np.float32))
+                       for i, ly in enumerate(cfg.layers)]
             self._thr = [np.float32(ly.threshold) for ly in cfg.layers]
         # one product gives both counts: events (column of ones) and significant (nnz)
         self._cnt = [np.stack([np.ones_like(v), v], axis=1).astype(self._wt[0].dtype)
                      for v in self._nnz]
         self.reset()
+
+    @staticmethod
+    def _weight_operand(layer, w: np.ndarray) -> np.ndarray:
+        """Dense: W.T (n_in, n_out) for ``x @ W.T``. Conv2d: (out_ch, in_ch*k*k) for im2col."""
+        if layer.kind == "dense":
+            return np.ascontiguousarray(w.T)
+        return np.ascontiguousarray(w.reshape(layer.out_ch, -1))
+
+    @staticmethod
+    def _bias_vector(layer, b: np.ndarray) -> np.ndarray:
+        """Per-output bias (n_out,): a conv channel's bias repeated over its out_h*out_w pixels."""
+        if layer.kind == "dense":
+            return b
+        return np.repeat(b, layer.out_h * layer.out_w)
+
+    def _linear(self, i: int, x: np.ndarray) -> np.ndarray:
+        """Layer ``i``'s linear map of a (B, n_in) batch: ``x @ W.T`` or the conv, (B, n_out).
+
+        A conv runs as one product per batch over the im2col patches (zero padding). Applied to
+        a delta map it is the event-driven update: for each kernel offset, the delta at input
+        ``(c, y, x)`` reaches the one output ``((y + p - ky) / s, (x + p - kx) / s)`` if that is
+        on the grid, through weight ``W[:, c, ky, kx]``; zero deltas add exact zeros, so the sum
+        equals the scatter over the events alone (the tests check it against such a scatter).
+        """
+        ly = self.config.layers[i]
+        if ly.kind == "dense":
+            return x @ self._wt[i]
+        return conv2d_im2col(x, self._wt[i], ly)
 
     # ---- state -----------------------------------------------------------------------------
     @property
@@ -172,10 +213,11 @@ class DeltaNetwork:
                 dx = d * ev
                 self._xh[i] += dx
                 acc = self._acc[i]
-                acc += dx @ self._wt[i]
+                if ev.any():  # no event anywhere in the batch: nothing to add
+                    acc += self._linear(i, dx)
             else:
                 ev = x != 0
-                acc = x @ self._wt[i]
+                acc = self._linear(i, x)
                 acc += self._b[i]
                 self._acc[i] = acc
             if fixed and self._wrap[i] is not None:
@@ -215,6 +257,21 @@ class DeltaNetwork:
     def act(self, obs) -> np.ndarray:
         """Observation -> action for every env (quantize, step, decode)."""
         return self.decode(self.step(self.quantize_obs(obs)))
+
+
+def conv2d_im2col(x: np.ndarray, wmat: np.ndarray, layer) -> np.ndarray:
+    """(B, in_ch*in_h*in_w) CHW maps -> (B, out_ch*out_h*out_w) CHW maps; ``wmat`` is the
+    weight reshaped to (out_ch, in_ch*k*k). Exact on integers held in float64 (the caller
+    checks the 52-bit bound)."""
+    B = x.shape[0]
+    k, s, p = layer.kernel, layer.stride, layer.padding
+    oh, ow = layer.out_h, layer.out_w
+    xm = x.reshape(B, layer.in_ch, layer.in_h, layer.in_w)
+    if p:
+        xm = np.pad(xm, ((0, 0), (0, 0), (p, p), (p, p)))
+    win = sliding_window_view(xm, (k, k), axis=(2, 3))[:, :, ::s, ::s][:, :, :oh, :ow]
+    cols = win.transpose(0, 1, 4, 5, 2, 3).reshape(B, layer.in_ch * k * k, oh * ow)
+    return np.matmul(wmat, cols).reshape(B, layer.out_ch * oh * ow)
 
 
 class _FloatRequant:
