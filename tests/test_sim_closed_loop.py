@@ -54,3 +54,20 @@ def test_verify_icarus(tmp_path):
     r = json.loads(out.read_text())
     assert rc == 0, r["first_mismatch"]
     assert r["steps"] == 80 and r["mismatches"] == 0
+
+
+def test_simulate_verilator_report_and_waves(tmp_path):
+    out, vcd = tmp_path / "s.json", tmp_path / "w.vcd"
+    rc = main(["simulate", "--model", str(MODELS_DIR / "cartpole.npz"), "--engine", "verilator",
+               "--episodes", "1", "--max-steps", "6", "--lanes", "2", "--clock-mhz", "50",
+               "--waves", str(vcd), "--json", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    perf = r["performance"]
+    assert perf["steps"] == 6 and r["mismatches"] == 0
+    assert perf["latency_us_mean"] == pytest.approx(perf["cycles_mean"] / 50)
+    assert perf["speedup_vs_dense"] == pytest.approx(perf["dense_schedule_cycles"]
+                                                     / perf["cycles_mean"])
+    assert 0 < perf["mac_utilisation"] <= 1 and 0 < perf["balance"] <= 1
+    head = vcd.read_text(errors="replace")[:4000]
+    assert "$timescale" in head and "done" in head and "cycles" in head
