@@ -71,7 +71,6 @@ def run_amaranth(model_path, *, lanes: int, episodes: int, seed: int, max_steps:
     env_id = model.meta["env_id"]
     cfg = model.config
     n_layers = len(cfg.layers)
-    argmax = cfg.decoder.kind == "argmax"
 
     t_build = time.perf_counter()
     top = DeltanetTop(model=design_model, lanes=lanes)
@@ -113,21 +112,8 @@ def run_amaranth(model_path, *, lanes: int, episodes: int, seed: int, max_steps:
                       "cycles": int(cycles), "elapsed": int(e1 - e0),
                       "events": [int(v) for v in rest[:n_layers]],
                       "macs": [int(v) for v in rest[n_layers:2 * n_layers]]}
-                # model + checker
-                ref = tb.ref_step(x)
-                diffs = tb.compare(t, hw, ref)
-                if diffs:
-                    all_diffs.extend((ep,) + d for d in diffs)
-                ev = tb.ref.last_events
-                per_step.append({"episode": ep, "step": t, "cycles": hw["cycles"],
-                                 "events": hw["events"], "macs": hw["macs"],
-                                 "lane_work": [int(v) for v in tb.cycle_model.lane_work(ev)[0]],
-                                 "busy": int(tb.cycle_model.busy_cycles(ev)[0]),
-                                 "mismatch": bool(diffs)})
-                if argmax:
-                    act = hw["action"]  # the hardware chooses the action
-                else:
-                    act = tb.ref.decode(hw["out"][None])[0]
+                # model + checker; the hardware chooses the action
+                act = tb.check_step(ep, t, x, hw, all_diffs, per_step)
                 obs, r, term, trunc, _ = env.step(act)
                 total += float(r)
                 t += 1
@@ -152,24 +138,8 @@ def run_amaranth(model_path, *, lanes: int, episodes: int, seed: int, max_steps:
     per_step, all_diffs, episodes_out = state["per_step"], state["all_diffs"], \
         state["episodes_out"]
     wall = state["wall"]
-    first = None
-    if all_diffs:
-        ep, step, layer, field, index, a, b = all_diffs[0]
-        first = {"episode": ep, "step": step, "layer": layer, "field": field, "index": index,
-                 "hw": a, "ref": b}
-    res = {
-        "steps": len(per_step),
-        "mismatches": sum(1 for s in per_step if s["mismatch"]),
-        "mismatched_values": len(all_diffs),
-        "first_mismatch": first,
-        "hw_return": float(sum(e["hw_return"] for e in episodes_out)) / episodes,
-        "ref_return": float(sum(e["ref_return"] for e in episodes_out)) / episodes,
-        "returns_equal": all(e["hw_return"] == e["ref_return"] for e in episodes_out),
-        "episodes": episodes_out,
-        "per_step": per_step,
-        "wall_s": wall,
-        "env_steps_per_s": len(per_step) / wall if wall > 0 else None,
-        "clock_ns": CLOCK_NS,
+    res = TB.result(all_diffs, per_step, episodes_out, wall)
+    res.update({
         "simulator": "amaranth",
         "build_s": build_s,
         "model": str(model_path),
@@ -177,7 +147,7 @@ def run_amaranth(model_path, *, lanes: int, episodes: int, seed: int, max_steps:
         "seed": seed,
         "mutation": mutation,
         "design_dir": None,  # no generated Verilog: DeltanetTop is simulated in process
-    }
+    })
     if waves is not None:
         res["waves"] = str(waves)
     return res

@@ -115,6 +115,51 @@ class TB:
             "macs": [int(v) for v in c["significant"][:, 0]],
         }
 
+    def check_step(self, episode: int, step: int, x_raw, hw: dict, diffs_out: list,
+                   per_step: list):
+        """Model + checker for one step the hardware took; returns the action to apply.
+
+        Appends the differences (prefixed by ``episode``) to ``diffs_out`` and the step's
+        record to ``per_step``. The hardware chooses the action: its argmax, or its outputs
+        decoded for continuous actions.
+        """
+        ref = self.ref_step(x_raw)
+        diffs = self.compare(step, hw, ref)
+        diffs_out.extend((episode,) + d for d in diffs)
+        ev = self.ref.last_events
+        per_step.append({"episode": episode, "step": step, "cycles": hw["cycles"],
+                         "events": hw["events"], "macs": hw["macs"],
+                         "lane_work": [int(v) for v in self.cycle_model.lane_work(ev)[0]],
+                         "busy": int(self.cycle_model.busy_cycles(ev)[0]),
+                         "mismatch": bool(diffs)})
+        if self.model.config.decoder.kind == "argmax":
+            return hw["action"]
+        return self.ref.decode(hw["out"][None])[0]
+
+    @staticmethod
+    def result(all_diffs: list, per_step: list, episodes_out: list, wall: float) -> dict:
+        """The run's result dict (the keys every engine reports)."""
+        first = None
+        if all_diffs:
+            ep, step, layer, field, index, a, b = all_diffs[0]
+            first = {"episode": ep, "step": step, "layer": layer, "field": field,
+                     "index": index, "hw": a, "ref": b}
+        n = max(len(episodes_out), 1)
+        return {
+            "steps": len(per_step),
+            "mismatches": sum(1 for st in per_step if st["mismatch"]),
+            "mismatched_values": len(all_diffs),
+            "first_mismatch": first,
+            "hw_return": float(sum(e["hw_return"] for e in episodes_out)) / n,
+            "ref_return": float(sum(e["ref_return"] for e in episodes_out)) / n,
+            "returns_equal": all(e["hw_return"] == e["ref_return"] for e in episodes_out),
+            "episodes": episodes_out,
+            "per_step": per_step,
+            "wall_s": wall,
+            "env_steps_per_s": len(per_step) / wall if wall > 0 else None,
+            "clock_ns": CLOCK_NS,
+        }
+
     @staticmethod
     def compare(step: int, hw: dict, ref: dict) -> list:
         """Every difference as (step, layer, field, index, hw, ref); empty when bit-exact."""
@@ -181,20 +226,7 @@ async def closed_loop(dut):
         while True:
             x = tb.ref.quantize_obs(np.asarray(obs, dtype=np.float64).reshape(1, -1))[0]
             hw = await tb.hw_step(x, first=(t == 0))
-            ref = tb.ref_step(x)
-            diffs = tb.compare(t, hw, ref)
-            if diffs:
-                all_diffs.extend((ep,) + d for d in diffs)
-            per_step.append({"episode": ep, "step": t, "cycles": hw["cycles"],
-                             "events": hw["events"], "macs": hw["macs"],
-                             "lane_work": [int(v) for v in
-                                           tb.cycle_model.lane_work(tb.ref.last_events)[0]],
-                             "busy": int(tb.cycle_model.busy_cycles(tb.ref.last_events)[0]),
-                             "mismatch": bool(diffs)})
-            if model.config.decoder.kind == "argmax":
-                action = hw["action"]  # the hardware chooses the action
-            else:
-                action = tb.ref.decode(hw["out"][None])[0]
+            action = tb.check_step(ep, t, x, hw, all_diffs, per_step)
             obs, r, term, trunc, _ = env.step(action)
             total += float(r)
             t += 1
@@ -204,29 +236,7 @@ async def closed_loop(dut):
         ref_total = _reference_return(model, env_id, seed + ep, max_steps)
         episodes_out.append({"episode": ep, "seed": seed + ep, "steps": t, "hw_return": total,
                              "ref_return": ref_total})
-    wall = time.perf_counter() - wall0
-    mism_steps = sum(1 for s in per_step if s["mismatch"])
-    first = None
-    if all_diffs:
-        ep, step, layer, field, index, a, b = all_diffs[0]
-        first = {"episode": ep, "step": step, "layer": layer, "field": field, "index": index,
-                 "hw": a, "ref": b}
-    hw_ret = float(sum(e["hw_return"] for e in episodes_out))
-    ref_ret = float(sum(e["ref_return"] for e in episodes_out))
-    result = {
-        "steps": len(per_step),
-        "mismatches": mism_steps,
-        "mismatched_values": len(all_diffs),
-        "first_mismatch": first,
-        "hw_return": hw_ret / episodes,
-        "ref_return": ref_ret / episodes,
-        "returns_equal": all(e["hw_return"] == e["ref_return"] for e in episodes_out),
-        "episodes": episodes_out,
-        "per_step": per_step,
-        "wall_s": wall,
-        "env_steps_per_s": len(per_step) / wall if wall > 0 else None,
-        "clock_ns": CLOCK_NS,
-    }
+    result = TB.result(all_diffs, per_step, episodes_out, time.perf_counter() - wall0)
     tmp = results_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f)
