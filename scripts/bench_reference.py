@@ -117,7 +117,14 @@ def main(argv=None):
         lines.append(f"| {r['net']} | {r['batch']} | {r['float_dense_steps_per_s']:,.0f} | "
                      f"{r['fixed_delta_steps_per_s']:,.0f} | {r['float_delta_steps_per_s']:,.0f}"
                      f" | {r['fixed_delta_over_float_dense']:.2f} |")
-    lines += ["", "Aim: fixed-point delta at B = 64 at least 0.5x float dense numpy."]
+    ratio = max(r["fixed_delta_over_float_dense"] for r in rows if r["batch"] == 64)
+    lines += ["", "Aim: fixed-point delta at B = 64 at least 0.5x float dense numpy: "
+              + ("reached." if ratio >= 0.5 else
+                 f"not reached (best {ratio:.2f}x). The integer arithmetic runs exactly in "
+                 "float64 (BLAS), so its products cost about 2x the float32 ones, and a delta "
+                 "layer needs about ten numpy calls (delta, compare, masked update, product, "
+                 "accumulate, counts, round, saturate) against three for a dense float layer "
+                 "(product, bias, ReLU); at these sizes the per-call overhead dominates.")]
     (args.out / "reference.md").write_text("\n".join(lines) + "\n")
     (args.out / "reference.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {args.out / 'reference.md'}")
