@@ -24,6 +24,12 @@ def make_env(env_id: str, seed: int | None = None, **kwargs):
     """A thunk creating ``env_id`` (cleanrl style); the env is seeded on its first reset."""
 
     def thunk():
+        if env_id.endswith("NoFrameskip-v4"):  # the paper's Atari setting: whole games
+            from .atari import make_eval_env
+
+            env = make_eval_env(env_id, **kwargs)
+            env.action_space.seed(seed)
+            return env
         if env_id.startswith("ALE/"):
             _register_atari()
         try:

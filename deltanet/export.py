@@ -11,11 +11,16 @@ from .envs import space_to_dict
 
 
 def policy_linears(sb3_model) -> list:
-    """The Linear layers that map an observation to the deterministic action, in order."""
+    """The Linear layers that map an observation to the deterministic action, in order
+    (for an Atari DQN: its three Conv2d layers, then its two Linear layers)."""
     pol = sb3_model.policy
     algo = type(sb3_model).__name__
     if algo in ("PPO", "A2C"):
         seq = list(pol.mlp_extractor.policy_net) + [pol.action_net]
+    elif algo == "DQN" and hasattr(pol.q_net.features_extractor, "cnn"):  # Atari NatureCNN
+        fe = pol.q_net.features_extractor
+        seq = list(fe.cnn) + list(fe.linear) + list(pol.q_net.q_net)
+        return [m for m in seq if isinstance(m, (nn.Conv2d, nn.Linear))]
     elif algo == "DQN":
         seq = list(pol.q_net.q_net)
     elif algo in ("SAC", "TD3", "DDPG"):

@@ -155,6 +155,7 @@ def compute_masks(weights, sparsity: float, scope: str = "per-layer",
 
 
 def mask_stats(masks, lanes: int | None = None) -> dict:
+    masks = [np.asarray(m).reshape(np.shape(m)[0], -1) for m in masks]  # conv: (O, C*K*K)
     total = sum(m.size for m in masks)
     kept = sum(int(m.sum()) for m in masks)
     d = {"sparsity": 1 - kept / total,
@@ -173,8 +174,10 @@ def prune_oneshot(model, sparsity: float, scope: str = "per-layer", lanes: int |
 
     sparsity = check_sparsity(sparsity)
     ws = [model.float_weight(i) for i in range(len(model.params))]
-    masks = compute_masks(ws, sparsity, scope, lanes, whole_columns)
-    params = [LayerParams(p.weight, p.bias, m & p.mask) for p, m in zip(model.params, masks)]
+    masks = compute_masks([w.reshape(w.shape[0], -1) for w in ws], sparsity, scope, lanes,
+                          whole_columns)
+    params = [LayerParams(p.weight, p.bias, m.reshape(p.mask.shape) & p.mask)
+              for p, m in zip(model.params, masks)]
     meta = dict(model.meta)
     prov = dict(meta.get("provenance", {}))
     prov["pruning"] = {"method": "one-shot magnitude", "target": sparsity, "scope": scope,
@@ -208,10 +211,13 @@ def make_prune_callback(linears, final: float, steps: int, scope: str, lanes, ra
 
         def update(self, t):
             frac = cubic_sparsity(t, ramp_steps, 1.0)  # every layer: its target x frac
-            ws = [m.weight.detach().cpu().numpy() for m in linears]
+            # conv weights (O, C, K, K) as (O, C*K*K): a column is one (c, ky, kx) tap
+            ws = [m.weight.detach().cpu().numpy().reshape(m.weight.shape[0], -1)
+                  for m in linears]
             masks = compute_masks(ws, final * frac, scope, lanes, whole_columns,
                                   None if out_final is None else out_final * frac)
-            self.masks = [torch.as_tensor(mk) for mk in masks]
+            self.masks = [torch.as_tensor(mk.reshape(tuple(m.weight.shape)))
+                          for mk, m in zip(masks, linears)]
             self.current = frac
             self.apply()
 
@@ -316,7 +322,9 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
                     "seconds": round(time.time() - t0, 1), **mask_stats(masks, lanes)},
         "versions": versions(),
     })
-    m = export_sb3(model, env_id, new_prov)
+    from .atari import export_dqn_cnn, is_atari
+
+    m = (export_dqn_cnn if is_atari(env_id) else export_sb3)(model, env_id, new_prov)
     m = m.replace(params=[LayerParams(p.weight, p.bias, mk) for p, mk in zip(m.params, masks)])
     save_model(m, out)
     env.close()

@@ -91,9 +91,19 @@ HYPERPARAMS = {
 
 def hyperparams(env_id: str, algo: str) -> dict:
     """The table entry for ``(env_id, algo)`` or the algorithm's defaults (a deep copy)."""
+    from .atari import DQN_ATARI, is_atari
+
     algo = algo.lower()
     if algo not in ALGOS:
         raise ValueError(f"unknown algorithm {algo!r}; choose one of {ALGOS}")
+    if is_atari(env_id):
+        if algo != "dqn":
+            raise ValueError(f"{env_id}: Atari games are trained with DQN (the paper's agent), "
+                             f"not {algo.upper()}")
+        hp = DQN_ATARI
+        return {"n_envs": hp["n_envs"], "steps": hp["steps"], "net_arch": hp["net_arch"],
+                "kwargs": {k: (dict(v) if isinstance(v, dict) else v)
+                           for k, v in hp["kwargs"].items()}}
     hp = HYPERPARAMS.get((env_id, algo), ALGO_DEFAULTS[algo])
     return {"n_envs": hp["n_envs"], "steps": hp["steps"], "net_arch": list(hp["net_arch"]),
             "kwargs": dict(hp["kwargs"])}
@@ -107,9 +117,15 @@ def algo_class(algo: str):
 
 def check_env_algo(env_id: str, algo: str) -> None:
     """Refuse unknown envs, unsupported spaces and algorithm/action-space mismatches."""
+    from .atari import check_atari, is_atari
+
     algo = algo.lower()
     if algo not in ALGOS:
         raise ValueError(f"unknown algorithm {algo!r}; choose one of {ALGOS}")
+    if is_atari(env_id):
+        check_atari(env_id)
+        hyperparams(env_id, algo)  # refuses non-DQN algorithms
+        return
     env = make_env(env_id)()
     try:
         check_supported(env)
@@ -142,6 +158,11 @@ def versions() -> dict:
 
 def make_vec_env(env_id: str, n_envs: int, seed: int):
     from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+
+    from .atari import is_atari, make_train_env
+
+    if is_atari(env_id):
+        return make_train_env(env_id, n_envs, seed)
 
     return sb3_make_vec_env(lambda: make_env(env_id)(), n_envs=n_envs, seed=seed)
 
@@ -216,6 +237,10 @@ def make_checkpoint_callback(folder, every: int, keep: int = 2):
                 return
             rb = self.folder / f"replay_{n}.pkl" if hasattr(self.model, "replay_buffer") else None
             save_sb3_atomic(self.model, self.folder / f"model_{n}.zip", rb)
+            eps = [e["r"] for e in getattr(self.model, "ep_info_buffer", None) or []]
+            if eps:  # Monitor returns (whole games for Atari: Monitor sits below AtariWrapper)
+                print(f"checkpoint {n:,} steps: mean return of the last {len(eps)} episodes "
+                      f"{np.mean(eps):.2f}", flush=True)
             olds = sorted((int(_CKPT_RE.match(p.name).group(1)), p)
                           for p in self.folder.iterdir() if _CKPT_RE.match(p.name))
             for s, p in olds[:-keep]:
@@ -245,7 +270,12 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
         raise ValueError(f"--seed must be a non-negative integer, got {seed!r}")
     check_env_algo(env_id, algo)
     hp = hyperparams(env_id, algo)
+    from .atari import export_dqn_cnn, is_atari
+
+    atari = is_atari(env_id)
     if net_arch is not None:
+        if atari:
+            raise ValueError("--net does not apply to Atari: the network is the Nature DQN")
         hp["net_arch"] = list(net_arch)
     hp["kwargs"].update(overrides or {})
     steps = steps or hp["steps"]
@@ -272,8 +302,12 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
             log(f"no checkpoint in {folder}: starting {env_id} {algo.upper()} from scratch")
         set_random_seed(seed)
         kwargs = {k: _schedule(v) for k, v in hp["kwargs"].items()}
-        policy_kwargs = {"net_arch": hp["net_arch"], "activation_fn": nn.ReLU}
-        model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0,
+        if atari:  # SB3's NatureCNN with the default 512-unit head = the Nature DQN
+            policy, policy_kwargs = "CnnPolicy", {}
+        else:
+            policy = "MlpPolicy"
+            policy_kwargs = {"net_arch": hp["net_arch"], "activation_fn": nn.ReLU}
+        model = cls(policy, env, seed=seed, device="cpu", verbose=0,
                     policy_kwargs=policy_kwargs, **kwargs)
         remaining = steps
         reset = True
@@ -293,7 +327,8 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
         "train_seconds": round(time.time() - t0, 1), "resumed": ck is not None,
         "versions": versions(),
     }
-    m = export_sb3(model, env_id, provenance)
+    m = export_dqn_cnn(model, env_id, provenance) if atari else export_sb3(model, env_id,
+                                                                             provenance)
     save_model(m, out)
     env.close()
     log(f"wrote {out} ({model.num_timesteps:,} steps, {time.time() - t0:.0f} s); "
