@@ -1,0 +1,246 @@
+"""The paper's own setting: Nature-DQN agents on Atari -> benchmarks/results/atari.md (+ .json).
+
+    python scripts/bench_atari.py [--games breakout spaceinvaders] [--episodes 10]
+                                  [--max-steps 4500] [--threshold 0.001]
+
+Per game ``G`` it needs the trained float agent ``runs/atari/G_dqn.npz`` (``deltanet train --env
+<Game>NoFrameskip-v4 --algo dqn``) and uses ``runs/atari/G_pruned.npz`` when it exists (gradual
+pruning with DQN fine-tuning, ``deltanet prune``); otherwise it prunes one-shot to the paper's
+sparsity (0.79 Breakout, 0.74 SpaceInvaders; 0.75 for other games), lane-balanced for 4 lanes.
+Both are quantized with :func:`deltanet.atari.quantize_atari` (pixels exact in SQ1.8, 12-bit
+weights, 16-bit activations) and given the delta threshold ``--threshold`` on every layer's
+input (the paper's 0.001, in the layer's real units).
+
+Rows, all over the same ``--episodes`` whole games (seeds 0..N-1, 30 no-op starts from
+AtariWrapper, at most ``--max-steps`` agent steps each):
+
+* random  - uniform random actions (seeded);
+* dense   - the trained agent, float, dense updates (what SB3 plays);
+* dense q - the same quantized, bit-accurate, dense updates;
+* pruned  - pruned + quantized, bit-accurate, dense updates;
+* delta   - dense quantized, bit-accurate, delta updates with the threshold;
+* combined- pruned + quantized, bit-accurate, delta updates (what the hardware runs).
+
+Multiplications per step per layer are means over every step of those games. "pruned (weights)"
+counts the products with a non-zero weight whatever the input (the paper's pruning count);
+the others count products whose two operands are non-zero (so ReLU zeros are skipped too).
+The quantized models built here are cached in ``runs/atari/`` and the combined one is copied to
+``deltanet/models/atari/G.npz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deltanet.atari import (PAPER_SPARSITY, make_eval_env, quantize_atari,  # noqa: E402
+                            record_frames)
+from deltanet.io import write_json_atomic, write_text_atomic  # noqa: E402
+from deltanet.prune import prune_oneshot  # noqa: E402
+from deltanet.rollout import run_episodes  # noqa: E402
+from pysim import load_model, save_model  # noqa: E402
+
+RUNS = ROOT / "runs" / "atari"
+OUT = ROOT / "benchmarks" / "results"
+BUNDLE = ROOT / "deltanet" / "models" / "atari"
+GAMES = {"breakout": "Breakout", "spaceinvaders": "SpaceInvaders", "freeway": "Freeway",
+         "enduro": "Enduro", "robotank": "Robotank", "battlezone": "BattleZone"}
+#: Published scores (Mnih et al. 2015, Nature, Extended Data Table 2): random, human, DQN.
+PUBLISHED = {"Breakout": (1.7, 31.8, 401.2), "SpaceInvaders": (148.0, 1652.0, 1976.0),
+             "Freeway": (0.0, 29.6, 30.3), "Enduro": (0.0, 860.5, 301.8),
+             "Robotank": (2.2, 11.9, 51.6), "BattleZone": (2360.0, 37800.0, 29900.0)}
+PAPER = {"pruned": "2-8x", "delta": "10-50x", "combined": "20-150x"}
+
+
+def random_scores(env_id: str, episodes: int, max_steps: int) -> dict:
+    rets, lens = [], []
+    for i in range(episodes):
+        env = make_eval_env(env_id, max_steps)
+        env.action_space.seed(i)
+        env.reset(seed=i)
+        ret, n, done = 0.0, 0, False
+        while not done:
+            _, r, term, trunc, _ = env.step(env.action_space.sample())
+            ret += float(r)
+            n += 1
+            done = term or trunc
+        rets.append(ret)
+        lens.append(n)
+        env.close()
+    return {"mean_return": float(np.mean(rets)), "std_return": float(np.std(rets)),
+            "returns": rets, "mean_length": float(np.mean(lens))}
+
+
+def build(game: str, threshold: float, log=print) -> dict:
+    """(float dense, dense quantized, pruned quantized) for ``game``, cached in runs/atari/."""
+    G = GAMES[game]
+    src = RUNS / f"{game}_dqn.npz"
+    if not src.exists():
+        raise SystemExit(f"{src} missing: train it first with `deltanet train --env "
+                         f"{G}NoFrameskip-v4 --algo dqn --out {src.relative_to(ROOT)} --resume`")
+    dense = load_model(src)
+    pruned_src = RUNS / f"{game}_pruned.npz"
+    if pruned_src.exists():
+        pruned = load_model(pruned_src)
+        how = "gradual magnitude pruning with DQN fine-tuning (deltanet prune)"
+    else:
+        pruned = prune_oneshot(dense, PAPER_SPARSITY.get(G, 0.75), lanes=4)
+        how = "one-shot magnitude pruning (no fine-tuning), lane-balanced for 4 lanes"
+    key = f"{dense.meta['checksum'][:12]}-{pruned.meta.get('checksum', 'oneshot')[:12]}"
+    qd_path, qp_path = RUNS / f"{game}_dense_q.npz", RUNS / f"{game}_pruned_q.npz"
+    cached = all(p.exists() for p in (qd_path, qp_path)) and all(
+        load_model(p).meta["provenance"].get("bench_key") == key for p in (qd_path, qp_path))
+    if cached:
+        qd, qp = load_model(qd_path), load_model(qp_path)
+    else:
+        t0 = time.time()
+        frames = record_frames(dense)
+        out = []
+        for m, p in ((dense, qd_path), (pruned, qp_path)):
+            q = quantize_atari(m, frames)
+            meta = dict(q.meta)
+            meta["provenance"] = {**meta["provenance"], "bench_key": key, "pruning_how": how}
+            q = q.replace(meta=meta)
+            save_model(q, p)
+            out.append(q)
+        qd, qp = out
+        log(f"  {G}: quantized dense and pruned models ({time.time() - t0:.0f} s)")
+    n = len(qd.config.layers)
+    qd = qd.replace(config=qd.config.with_thresholds([threshold] * n))
+    qp = qp.replace(config=qp.config.with_thresholds([threshold] * n))
+    return {"dense": dense.replace(config=dense.config.with_thresholds([0.0] * n)),
+            "dense_q": qd, "pruned_q": qp, "pruning_how": how}
+
+
+def bench_game(game: str, episodes: int, max_steps: int, threshold: float) -> dict:
+    G = GAMES[game]
+    env_id = f"{G}NoFrameskip-v4"
+    ms = build(game, threshold)
+    BUNDLE.mkdir(parents=True, exist_ok=True)
+    save_model(ms["pruned_q"], BUNDLE / f"{game}.npz")
+    rows = {}
+    t0 = time.time()
+    rows["random"] = random_scores(env_id, episodes, max_steps)
+    print(f"  {G:14s} {'random':9s} {rows['random']['mean_return']:8.1f} +/- "
+          f"{rows['random']['std_return']:6.1f} ({time.time() - t0:.0f} s)", flush=True)
+    plan = {"dense": ("dense", "float", False), "dense q": ("dense_q", "fixed", False),
+            "pruned": ("pruned_q", "fixed", False), "delta": ("dense_q", "fixed", True),
+            "combined": ("pruned_q", "fixed", True)}
+    for row, (mk, mode, delta) in plan.items():
+        t0 = time.time()
+        s = run_episodes(ms[mk], episodes, 0, mode=mode, delta=delta, progress=False,
+                         env_kwargs={"max_steps": max_steps}).summary()
+        rows[row] = {k: s[k] for k in ("mean_return", "std_return", "returns", "mean_length",
+                                       "steps", "dense_mults_per_step",
+                                       "significant_mults_per_step", "reduction")}
+        rows[row]["per_layer_significant"] = [r["significant_mults_per_step"]
+                                              for r in s["per_layer"]]
+        rows[row]["per_layer_events"] = [r["events_per_step"] for r in s["per_layer"]]
+        print(f"  {G:14s} {row:9s} {s['mean_return']:8.1f} +/- {s['std_return']:6.1f}  "
+              f"{s['significant_mults_per_step']:12,.0f} mults/step {s['reduction']:7.1f}x  "
+              f"({s['steps']} steps, {time.time() - t0:.0f} s)", flush=True)
+    qp = ms["pruned_q"]
+    cfg = qp.config
+    weights_only = [int(qp.column_nnz(i, "fixed").sum()) for i in range(len(cfg.layers))]
+    prov = ms["dense"].meta["provenance"]
+    return {
+        "game": G, "env_id": env_id, "episodes": episodes, "max_steps": max_steps,
+        "threshold": threshold, "train_steps": prov.get("steps"),
+        "train_seconds": prov.get("train_seconds"), "pruning": ms["pruning_how"],
+        "sparsity_per_layer": [round(1 - float(np.mean(qp.nonzero(i, "fixed"))), 3)
+                               for i in range(len(cfg.layers))],
+        "sparsity": qp.sparsity("fixed"),
+        "layers": [f"{ly.kind} {ly.n_in}->{ly.n_out}" for ly in cfg.layers],
+        "dense_per_layer": [ly.dense_mults for ly in cfg.layers],
+        "pruned_weights_per_layer": weights_only,
+        "formats": {"input": str(cfg.input_fmt),
+                    "weights": [str(ly.weight_fmt) for ly in cfg.layers],
+                    "activations": [str(ly.out_fmt) for ly in cfg.layers]},
+        "rows": rows,
+    }
+
+
+def _f(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def markdown(results: list) -> str:
+    lines = ["# Atari: Nature-DQN agents as sparse delta networks",
+             "",
+             "Generated by `scripts/bench_atari.py`. Whole games (all lives, unclipped score, "
+             "AtariWrapper preprocessing: 30 no-op starts, frame skip 4, 84x84 grey, 4 stacked "
+             "frames), seeds 0..N-1, capped at the stated agent steps. Multiplications per step "
+             "are means over every step of those games. `pruned (weights)` counts products with "
+             "a non-zero weight whatever the input (the paper's pruning count); the other columns "
+             "count products whose two operands are non-zero. Paper (Ivanov et al. 2022): "
+             "pruning 2-8x, delta 10-50x, combined 20-150x.", ""]
+    for r in results:
+        rows = r["rows"]
+        pub = PUBLISHED.get(r["game"])
+        lines += [f"## {r['game']} ({r['env_id']})", "",
+                  f"Agent: SB3 DQN (Nature CNN), {r['train_steps']:,} env steps of training "
+                  f"({(r['train_seconds'] or 0) / 3600:.1f} h on 1 CPU core). Pruning: "
+                  f"{r['pruning']}; sparsity {r['sparsity']:.2f} (per layer "
+                  f"{r['sparsity_per_layer']}). Threshold {r['threshold']} on every layer's "
+                  f"input. Formats: input {r['formats']['input']}, weights "
+                  f"{r['formats']['weights']}, activations {r['formats']['activations']}.", "",
+                  f"| agent | score (mean +/- std, {r['episodes']} games) | mean length |",
+                  "|---|---|---|"]
+        for name, row in rows.items():
+            lines.append(f"| {name} | {row['mean_return']:.1f} +/- {row['std_return']:.1f} | "
+                         f"{row['mean_length']:.0f} |")
+        if pub:
+            lines += ["", f"Published (Mnih et al. 2015, 50M frames): random {pub[0]}, human "
+                          f"{pub[1]}, DQN {pub[2]}."]
+        lines += ["", "| layer | dense | pruned (weights) | pruned | delta | combined |",
+                  "|---|---|---|---|---|---|"]
+        for i, name in enumerate(r["layers"]):
+            lines.append(
+                f"| {i}: {name} | {_f(r['dense_per_layer'][i])} | "
+                f"{_f(r['pruned_weights_per_layer'][i])} | "
+                f"{_f(rows['pruned']['per_layer_significant'][i])} | "
+                f"{_f(rows['delta']['per_layer_significant'][i])} | "
+                f"{_f(rows['combined']['per_layer_significant'][i])} |")
+        dense = sum(r["dense_per_layer"])
+        tot = {k: rows[k]["significant_mults_per_step"] for k in ("pruned", "delta", "combined")}
+        pw = sum(r["pruned_weights_per_layer"])
+        lines.append(f"| **total** | {_f(dense)} | {_f(pw)} | {_f(tot['pruned'])} | "
+                     f"{_f(tot['delta'])} | {_f(tot['combined'])} |")
+        lines.append(f"| **reduction** | 1x | {dense / pw:.1f}x (paper {PAPER['pruned']}) | "
+                     f"{dense / tot['pruned']:.1f}x | {dense / tot['delta']:.1f}x (paper "
+                     f"{PAPER['delta']}) | {dense / tot['combined']:.1f}x (paper "
+                     f"{PAPER['combined']}) |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--games", nargs="+", default=["breakout", "spaceinvaders"],
+                    choices=sorted(GAMES))
+    ap.add_argument("--episodes", type=int, default=10)
+    ap.add_argument("--max-steps", type=int, default=4500)
+    ap.add_argument("--threshold", type=float, default=0.001)
+    args = ap.parse_args(argv)
+    if args.episodes < 1 or args.max_steps < 1 or args.threshold < 0:
+        raise SystemExit("--episodes and --max-steps must be >= 1, --threshold >= 0")
+    results = []
+    for g in args.games:
+        results.append(bench_game(g, args.episodes, args.max_steps, args.threshold))
+    OUT.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(OUT / "atari.json", results)
+    write_text_atomic(OUT / "atari.md", markdown(results))
+    print(f"wrote {OUT / 'atari.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

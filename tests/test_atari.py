@@ -1,0 +1,124 @@
+"""Atari glue: whole-game eval env, Nature-DQN export, conv pruning, pixel quantization, training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deltanet.atari import (export_dqn_cnn, make_eval_env, make_train_env, quantize_atari,
+                            record_frames)
+from deltanet.envs import make_env
+from deltanet.prune import check_balance, prune_oneshot
+from deltanet.train import check_env_algo, hyperparams, latest_checkpoint, train
+from pysim import DeltaNetwork, load_model
+
+GAME = "BreakoutNoFrameskip-v4"
+
+
+@pytest.fixture(scope="module")
+def sb3_dqn():
+    from stable_baselines3 import DQN
+
+    env = make_train_env(GAME, 1, 0)
+    model = DQN("CnnPolicy", env, buffer_size=1000, learning_starts=10**9, device="cpu",
+                seed=0)
+    yield model
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def frames():
+    env = make_eval_env(GAME, 200)
+    obs, _ = env.reset(seed=3)
+    out = [obs]
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        obs, *_ = env.step(int(rng.integers(4)))
+        out.append(obs)
+    env.close()
+    return np.stack(out)
+
+
+def test_eval_env_is_a_flat_chw_frame_stack():
+    env = make_env(GAME, 0)()
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == (4 * 84 * 84,) and obs.dtype == np.uint8
+    prev = obs.reshape(4, 84, 84)
+    obs, *_ = env.step(1)
+    cur = obs.reshape(4, 84, 84)
+    np.testing.assert_array_equal(cur[:3], prev[1:])  # the stack shifts by one frame
+    env.close()
+
+
+def test_export_equals_the_sb3_q_network(sb3_dqn, frames):
+    model = export_dqn_cnn(sb3_dqn, GAME)
+    kinds = [(ly.kind, ly.n_in, ly.n_out) for ly in model.config.layers]
+    assert kinds == [("conv2d", 28224, 12800), ("conv2d", 12800, 5184), ("conv2d", 5184, 3136),
+                     ("dense", 3136, 512), ("dense", 512, 4)]
+    net = DeltaNetwork(model, mode="float", delta=False, batch=len(frames))
+    q = net.step(net.quantize_obs(frames.astype(np.float64)))
+    with torch.no_grad():
+        ref = sb3_dqn.policy.q_net(torch.as_tensor(
+            frames.reshape(-1, 4, 84, 84).astype(np.float32))).numpy()
+    np.testing.assert_allclose(q, ref, rtol=1e-4, atol=1e-6)  # float twin: float tolerance
+    np.testing.assert_array_equal(np.argmax(q, 1), np.argmax(ref, 1))
+
+
+def test_conv_pruning_is_lane_balanced(sb3_dqn):
+    model = prune_oneshot(export_dqn_cnn(sb3_dqn, GAME), 0.79, lanes=4)
+    for i, p in enumerate(model.params):
+        m = np.asarray(p.mask).reshape(p.mask.shape[0], -1)
+        ok, why = check_balance(m, 4)
+        assert ok, f"layer {i}: {why}"
+        if i < 4:  # layers with >= 4 rows per lane reach the target closely
+            assert abs((1 - m.mean()) - 0.79) < 0.05
+
+
+def test_quantized_pixels_are_exact(sb3_dqn, frames):
+    model = export_dqn_cnn(sb3_dqn, GAME)
+    q = quantize_atari(model, frames[::4])
+    net = DeltaNetwork(q, mode="fixed", batch=len(frames))
+    np.testing.assert_array_equal(net.quantize_obs(frames.astype(np.float64)),
+                                  frames.astype(np.int64))
+    # the fixed-point network (1/255 folded into conv1) stays close to the float one
+    a = DeltaNetwork(model, mode="float", delta=False, batch=len(frames))
+    b = DeltaNetwork(q, mode="fixed", delta=False, batch=len(frames))
+    qa = a.step(a.quantize_obs(frames.astype(np.float64)))
+    qb = b.outputs_float(b.step(b.quantize_obs(frames.astype(np.float64))))
+    assert np.abs(qa - qb).max() < 0.05 * np.abs(qa).max()
+    # bit-accurate delta == bit-accurate dense on every step (wrapping accumulators)
+    d = DeltaNetwork(q, mode="fixed", delta=True)
+    e = DeltaNetwork(q, mode="fixed", delta=False)
+    for f in frames[:6]:
+        x = d.quantize_obs(f[None].astype(np.float64))
+        np.testing.assert_array_equal(d.step(x), e.step(x))
+
+
+def test_record_frames_shape(sb3_dqn):
+    fr = record_frames(export_dqn_cnn(sb3_dqn, GAME), episodes=1, max_steps=20, max_frames=10)
+    assert fr.shape == (10, 28224) and fr.dtype == np.uint8
+
+
+def test_atari_trains_with_dqn_only():
+    with pytest.raises(ValueError, match="DQN"):
+        check_env_algo(GAME, "ppo")
+    with pytest.raises(ValueError, match="unknown Atari game"):
+        check_env_algo("NoSuchGameNoFrameskip-v4", "dqn")
+    hp = hyperparams(GAME, "dqn")
+    assert hp["net_arch"] == "NatureCNN" and hp["kwargs"]["buffer_size"] == 100_000
+
+
+def test_atari_training_resumes_from_a_checkpoint(tmp_path):
+    out = tmp_path / "b.npz"
+    small = {"buffer_size": 500, "learning_starts": 100}
+    train(GAME, "dqn", 300, 0, out, progress=False, checkpoint_every=200, overrides=small,
+          log=lambda *a: None)
+    steps, _, rb = latest_checkpoint(tmp_path / "b.ckpt")
+    assert steps == 300 and rb is not None
+    logs = []
+    m = train(GAME, "dqn", 500, 0, out, resume=True, progress=False, checkpoint_every=200,
+              overrides=small, log=logs.append)
+    assert any("resuming" in s for s in logs)
+    assert load_model(out).meta["provenance"]["steps"] == 500
+    assert m.config.layers[0].kind == "conv2d"
