@@ -23,7 +23,30 @@ def register(sub):
                    help="record at most this many env steps for the report (default 200)")
     p.add_argument("--no-episode", action="store_true",
                    help="use a deterministic synthetic observation sequence instead of the env")
+    p.add_argument("--arch", choices=ARCHS, default="auto",
+                   help="parallel: register-parallel core (deltanet_top.v, dense layers only); "
+                        "seq: memory-based sequential core (deltanet_seq.v, conv2d and dense); "
+                        "auto (default): seq when the model has a conv layer, else parallel")
+    p.add_argument("--obs-words", type=int, default=8,
+                   help="seq core: observation values written per cycle (default 8)")
     p.set_defaults(func=run)
+
+
+ARCHS = ("auto", "parallel", "seq")
+
+
+def choose_arch(model, arch: str) -> str:
+    """``auto`` -> ``seq`` for models with a conv layer, else ``parallel``; refuse conv on
+    the parallel core with a clear message."""
+    if arch not in ARCHS:
+        raise ValueError(f"--arch must be one of {ARCHS}, got {arch!r}")
+    has_conv = any(ly.kind != "dense" for ly in model.config.layers)
+    if arch == "auto":
+        return "seq" if has_conv else "parallel"
+    if arch == "parallel" and has_conv:
+        raise ValueError(f"{model.meta.get('path', 'model')}: the parallel core runs dense "
+                         "layers only; this model has conv2d layers (use --arch seq)")
+    return arch
 
 
 def record_episode(model, seed: int, max_steps: int) -> np.ndarray:
@@ -54,11 +77,24 @@ def run(args) -> int:
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     model = load_model(args.model)
-    CycleModel(model, args.lanes)  # validates --lanes with a clear message
+    arch = choose_arch(model, args.arch)
+    if arch == "seq":
+        from hw.generate_seq import generate_seq
+        from pysim.seqcycles import SeqCycleModel
+
+        SeqCycleModel(model, args.lanes)  # validates --lanes with a clear message
+        if args.obs_words < 1:
+            raise ValueError(f"--obs-words must be >= 1, got {args.obs_words}")
+    else:
+        CycleModel(model, args.lanes)  # validates --lanes with a clear message
     obs = None
     if not args.no_episode and model.meta.get("env_id"):
         obs = record_episode(model, args.seed, args.steps)
-    paths = generate(model, args.lanes, args.out, observations=obs)
+    if arch == "seq":
+        paths = generate_seq(model, args.lanes, args.out, obs_words=args.obs_words,
+                             observations=obs)
+    else:
+        paths = generate(model, args.lanes, args.out, observations=obs)
     for kind, path in paths.items():
         print(f"wrote {kind}: {path}")
     return 0

@@ -122,3 +122,14 @@ def test_atari_training_resumes_from_a_checkpoint(tmp_path):
     assert any("resuming" in s for s in logs)
     assert load_model(out).meta["provenance"]["steps"] == 500
     assert m.config.layers[0].kind == "conv2d"
+
+
+def test_generate_chooses_the_seq_core_for_conv_models(sb3_dqn):
+    from deltanet.cmd_generate import choose_arch
+
+    conv = export_dqn_cnn(sb3_dqn, GAME)
+    dense = load_model("deltanet/models/cartpole.npz")
+    assert choose_arch(conv, "auto") == "seq" and choose_arch(dense, "auto") == "parallel"
+    assert choose_arch(dense, "seq") == "seq"
+    with pytest.raises(ValueError, match="dense layers only"):
+        choose_arch(conv, "parallel")
