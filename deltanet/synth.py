@@ -111,13 +111,14 @@ def _versions() -> str:
 
 
 def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq_mhz=100.0,
-          status=None) -> dict:
+          status=None, top_name: str = TOP) -> dict:
     """Synthesize + place and route; returns resources, fmax and paths (cached)."""
     if target not in TARGETS:
         raise ValueError(f"--target must be one of {sorted(TARGETS)}, got {target!r}")
     t = TARGETS[target]
     verilog = Path(verilog_path).read_text()
-    key = hashlib.sha256((verilog + target + str(freq_mhz) + _versions()).encode()).hexdigest()
+    key = hashlib.sha256((verilog + target + str(freq_mhz) + _versions()
+                          + ("" if top_name == TOP else top_name)).encode()).hexdigest()
     work = Path(cache_root) / f"{target}-{key[:16]}"
     result_path = work / "result.json"
     if result_path.exists():
@@ -129,11 +130,11 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
         return res
     work.mkdir(parents=True, exist_ok=True)
     (work / "top.v").write_text(verilog)
-    top, shim_ffs, sources = TOP, 0, ["top.v"]
+    top, shim_ffs, sources = top_name, 0, ["top.v"]
     if t["family"] == "ice40":
-        shim, shim_ffs = io_shim(verilog)
+        shim, shim_ffs = io_shim(verilog, top_name)
         (work / "shim.v").write_text(shim)
-        top, sources = f"{TOP}_shim", ["top.v", "shim.v"]
+        top, sources = f"{top_name}_shim", ["top.v", "shim.v"]
     synth_cmd = (f"synth_ecp5 -top {top} -json top.json" if t["family"] == "ecp5"
                  else f"synth_ice40 -dsp -top {top} -json top.json")
     script = (" ".join(f"read_verilog {s};" for s in sources)

@@ -60,3 +60,12 @@ def test_synth_counts_and_early_does_not_fit(tmp_path):
         synth(v, "ice40-up5k", cache_root=tmp_path / "c")
     with pytest.raises(SynthError, match="does not fit"):  # cached verdict, same message
         synth(v, "ice40-up5k", cache_root=tmp_path / "c")
+
+
+def test_synth_another_top_name(tmp_path):
+    v = tmp_path / "top.v"
+    v.write_text(COUNTER.replace("module deltanet_top(", "module deltanet_seq("))
+    res = synth(v, "ecp5-25k", cache_root=tmp_path / "cache", top_name="deltanet_seq")
+    assert res["top"] == "deltanet_seq" and res["ffs"] >= 9
+    shim, _ = io_shim(v.read_text(), "deltanet_seq")
+    assert "module deltanet_seq_shim(" in shim
