@@ -9,7 +9,7 @@ from rich.table import Table
 
 from pysim import load_model
 
-from .closed_loop import performance, run
+from .closed_loop import ARCHS, performance, resolve_arch, run
 from .io import write_json_atomic
 
 ENGINES = ("verilator", "icarus", "amaranth")
@@ -29,20 +29,26 @@ def register(sub):
     p.add_argument("--lanes", type=int, default=4)
     p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the latency figures")
     p.add_argument("--max-steps", type=int, default=0, help="cut episodes after this many steps")
+    p.add_argument("--arch", choices=ARCHS, default="auto",
+                   help="hardware core: parallel (registers, dense layers only), seq (memories, "
+                        "conv2d + dense) or auto (default: seq when the model has a conv layer)")
     p.add_argument("--waves", type=Path, help="write a waveform (VCD) of the run here")
+    p.add_argument("--obs-words", type=int, default=8,
+                   help="seq core: observation values written per cycle (default 8)")
     p.add_argument("--json", type=Path, help="write the report as JSON here")
     p.set_defaults(func=main)
 
 
 def print_report(perf: dict, res: dict, console=None):
     con = console or Console()
-    t = Table(title=f"closed loop on {res['simulator']}, {perf['lanes']} lanes, "
-                    f"{perf['clock_mhz']:g} MHz")
+    t = Table(title=f"closed loop on {res['simulator']}, {res.get('arch', 'parallel')} core, "
+                    f"{perf['lanes']} lanes, {perf['clock_mhz']:g} MHz")
     t.add_column("figure")
     t.add_column("value", justify="right")
     rows = [
         ("env steps", f"{perf['steps']}"),
-        ("return (hardware / reference)", f"{res['hw_return']:.2f} / {res['ref_return']:.2f}"),
+        ("return (hardware / reference)", f"{res['hw_return']:.2f} / "
+         + ("-" if res["ref_return"] is None else f"{res['ref_return']:.2f}")),
         ("mismatching steps", f"{res['mismatches']}"),
         ("cycles/step mean, p50, p99, max",
          f"{perf['cycles_mean']:.1f}, {perf['cycles_p50']:.0f}, {perf['cycles_p99']:.0f}, "
@@ -56,7 +62,9 @@ def print_report(perf: dict, res: dict, console=None):
         ("lane balance (mean/worst)", f"{perf['balance']:.3f}" if perf["balance"] else "-"),
         ("dense schedule cycles/step", f"{perf['dense_schedule_cycles']}"),
         ("speed-up vs dense schedule", f"{perf['speedup_vs_dense']:.1f}x"),
-        ("simulation speed", f"{res['env_steps_per_s']:.0f} env steps/s"),
+        ("simulation speed", f"{res['env_steps_per_s']:.1f} env steps/s"
+         + (f", {res['sim_cycles_per_s'] / 1e3:.0f}k cycles/s"
+            if res.get("sim_cycles_per_s") else "")),
     ]
     for a, b in rows:
         t.add_row(a, b)
@@ -66,15 +74,22 @@ def print_report(perf: dict, res: dict, console=None):
 def main(args) -> int:
     if args.clock_mhz <= 0:
         raise ValueError(f"--clock-mhz must be > 0, got {args.clock_mhz}")
+    model = load_model(args.model)
+    arch = resolve_arch(model, args.arch)
     if args.engine == "amaranth":
         from .amaranth_engine import run_amaranth
 
+        if arch != "parallel":
+            raise ValueError("--engine amaranth runs the register-parallel core only; the "
+                             "sequential core (--arch seq, models with conv layers) runs on "
+                             "--engine verilator or icarus")
         res = run_amaranth(args.model, lanes=args.lanes, episodes=args.episodes, seed=args.seed,
                            max_steps=args.max_steps, waves=args.waves)
     else:
         res = run(args.model, lanes=args.lanes, sim=args.engine, episodes=args.episodes,
-                  seed=args.seed, max_steps=args.max_steps, waves=args.waves)
-    perf = performance(res, load_model(args.model), args.lanes, args.clock_mhz)
+                  seed=args.seed, max_steps=args.max_steps, waves=args.waves, arch=arch,
+                  obs_words=args.obs_words)
+    perf = performance(res, model, args.lanes, args.clock_mhz, arch)
     print_report(perf, res)
     if res.get("waves"):
         print(f"waves: {res['waves']} (open with gtkwave or surfer)")

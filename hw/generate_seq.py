@@ -18,6 +18,7 @@ Files are written atomically and hold no time stamps or absolute paths (repeatab
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from .generate import default_observations, model_checksum
 from .seqtop import DeltaSeqTop
 
 __all__ = ["ECP5_DEVICES", "TOPLEVEL", "design_info", "ebr_blocks", "generate_seq",
-           "memory_budget"]
+           "memory_budget", "split_memory_init"]
 
 TOPLEVEL = "deltanet_seq"
 SCHEMA = "deltanet-seq-design"
@@ -214,9 +215,60 @@ def _report(top: DeltaSeqTop, info: dict, observations, source: str) -> str:
     return "\n".join(lines)
 
 
+_MEM_DECL = re.compile(r"  reg \[(\d+):0\] ([A-Za-z_][A-Za-z0-9_]*) \[(\d+):0\];")
+_MEM_WORD = re.compile(r"    ([A-Za-z_][A-Za-z0-9_]*)\[(\d+)\] = (\d+)'h([0-9a-f]+);")
+
+
+def split_memory_init(text: str, prefix: str = TOPLEVEL) -> tuple:
+    """Move every memory's ``initial`` block out of the Verilog into a ``$readmemh`` file.
+
+    Yosys writes a memory's initial contents as one assignment per word
+    (``initial begin m[0] = 26'h3ffffbc; ... end``): for a Nature-DQN that is ~10**5 lines,
+    which Verilator turns into tens of MB of C++ to compile. Each such block whose words are
+    exactly addresses ``0..depth-1`` in order becomes ``initial $readmemh("<prefix>_<m>.hex",
+    m, 0, depth-1);`` and the file holds the same words, one per line in address order (the
+    memory's contents at time 0 are the same; blocks of any other shape are kept as they are).
+    The simulator reads the files from its working directory.
+    Returns ``(verilog, {file name: file text})``.
+    """
+    lines = text.split("\n")
+    out, files = [], {}
+    i = 0
+    while i < len(lines):
+        m = _MEM_DECL.fullmatch(lines[i])
+        if m is None or i + 1 >= len(lines) or lines[i + 1] != "  initial begin":
+            out.append(lines[i])
+            i += 1
+            continue
+        width, name, depth = int(m.group(1)) + 1, m.group(2), int(m.group(3)) + 1
+        words, j = [], i + 2
+        while j < len(lines) and len(words) < depth:
+            w = _MEM_WORD.fullmatch(lines[j])
+            if w is None or w.group(1) != name or int(w.group(2)) != len(words) \
+                    or int(w.group(3)) != width:
+                break
+            words.append(w.group(4))
+            j += 1
+        if len(words) != depth or j >= len(lines) or lines[j] != "  end":
+            out.append(lines[i])  # not the shape this rewrite knows: leave it alone
+            i += 1
+            continue
+        digits = -(-width // 4)
+        fname = f"{prefix}_{name}.hex"
+        files[fname] = "".join(v.rjust(digits, "0") + "\n" for v in words)
+        out += [lines[i], f'  initial $readmemh("{fname}", {name}, 0, {depth - 1});']
+        i = j + 1
+    return "\n".join(out), files
+
+
 def generate_seq(model: Model, lanes: int, out_dir, obs_words: int = 8,
-                 observations=None) -> dict:
+                 observations=None, memory_files: bool = False) -> dict:
     """Write ``deltanet_seq.v``, ``deltanet_seq.json`` and ``report.md`` into ``out_dir``.
+
+    ``memory_files``: memory contents in ``deltanet_seq_<memory>.hex`` files read by
+    ``$readmemh`` (see :func:`split_memory_init`; the JSON lists them under
+    ``memory_init_files``) instead of inline ``initial`` blocks: the same design, a much smaller
+    Verilog and a much faster Verilator build.
 
     Returns ``{"verilog": path, "json": path, "report": path}``.
     """
@@ -237,6 +289,11 @@ def generate_seq(model: Model, lanes: int, out_dir, obs_words: int = 8,
     info = design_info(top)
     text = verilog.convert(top, name=TOPLEVEL, emit_src=False)
     out_dir = Path(out_dir)
+    if memory_files:
+        text, files = split_memory_init(text)
+        info["memory_init_files"] = sorted(files)
+        for name, body in files.items():
+            write_text_atomic(out_dir / name, body)
     return {
         "verilog": write_text_atomic(out_dir / f"{TOPLEVEL}.v", text),
         "json": write_text_atomic(out_dir / f"{TOPLEVEL}.json",

@@ -3,6 +3,15 @@
 Uses cocotb's Python runner (``cocotb_tools.runner.get_runner``). Each design/simulator pair
 builds in its own folder named by a hash of the Verilog, so a rebuild happens only when the
 design changes.
+
+Two architectures: ``parallel`` (:class:`hw.top.DeltanetTop`, dense layers only, toplevel
+``deltanet_top``, bench :mod:`sim.bench_top`) and ``seq`` (:class:`hw.seqtop.DeltaSeqTop`,
+conv2d and dense layers, toplevel ``deltanet_seq``, bench :mod:`sim.bench_seq`). The seq design
+is generated with its memory contents in ``$readmemh`` files (``generate_seq(...,
+memory_files=True)``): the simulators read them at time 0 from the run folder, where the runner
+copies them, so the build does not depend on them (a design that differs only in weights reuses
+the build) and the Verilog stays small (a Nature-DQN's inline memory contents are ~10**5 lines
+that Verilator would compile into tens of MB of C++).
 """
 
 from __future__ import annotations
@@ -18,7 +27,12 @@ from pysim import Model, save_model
 from .tools import ensure_on_path
 
 TOPLEVEL = "deltanet_top"
+SEQ_TOPLEVEL = "deltanet_seq"
 DEFAULT_BUILD_ROOT = Path("build") / "sim"
+#: architecture -> (toplevel, cocotb bench module)
+ARCHS = {"parallel": (TOPLEVEL, "sim.bench_top"), "seq": (SEQ_TOPLEVEL, "sim.bench_seq")}
+#: memory images beside the Verilog, read by the simulator at run time (``$readmemh``)
+INIT_SUFFIXES = (".mem", ".hex")
 
 
 class SimulationError(RuntimeError):
@@ -34,9 +48,25 @@ def generate_design(model: Model, lanes: int, out_dir: Path) -> Path:
     return out_dir
 
 
-def _design_hash(design_dir: Path, sim: str, waves: bool) -> str:
+def generate_seq_design(model: Model, lanes: int, out_dir: Path, obs_words: int = 8) -> Path:
+    """Verilog + JSON of the sequential core in ``out_dir`` (see :func:`hw.generate_seq.
+    generate_seq`)."""
+    from hw.generate_seq import generate_seq
+
+    out_dir = Path(out_dir)
+    generate_seq(model, lanes, out_dir, obs_words=obs_words, memory_files=True)
+    return out_dir
+
+
+def _arch(arch: str) -> tuple:
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {tuple(ARCHS)}, got {arch!r}")
+    return ARCHS[arch]
+
+
+def _design_hash(design_dir: Path, sim: str, waves: bool, toplevel: str = TOPLEVEL) -> str:
     h = hashlib.sha256()
-    h.update((design_dir / f"{TOPLEVEL}.v").read_bytes())
+    h.update((design_dir / f"{toplevel}.v").read_bytes())  # memory images are read at run time
     h.update(f"{sim}:{waves}".encode())
     return h.hexdigest()[:16]
 
@@ -84,46 +114,71 @@ def compile_sources(sources, toplevel: str, bdir: Path, sim: str, *, waves: bool
             os.environ["MAKEFLAGS"] = saved
 
 
-def build(design_dir, sim: str = "verilator", *, waves: bool = False,
-          build_root: Path | None = None) -> Path:
-    """Compile ``design_dir/deltanet_top.v`` for ``sim``; returns the build folder (cached)."""
-    ensure_on_path(sim)
+def build_dir(design_dir, sim: str, *, waves: bool = False, build_root: Path | None = None,
+              toplevel: str = TOPLEVEL) -> Path:
+    """The build folder of ``design_dir``'s design for ``sim`` (named by the design's hash)."""
     design_dir = Path(design_dir).resolve()
     build_root = Path(build_root or DEFAULT_BUILD_ROOT).resolve()
-    bdir = build_root / f"{sim}-{_design_hash(design_dir, sim, waves)}"
+    tag = sim if toplevel == TOPLEVEL else f"{sim}-{toplevel}"
+    return build_root / f"{tag}-{_design_hash(design_dir, sim, waves, toplevel)}"
+
+
+def build(design_dir, sim: str = "verilator", *, waves: bool = False,
+          build_root: Path | None = None, toplevel: str = TOPLEVEL) -> Path:
+    """Compile ``design_dir/<toplevel>.v`` for ``sim``; returns the build folder (cached)."""
+    ensure_on_path(sim)
+    design_dir = Path(design_dir).resolve()
+    bdir = build_dir(design_dir, sim, waves=waves, build_root=build_root, toplevel=toplevel)
     stamp = bdir / ".built"
     if stamp.exists():
         return bdir
     bdir.mkdir(parents=True, exist_ok=True)
-    compile_sources([design_dir / f"{TOPLEVEL}.v"], TOPLEVEL, bdir, sim, waves=waves)
+    compile_sources([design_dir / f"{toplevel}.v"], toplevel, bdir, sim, waves=waves)
     stamp.write_text("ok\n")
     return bdir
 
 
 def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes: int = 1,
                     seed: int = 0, max_steps: int = 0, waves: Path | None = None,
-                    build_root: Path | None = None, work_dir: Path | None = None) -> dict:
+                    build_root: Path | None = None, work_dir: Path | None = None,
+                    arch: str = "parallel", obs_writes: str = "all") -> dict:
     """Run ``episodes`` closed-loop episodes; returns the bench's result dict.
 
     ``model_path`` is the model the *reference* runs; pass a different one from the design's
-    to check that the checker catches a corrupted design.
+    to check that the checker catches a corrupted design. ``arch`` names the design in
+    ``design_dir`` (``parallel``: ``deltanet_top``; ``seq``: ``deltanet_seq``, whose bench stops
+    at the first mismatching step). ``obs_writes`` (seq only): ``all`` writes every
+    observation-memory word every step, ``changed`` only the words that changed since the last
+    step (the first step after reset writes all).
     """
+    import time
+
     from cocotb_tools.runner import get_runner
 
+    toplevel, bench = _arch(arch)
     design_dir = Path(design_dir).resolve()
-    bdir = build(design_dir, sim, waves=waves is not None, build_root=build_root)
+    t0 = time.perf_counter()
+    cached = (build_dir(design_dir, sim, waves=waves is not None, build_root=build_root,
+                        toplevel=toplevel) / ".built").exists()
+    bdir = build(design_dir, sim, waves=waves is not None, build_root=build_root,
+                 toplevel=toplevel)
+    build_s = time.perf_counter() - t0
     work = Path(work_dir or (bdir / "run")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     results = work / "results.json"
     if results.exists():
         results.unlink()
+    for p in sorted(design_dir.iterdir()):  # $readmemh files: read from the run folder
+        if p.suffix in INIT_SUFFIXES:
+            shutil.copyfile(p, work / p.name)
     env = {
-        "DELTANET_DESIGN_JSON": str(design_dir / f"{TOPLEVEL}.json"),
+        "DELTANET_DESIGN_JSON": str(design_dir / f"{toplevel}.json"),
         "DELTANET_MODEL": str(Path(model_path).resolve()),
         "DELTANET_EPISODES": str(episodes),
         "DELTANET_SEED": str(seed),
         "DELTANET_MAX_STEPS": str(max_steps),
         "DELTANET_RESULTS": str(results),
+        "DELTANET_OBS_WRITES": obs_writes,
         "PYTHONWARNINGS": "ignore",
     }
     runner = get_runner(sim)
@@ -131,15 +186,22 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     if sim == "icarus":
         kwargs["timescale"] = ("1ns", "1ps")
     log = work / "sim.log"
-    runner.test(hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
-                test_module="sim.bench_top", build_dir=bdir,
+    t1 = time.perf_counter()
+    runner.test(hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                test_module=bench, build_dir=bdir,
                 test_dir=work, extra_env=env, waves=waves is not None,
                 log_file=log, results_xml=str(work / "results.xml"), **kwargs)
+    run_s = time.perf_counter() - t1
     if not results.exists():
         raise SimulationError(f"the {sim} simulation produced no results; see {log}")
     out = json.loads(results.read_text())
     out["simulator"] = sim
+    out["arch"] = arch
     out["log"] = str(log)
+    out["build_dir"] = str(bdir)
+    out["build_s"] = build_s
+    out["build_cached"] = cached
+    out["run_s"] = run_s
     if waves is not None:
         found = sorted(work.glob("*.vcd")) + sorted(work.glob("*.fst"))
         if found:
@@ -149,16 +211,49 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     return out
 
 
-def prepare(model: Model, lanes: int, root: Path, *, design_model: Model | None = None):
+def _generation_key(model: Model, lanes: int, arch: str, obs_words: int) -> str:
+    """What the generated design depends on: the model's arrays and config (a fresh checksum,
+    not the one in ``meta``, which a modified copy inherits), lanes, the architecture, and the
+    generator's sources (this file's generation options included) and Amaranth version."""
+    import amaranth
+
+    from pysim.artifact import model_meta
+
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256(f"{model_meta(model)['checksum']}:{lanes}:{arch}:{obs_words}:"
+                       f"{amaranth.__version__}".encode())
+    for p in [Path(__file__).resolve()] + sorted(root.glob("hw/*.py")) \
+            + sorted(root.glob("pysim/*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def prepare(model: Model, lanes: int, root: Path, *, design_model: Model | None = None,
+            arch: str = "parallel", obs_words: int = 8):
     """Write the reference model and the generated design under ``root``.
 
-    ``design_model`` (default: ``model``) is what the hardware is built from.
+    ``design_model`` (default: ``model``) is what the hardware is built from; ``arch`` picks
+    the generator (``parallel``: :func:`hw.generate.generate`, ``seq``:
+    :func:`hw.generate_seq.generate_seq` with ``obs_words``). A design generated before from
+    the same model, lanes and generator sources is kept (``design/.generated`` holds the key).
     Returns ``(design_dir, model_path)``.
     """
+    toplevel, _ = _arch(arch)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     model_path = save_model(model, root / "reference.npz")
-    design_dir = generate_design(design_model or model, lanes, root / "design")
+    dm = design_model or model
+    design_dir = root / "design"
+    key = _generation_key(dm, lanes, arch, obs_words)
+    stamp = design_dir / ".generated"
+    if stamp.exists() and stamp.read_text().strip() == key \
+            and (design_dir / f"{toplevel}.v").exists():
+        return design_dir, model_path
+    if stamp.exists():
+        stamp.unlink()
+    if arch == "seq":
+        generate_seq_design(dm, lanes, design_dir, obs_words)
+    else:
+        generate_design(dm, lanes, design_dir)
+    stamp.write_text(key + "\n")
     return design_dir, model_path
-
-
