@@ -186,8 +186,9 @@ def markdown(results: list) -> str:
         rows = r["rows"]
         pub = PUBLISHED.get(r["game"])
         lines += [f"## {r['game']} ({r['env_id']})", "",
-                  f"Agent: SB3 DQN (Nature CNN), {r['train_steps']:,} env steps of training "
-                  f"({(r['train_seconds'] or 0) / 3600:.1f} h on 1 CPU core). Pruning: "
+                  f"Agent: SB3 DQN (Nature CNN, rl-zoo Atari hyper-parameters, learning from "
+                  f"step 20k), {r['train_steps']:,} env steps ({4 * r['train_steps']:,} "
+                  f"frames) of training on one CPU thread. Pruning: "
                   f"{r['pruning']}; sparsity {r['sparsity']:.2f} (per layer "
                   f"{r['sparsity_per_layer']}). Threshold {r['threshold']} on every layer's "
                   f"input. Formats: input {r['formats']['input']}, weights "
