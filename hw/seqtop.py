@@ -18,8 +18,8 @@ Memories (per layer ``l`` unless noted; see :class:`SeqLayerPlan` for the conten
 * ``xhat{l}``: ``n_in_l`` words, the last propagated input codes.
 * ``acc{l}_{k}`` (lane ``k``): ``ceil(O / L) * OH * OW`` words of ``acc_bits``; neuron
   ``(o, oy, ox)`` with ``o % L == k`` at ``(o // L) * OH * OW + oy * OW + ox``. Synchronous read
-  port, transparent for the write port (this is what resolves the read-modify-write hazard of
-  back-to-back updates of one address).
+  port, transparent for the write port; together with one forwarding path in the MAC pipeline
+  (below) this resolves the read-modify-write hazard of back-to-back updates of one address.
 * ``w{l}_{k}`` (ROM): column-compressed weights, word = ``valid | rowbase | weight`` where
   ``rowbase = (o // L) * OH * OW`` is the neuron's bank row (so no multiplier is needed for the
   address); columns ``col = (c * K + ky) * K + kx`` in order, each ``len[col]`` words long.
@@ -30,14 +30,30 @@ Memories (per layer ``l`` unless noted; see :class:`SeqLayerPlan` for the conten
 
 Phases of a step (one FSM; ``pysim/seqcycles.py`` gives the cycle count of each)
 ------------------------------------------------------------------------------
-``SCAN_l`` (inputs ``i = 0..n_in-1``, one per cycle: address stage, then a data stage one cycle
-later that compares with ``x_hat``, writes ``x_hat`` on an event or in a full pass, and appends
-the event if its channel is active and it reaches an output), ``INIT_l`` (full pass only: every
+``SCAN_l`` (inputs ``i = 0..n_in-1``, one per cycle), ``INIT_l`` (full pass only: every
 accumulator address of layer ``l`` gets its bias), ``MAC_l`` (a position register walks the
 events' valid kernel positions; an issue register spends ``max(1, len[col])`` cycles per
-position, every lane reading word ``start + t``; then weight word -> ``addr = rowbase + pix`` and
-product -> read-modify-write), and ``FINAL`` (requantize the last layer into ``out`` and a running
-argmax, strictly greater updates so the lowest index wins ties).
+position, every lane reading word ``start + t``), and ``FINAL`` (the last layer's outputs into
+``out`` and a running argmax, strictly greater updates so the lowest index wins ties).
+
+Pipelines (one register between stages; a phase ends when its last item has left the
+pipeline, which is where the ``*_OVERHEAD`` constants of ``pysim/seqcycles.py`` come from):
+
+* scan (SCAN and FINAL), one input per cycle: **A** memory addresses (the SCAN/FINAL state);
+  **B** memory data -> observation code, ``x_hat``, channel bit, the lane-selected accumulator
+  of every layer, the event's kernel position fields; **C** requantize: shift and round (and
+  the layer select of ``x_hat``); **D** saturate/wrap and activation, layer select -> ``x``
+  (FINAL: ``y``); **E** ``d = x - x_hat`` (FINAL: output register and argmax); **F** ``d != 0 and (d >= thr or d <= -thr or
+  full)``: write ``x_hat`` (on an event or in a full pass) and append the event to ``evbuf``
+  if its channel is active and it reaches an output. A scan reads ``x_hat[i]`` once and writes
+  it 5 cycles later; no other input of the scan touches that word.
+* MAC, one issue per cycle: **I** issue register -> registered weight address ``start + t``;
+  **R** weight ROM read; **S** layer-selected weight words registered; **A** ``addr = rowbase
+  + pix`` into the accumulator read port, ``product = w * d`` (DSP) registered; **Q**
+  accumulator read data registered; **X** ``acc + product`` written back. An update reads its
+  address in A and writes it in X two cycles later: the read sees (transparency) every write
+  up to two updates before it, and the update right before it, if it wrote the same address,
+  is forwarded from the X stage's last written word (``x_last``).
 
 Ports (flattened Verilog names are the same; plus ``clk`` and ``rst``)
 ---------------------------------------------------------------------
@@ -70,7 +86,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -81,8 +97,7 @@ from pysim.model import Model
 from pysim.seqcycles import MAX_LANES, Geometry, geometry, taps
 
 from ._checks import check_int
-from .activation import requantize
-from .shapes import threshold_shape
+from .shapes import raw_shape, threshold_shape
 
 __all__ = ["DeltaSeqTop", "SeqLayerPlan"]
 
@@ -95,6 +110,44 @@ MAX_OBS_WORDS = 1024
 def _bits(n: int) -> int:
     """Unsigned bits to hold every value in ``0..n`` (at least 1)."""
     return max(1, int(n).bit_length())
+
+
+def _requant_round(m, value, src, dst, name):
+    """First half of :func:`hw.activation.requantize` (a pipeline stage): the shift by
+    ``src.frac - dst.frac`` with ``dst.rounding`` (a left shift is exact); :func:`_requant_sat`
+    applies ``dst.overflow`` to the result."""
+    aw = src.width
+    s = src.frac_bits - dst.frac_bits
+    if s > 0:
+        ext = Signal(signed(max(aw, s + 2)), name=f"{name}_ext")  # keep sign + one bit
+        m.d.comb += ext.eq(value)
+        q = ext[s:].as_signed()  # floor(value / 2**s)
+        if dst.rounding == "trunc":
+            rnd = C(0, 1)
+        elif dst.rounding == "half_up":
+            rnd = ext[s - 1]
+        else:  # half_even: above half, or exactly half and the quotient is odd
+            below = ext[:s - 1].any() if s > 1 else C(0, 1)
+            rnd = ext[s - 1] & (below | q[0])
+        r = Signal(signed(len(q) + 1), name=f"{name}_r")
+        m.d.comb += r.eq(q + rnd)
+    else:
+        r = Signal(signed(aw - s), name=f"{name}_r")
+        m.d.comb += r.eq(value.as_signed() << (-s) if s else value)
+    return r
+
+
+def _requant_sat(m, r, dst, name):
+    """Second half of :func:`hw.activation.requantize`: ``dst.overflow`` (saturate or wrap)
+    of the shifted and rounded ``r``; a signal of ``raw_shape(dst)``."""
+    out = Signal(raw_shape(dst), name=name)
+    if dst.overflow == "sat":
+        lo, hi = dst.min_raw, dst.max_raw
+        m.d.comb += out.eq(Mux(r > hi, hi, Mux(r < lo, lo, r)))
+    else:
+        wide = Signal(signed(max(len(r), dst.width)), name=f"{name}_w")
+        m.d.comb += [wide.eq(r), out.eq(wide[:dst.width])]
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -433,32 +486,16 @@ class DeltaSeqTop(wiring.Component):
         src_addr = Signal(range(depth_b_max + 2 * pix_max + 1))
         m.d.comb += src_addr.eq(rowbase + pix)
 
-        # ---- event fields of the input at the address stage -----------------------------
-        oy0 = Signal(range(OHmax))
-        ox0 = Signal(range(OHmax))
-        m.d.comb += [oy0.eq(Mux(yq > OHm1, OHm1, yq)), ox0.eq(Mux(xq > OWm1, OWm1, xq))]
-        kw_wide = unsigned(_bits((Hmax + Pmax + 2) * (Smax + 1)))
-        ky0w = Signal(kw_wide)
-        kx0w = Signal(kw_wide)
-        with m.Switch(lay):
-            for j, g in enumerate(G):
-                with m.Case(j):
-                    m.d.comb += [ky0w.eq(yr + g.S * (yq - oy0)),
-                                 kx0w.eq(xr + g.S * (xq - ox0))]
-        has_pos = Signal()
-        m.d.comb += has_pos.eq((ky0w < Kc) & (kx0w < Kc))
-
-        # ---- scan data-stage registers --------------------------------------------------
+        # ---- scan stage B registers (the address stage's input, for the data stages) ------
         s1_v = Signal()
         s1_i = Signal(range(n_max + 1))
         s1_sub = Signal(range(OW_))
         s1_bank = Signal(range(L))
         s1_ckk = Signal(evl["ckk"].shape)
-        s1_ky = Signal(evl["ky"].shape)
-        s1_oy = Signal(evl["oy"].shape)
-        s1_kx = Signal(evl["kx"].shape)
-        s1_ox = Signal(evl["ox"].shape)
-        s1_has = Signal()
+        s1_xq = Signal.like(xq)
+        s1_xr = Signal.like(xr)
+        s1_yq = Signal.like(yq)
+        s1_yr = Signal.like(yr)
         n_ev = Signal(range(self.event_depth + 1))
 
         # ---- memories -------------------------------------------------------------------
@@ -518,66 +555,135 @@ class DeltaSeqTop(wiring.Component):
         for j in range(N):
             m.d.comb += [xh_rd[j].addr.eq(i_cnt), ch_rd[j].addr.eq(cc)]
 
-        # ---- scan data stage ------------------------------------------------------------
+        # ---- scan pipeline ----------------------------------------------------------------
+        # A (the SCAN/FINAL state): memory addresses. B: memory data -> obs code, x_hat,
+        # channel bit, lane-selected accumulator of every layer, event fields. C: requantize
+        # (shift and round). D: saturate, activation, layer select -> x. E: d = x - x_hat
+        # (FINAL: output registers and argmax). F: |d| >= thr, x_hat and event-buffer writes.
+        def reg(value, shape, name):
+            r = Signal(shape, name=name)
+            m.d.sync += r.eq(value)
+            return r
+
+        # B
         obs_x = Signal(signed(self.in_width))
         with m.Switch(s1_sub):
             for j in range(OW_):
                 with m.Case(j):
                     w_ = self.in_width
                     m.d.comb += obs_x.eq(obs_rd.data[j * w_:(j + 1) * w_].as_signed())
-        src_x = []  # act(requant(M_j[neuron])) for the neuron read at the last address stage
+        ch_b = Signal()
+        with m.Switch(lay):
+            for j in range(N):
+                with m.Case(j):
+                    m.d.comb += ch_b.eq(ch_rd[j].data[0])
+        acc_b = []
         for j in range(N):
-            ly = cfg.layers[j]
             sel = Signal(signed(PL[j].acc_bits), name=f"src_m{j}")
             with m.Switch(s1_bank):
                 for k in range(L):
                     with m.Case(k):
                         m.d.comb += sel.eq(acc_rd[j][k].data.as_signed())
-            y = requantize(m, sel, cfg.acc_fmt(j), ly.out_fmt, name=f"rq{j}")
-            ya = Signal(signed(ly.out_fmt.width), name=f"src_y{j}")
-            m.d.comb += ya.eq(Mux(y < 0, 0, y) if ly.activation == "relu" else y)
-            src_x.append(ya)
-        xval = Signal(signed(XW))
-        xh = Signal(signed(XW))
-        thr = Signal(unsigned(max(len(t) for t in thr_reg)))
-        chan = Signal()
+            acc_b.append(sel)
+        oy0 = Signal(range(OHmax))
+        ox0 = Signal(range(OHmax))
+        m.d.comb += [oy0.eq(Mux(s1_yq > OHm1, OHm1, s1_yq)),
+                     ox0.eq(Mux(s1_xq > OWm1, OWm1, s1_xq))]
+        kw_wide = unsigned(_bits((Hmax + Pmax + 2) * (Smax + 1)))
+        ky0w = Signal(kw_wide)
+        kx0w = Signal(kw_wide)
+        with m.Switch(lay):
+            for j, g in enumerate(G):
+                with m.Case(j):
+                    m.d.comb += [ky0w.eq(s1_yr + g.S * (s1_yq - oy0)),
+                                 kx0w.eq(s1_xr + g.S * (s1_xq - ox0))]
+        has_pos = Signal()
+        m.d.comb += has_pos.eq((ky0w < Kc) & (kx0w < Kc))
+        s2_v = reg(s1_v, 1, "s2_v")
+        s2_i = reg(s1_i, s1_i.shape(), "s2_i")
+        s2_obs = reg(obs_x, obs_x.shape(), "s2_obs")
+        # x_hat words registered as read, the layer select in C (yosys may merge these
+        # registers into a block RAM's read port: then C starts at the RAM's clock-to-out)
+        s2_xh = [reg(xh_rd[j].data, unsigned(iw[j]), f"s2_xh{j}") for j in range(N)]
+        s2_ch = reg(ch_b, 1, "s2_ch")
+        s2_acc = [reg(a, a.shape(), f"s2_acc{j}") for j, a in enumerate(acc_b)]
+        s2_f = {"ckk": reg(s1_ckk, evl["ckk"].shape, "s2_ckk"),
+                "ky": reg(ky0w, evl["ky"].shape, "s2_ky"),
+                "oy": reg(oy0, evl["oy"].shape, "s2_oy"),
+                "kx": reg(kx0w, evl["kx"].shape, "s2_kx"),
+                "ox": reg(ox0, evl["ox"].shape, "s2_ox"),
+                "has": reg(has_pos, 1, "s2_has")}
+
+        def pipe_fields(fields, stage):
+            return {k: reg(v, v.shape(), f"s{stage}_{k}") for k, v in fields.items()}
+
+        # C
+        s3_v = reg(s2_v, 1, "s3_v")
+        s3_i = reg(s2_i, s2_i.shape(), "s3_i")
+        s3_obs = reg(s2_obs, s2_obs.shape(), "s3_obs")
+        xh_c = Signal(signed(XW))
         with m.Switch(lay):
             for j in range(N):
                 with m.Case(j):
-                    m.d.comb += [
-                        xval.eq(obs_x if j == 0 else src_x[j - 1]),
-                        xh.eq(xh_rd[j].data.as_signed()),
-                        thr.eq(thr_act[j]),
-                        chan.eq(ch_rd[j].data[0]),
-                    ]
-        in_scan = Signal()
-        m.d.comb += in_scan.eq(s1_v & (lay != N))
-        d = Signal(signed(DW))
-        mag = Signal(unsigned(DW))
+                    m.d.comb += xh_c.eq(s2_xh[j].as_signed())
+        s3_xh = reg(Mux(full, 0, xh_c), signed(XW), "s3_xh")
+        s3_ch = reg(s2_ch, 1, "s3_ch")
+        s3_f = pipe_fields(s2_f, 3)
+        s3_r = []
+        for j in range(N):
+            r = _requant_round(m, s2_acc[j], cfg.acc_fmt(j), cfg.layers[j].out_fmt, f"rq{j}")
+            s3_r.append(reg(r, r.shape(), f"s3_r{j}"))
+        # D
+        ys = []
+        for j in range(N):
+            ly = cfg.layers[j]
+            y = _requant_sat(m, s3_r[j], ly.out_fmt, f"rq{j}")
+            ya = Signal(signed(ly.out_fmt.width), name=f"src_y{j}")
+            m.d.comb += ya.eq(Mux(y < 0, 0, y) if ly.activation == "relu" else y)
+            ys.append(ya)
+        xval = Signal(signed(XW))
+        with m.Switch(lay):
+            for j in range(N):
+                with m.Case(j):
+                    m.d.comb += xval.eq(s3_obs if j == 0 else ys[j - 1])
+        s4_v = reg(s3_v, 1, "s4_v")
+        s4_i = reg(s3_i, s3_i.shape(), "s4_i")
+        s4_x = reg(xval, xval.shape(), "s4_x")
+        s4_xh = reg(s3_xh, s3_xh.shape(), "s4_xh")
+        s4_yf = reg(ys[N - 1], ys[N - 1].shape(), "s4_yf")
+        s4_ch = reg(s3_ch, 1, "s4_ch")
+        s4_f = pipe_fields(s3_f, 4)
+        # E
+        s5_v = reg(s4_v & (lay != N), 1, "s5_v")
+        s5_i = reg(s4_i, s4_i.shape(), "s5_i")
+        s5_x = reg(s4_x, s4_x.shape(), "s5_x")
+        s5_d = reg(s4_x - s4_xh, signed(DW), "s5_d")
+        s5_ch = reg(s4_ch, 1, "s5_ch")
+        s5_f = pipe_fields(s4_f, 5)
+        # F
+        thr = Signal(unsigned(max(len(t) for t in thr_reg)))
+        with m.Switch(lay):  # the layer's threshold, one cycle late (lay is set >= 6 cycles
+            for j in range(N):  # before a scan's first data reaches F)
+                with m.Case(j):
+                    m.d.sync += thr.eq(thr_act[j])
         ev = Signal()
         append = Signal()
         m.d.comb += [
-            d.eq(xval - Mux(full, 0, xh)),
-            mag.eq(Mux(d < 0, -d, d)),
-            ev.eq(in_scan & (d != 0) & ((mag >= thr) | full)),
-            append.eq(ev & s1_has & chan),
+            ev.eq(s5_v & (s5_d != 0) & ((s5_d >= thr) | (s5_d + thr <= 0) | full)),
+            append.eq(ev & s5_f["has"] & s5_ch),
         ]
         for j in range(N):
             m.d.comb += [
-                xh_wr[j].addr.eq(s1_i),
-                xh_wr[j].data.eq(xval[:iw[j]]),
-                xh_wr[j].en.eq(in_scan & (lay == j) & (ev | full)),
+                xh_wr[j].addr.eq(s5_i),
+                xh_wr[j].data.eq(s5_x[:iw[j]]),
+                xh_wr[j].en.eq(s5_v & (lay == j) & (ev | full)),
             ]
         m.d.comb += [
             ev_wr.addr.eq(n_ev),
             ev_wr.en.eq(append),
-            ev_wr.data.ckk.eq(s1_ckk),
-            ev_wr.data.d.eq(d),
-            ev_wr.data.ky.eq(s1_ky),
-            ev_wr.data.oy.eq(s1_oy),
-            ev_wr.data.kx.eq(s1_kx),
-            ev_wr.data.ox.eq(s1_ox),
+            ev_wr.data.d.eq(s5_d),
         ]
+        m.d.comb += [ev_wr.data[k].eq(s5_f[k]) for k in ("ckk", "ky", "oy", "kx", "ox")]
         with m.If(append):
             m.d.sync += n_ev.eq(n_ev + 1)
         with m.If(ev), m.Switch(lay):
@@ -585,19 +691,18 @@ class DeltaSeqTop(wiring.Component):
                 with m.Case(j):
                     m.d.sync += events[j].eq(events[j] + 1)
 
-        # ---- FINAL data stage: output registers and running argmax ----------------------
-        yfin = src_x[N - 1]
+        # ---- FINAL (stage E): output registers and running argmax -------------------------
         outs = [Signal(signed(self.out_width), name=f"out{o}") for o in range(cfg.n_out)]
         best = Signal(signed(self.out_width))
         action = Signal(self.action_width)
         m.d.comb += [self.out.eq(Cat(*outs)), self.action.eq(action)]
-        with m.If(s1_v & (lay == N)):
-            with m.Switch(s1_i):
+        with m.If(s4_v & (lay == N)):
+            with m.Switch(s4_i):
                 for o in range(cfg.n_out):
                     with m.Case(o):
-                        m.d.sync += outs[o].eq(yfin)
-            with m.If((s1_i == 0) | (yfin > best)):
-                m.d.sync += [best.eq(yfin), action.eq(s1_i)]
+                        m.d.sync += outs[o].eq(s4_yf)
+            with m.If((s4_i == 0) | (s4_yf > best)):
+                m.d.sync += [best.eq(s4_yf), action.eq(s4_i)]
 
         # ---- INIT: bias into every accumulator address ----------------------------------
         ia = Signal(range(depth_b_max + 1))
@@ -680,21 +785,27 @@ class DeltaSeqTop(wiring.Component):
                 m.d.sync += [cur_v.eq(nx_v), cur_pix.eq(pix_nx), cur_d.eq(nx_d), t.eq(0)]
             with m.Else():
                 m.d.sync += t.eq(t + 1)
-        wa = Signal(range(wdepth_max + len_max + 1))
-        m.d.comb += wa.eq(c_start + t)
         for j in range(N):
             m.d.comb += [ct_rd[j].addr.eq(col_nx), ct_rd[j].en.eq(adv)]
-            for k in range(L):
-                m.d.comb += w_rd[j][k].addr.eq(wa)
 
-        # stage 1: weight words -> bank address and product; stage 2: read-modify-write
-        p1_v = Signal()
-        p1_pix = Signal(range(pix_max + 1))
-        p1_d = Signal(signed(DW))
-        m.d.sync += [p1_v.eq(issue), p1_pix.eq(cur_pix), p1_d.eq(cur_d)]
+        # ---- MAC datapath: I (issue: registered weight address), R (weight ROM read),
+        # S (layer-selected weight words), A (bank address -> accumulator read; product),
+        # Q (accumulator read data), X (add, write; forwarding from the previous X) ----------
+        i_v = reg(issue, 1, "i_v")
+        i_wa = reg(c_start + t, range(wdepth_max + len_max + 1), "i_wa")
+        i_pix = reg(cur_pix, cur_pix.shape(), "i_pix")
+        i_d = reg(cur_d, cur_d.shape(), "i_d")
+        for j in range(N):
+            for k in range(L):
+                m.d.comb += w_rd[j][k].addr.eq(i_wa)
+        r_v = reg(i_v, 1, "r_v")
+        r_pix = reg(i_pix, i_pix.shape(), "r_pix")
+        r_d = reg(i_d, i_d.shape(), "r_d")
+        s_pix = reg(r_pix, r_pix.shape(), "s_pix")
+        s_d = reg(r_d, r_d.shape(), "s_d")
         in_mac = Signal()
         valid_bits = []
-        p2_en, p2_addr, p2_prod = [], [], []
+        addr_w = range(depth_b_max + 2 * pix_max + 1)
         for k in range(L):
             wv = Signal(name=f"wv{k}")
             rb = Signal(unsigned(RBW), name=f"rb{k}")
@@ -706,33 +817,43 @@ class DeltaSeqTop(wiring.Component):
                         ww, rbw = p.weight_width, p.rowbase_width
                         m.d.comb += [wt.eq(wd[:ww].as_signed()), rb.eq(wd[ww:ww + rbw]),
                                      wv.eq(wd[ww + rbw])]
-            mac_addr = Signal(range(depth_b_max + 2 * pix_max + 1), name=f"mac_addr{k}")
-            m.d.comb += mac_addr.eq(rb + p1_pix)
-            vb = Signal(name=f"vb{k}")
-            m.d.comb += vb.eq(p1_v & wv)
-            valid_bits.append(vb)
-            en2 = Signal(name=f"p2_en{k}")
-            a2 = Signal(range(depth_b_max + 2 * pix_max + 1), name=f"p2_addr{k}")
-            pr2 = Signal(signed(PW), name=f"p2_prod{k}")
-            m.d.sync += [en2.eq(vb), a2.eq(mac_addr), pr2.eq(wt * p1_d)]
-            p2_en.append(en2)
-            p2_addr.append(a2)
-            p2_prod.append(pr2)
+            s_wv = reg(r_v & wv, 1, f"s_wv{k}")
+            s_rb = reg(rb, rb.shape(), f"s_rb{k}")
+            s_wt = reg(wt, wt.shape(), f"s_wt{k}")
+            valid_bits.append(s_wv)
+            mac_addr = Signal(addr_w, name=f"mac_addr{k}")
+            m.d.comb += mac_addr.eq(s_rb + s_pix)
+            a_en = reg(s_wv, 1, f"a_en{k}")
+            a_addr = reg(mac_addr, addr_w, f"a_addr{k}")
+            a_prod = reg(s_wt * s_d, signed(PW), f"a_prod{k}")
+            q_en = reg(a_en, 1, f"q_en{k}")
+            q_addr = reg(a_addr, addr_w, f"q_addr{k}")
+            q_prod = reg(a_prod, signed(PW), f"q_prod{k}")
+            q_fwd = reg(a_en & q_en & (a_addr == q_addr), 1, f"q_fwd{k}")
+            # layer select before the register: a register right at the read data would be
+            # merged into a block RAM as its read register, leaving the RAM's clock-to-out in
+            # front of the adder
             cur = Signal(signed(AW), name=f"acc_cur{k}")
             with m.Switch(lay):
                 for j in range(N):
                     with m.Case(j):
                         m.d.comb += cur.eq(acc_rd[j][k].data.as_signed())
+            q_acc = reg(cur, signed(AW), f"q_acc{k}")
+            wlast = Signal(signed(AW), name=f"x_last{k}")  # the previous X's written word
             total = Signal(signed(max(AW, PW) + 1), name=f"acc_sum{k}")
-            m.d.comb += total.eq(cur + pr2)
+            m.d.comb += total.eq(Mux(q_fwd, wlast, q_acc) + q_prod)
+            with m.Switch(lay):
+                for j, p in enumerate(PL):
+                    with m.Case(j):
+                        m.d.sync += wlast.eq(total[:p.acc_bits].as_signed())
             for j, p in enumerate(PL):
                 ab = p.acc_bits
                 m.d.comb += [
                     acc_rd[j][k].addr.eq(Mux(in_mac, mac_addr, src_addr)),
-                    acc_wr[j][k].addr.eq(Mux(ini_v, ini_addr, a2)),
+                    acc_wr[j][k].addr.eq(Mux(ini_v, ini_addr, q_addr)),
                     acc_wr[j][k].data.eq(Mux(ini_v, bias_rd[j].data[k * ab:(k + 1) * ab],
                                              total[:ab])),
-                    acc_wr[j][k].en.eq((lay == j) & (ini_v | en2)),
+                    acc_wr[j][k].en.eq((lay == j) & (ini_v | q_en)),
                 ]
         nvalid = Signal(range(L + 1))
         m.d.comb += nvalid.eq(sum(valid_bits))
@@ -744,9 +865,8 @@ class DeltaSeqTop(wiring.Component):
         # ---- the phase FSM ----------------------------------------------------------------
         def advance_scan():
             m.d.sync += [
-                s1_v.eq(1), s1_i.eq(i_cnt), s1_sub.eq(sub), s1_bank.eq(bank),
-                s1_ckk.eq(ckk), s1_ky.eq(ky0w), s1_oy.eq(oy0), s1_kx.eq(kx0w), s1_ox.eq(ox0),
-                s1_has.eq(has_pos),
+                s1_v.eq(1), s1_i.eq(i_cnt), s1_sub.eq(sub), s1_bank.eq(bank), s1_ckk.eq(ckk),
+                s1_xq.eq(xq), s1_xr.eq(xr), s1_yq.eq(yq), s1_yr.eq(yr),
                 i_cnt.eq(i_cnt + 1),
             ]
             with m.If(cx == Wm1):
@@ -796,10 +916,11 @@ class DeltaSeqTop(wiring.Component):
                 word.eq(0), sub.eq(0), bank.eq(0), rowbase.eq(0), pix.eq(0),
                 n_ev.eq(0), rd_idx.eq(0),
             ]
-
         def enter_mac():
             m.d.sync += [nx_v.eq(0), cur_v.eq(0)]
 
+        # drain cycles after the last address/issue of a phase (the pipeline depth)
+        dc = Signal(range(max(self.SCAN_OVERHEAD, self.MAC_OVERHEAD, self.FINAL_OVERHEAD)))
         m.d.sync += [s1_v.eq(0), ini_v.eq(0), self.done.eq(0)]
         with m.FSM(name="phase"):
             with m.State("IDLE"):
@@ -815,18 +936,19 @@ class DeltaSeqTop(wiring.Component):
                     m.d.sync += [c.eq(0) for c in events + macs]
                     m.next = "SCAN"
             with m.State("SCAN"):
-                m.d.sync += cycles.eq(cycles + 1)
+                m.d.sync += [cycles.eq(cycles + 1), dc.eq(0)]
                 advance_scan()
                 with m.If(i_cnt == last_i):
-                    m.next = "SCAN_LAST"
-            with m.State("SCAN_LAST"):
-                m.d.sync += cycles.eq(cycles + 1)
-                with m.If(full):
-                    m.d.sync += [ia.eq(0), ipix.eq(0), irow.eq(0)]
-                    m.next = "INIT"
-                with m.Else():
-                    enter_mac()
-                    m.next = "MFILL"
+                    m.next = "SCAN_DRAIN"
+            with m.State("SCAN_DRAIN"):  # stages B..F of the last input
+                m.d.sync += [cycles.eq(cycles + 1), dc.eq(dc + 1)]
+                with m.If(dc == self.SCAN_OVERHEAD - 1):
+                    with m.If(full):
+                        m.d.sync += [ia.eq(0), ipix.eq(0), irow.eq(0)]
+                        m.next = "INIT"
+                    with m.Else():
+                        enter_mac()
+                        m.next = "MFILL"
             with m.State("INIT"):
                 m.d.sync += [cycles.eq(cycles + 1), ini_v.eq(1), ini_addr.eq(ia),
                              ia.eq(ia + 1)]
@@ -842,30 +964,29 @@ class DeltaSeqTop(wiring.Component):
                 m.next = "MFILL"
             with m.State("MFILL"):
                 m.d.sync += cycles.eq(cycles + 1)
-                m.d.comb += fill.eq(1)
+                m.d.comb += [fill.eq(1), in_mac.eq(1)]
                 m.next = "MRUN"
             with m.State("MRUN"):
-                m.d.sync += cycles.eq(cycles + 1)
+                m.d.sync += [cycles.eq(cycles + 1), dc.eq(0)]
                 m.d.comb += [run.eq(1), in_mac.eq(1)]
                 with m.If(adv & ~nx_v):
-                    m.next = "MD1"
-            with m.State("MD1"):
-                m.d.sync += cycles.eq(cycles + 1)
+                    m.next = "MDRAIN"
+            with m.State("MDRAIN"):  # stages R, S, A, Q, X of the last issue
+                m.d.sync += [cycles.eq(cycles + 1), dc.eq(dc + 1)]
                 m.d.comb += in_mac.eq(1)
-                m.next = "MD2"
-            with m.State("MD2"):
-                m.d.sync += cycles.eq(cycles + 1)
-                with m.Switch(lay):
+                with m.If(dc == self.MAC_OVERHEAD - 3), m.Switch(lay):
                     for j in range(N):
                         with m.Case(j):
                             enter_scan(j + 1)
                             m.next = "SCAN" if j + 1 < N else "FINAL"
             with m.State("FINAL"):
-                m.d.sync += cycles.eq(cycles + 1)
+                m.d.sync += [cycles.eq(cycles + 1), dc.eq(0)]
                 advance_scan()
                 with m.If(i_cnt == last_i):
-                    m.next = "FINAL_LAST"
-            with m.State("FINAL_LAST"):
-                m.d.sync += [cycles.eq(cycles + 1), self.done.eq(1)]
-                m.next = "IDLE"
+                    m.next = "FINAL_DRAIN"
+            with m.State("FINAL_DRAIN"):  # stages B..E of the last output
+                m.d.sync += [cycles.eq(cycles + 1), dc.eq(dc + 1)]
+                with m.If(dc == self.FINAL_OVERHEAD - 1):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
         return m

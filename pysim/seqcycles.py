@@ -17,18 +17,20 @@ Microarchitecture (``L`` MAC lanes, everything in memories):
   channels in that column (sorted by ``o``), padded to ``len[col] = max over lanes``.
 * A step runs its phases one after the other:
 
-  - ``SCAN_l``: one input per cycle (``n_in_l`` cycles) + ``SCAN_OVERHEAD`` (pipeline: the last
-    input's data cycle). Compares with ``x_hat``, writes ``x_hat`` and buffers the events that
+  - ``SCAN_l``: one input per cycle (``n_in_l`` cycles) + ``SCAN_OVERHEAD`` (pipeline: the 5
+    data stages of the last input). Compares with ``x_hat``, writes ``x_hat`` and buffers the events that
     reach the MAC (an event whose channel holds no non-zero weight, or whose input position
     reaches no output, is counted but not buffered: it costs no MAC cycle).
   - ``INIT_l`` (first step after a reset only): the bias into every accumulator address,
     ``depth_l`` cycles + ``INIT_OVERHEAD``.
   - ``MAC_l``: for each buffered event, for each kernel position ``(ky, kx)`` that lands on the
     output grid, ``max(1, len[col])`` issue cycles (an empty column costs one cycle), plus
-    ``MAC_OVERHEAD`` (event-buffer/column-table prefetch, one empty issue slot, 2-cycle drain
-    of the weight-read -> read-modify-write pipeline).
+    ``MAC_OVERHEAD`` (event-buffer/column-table prefetch, one empty issue slot, 5-cycle drain
+    of the weight-address -> weight-read -> weight-select -> product/accumulator-read ->
+    accumulator-data -> add/write pipeline).
   - ``FINAL``: the last layer's outputs are requantized into the output registers and the
-    running argmax, ``n_out`` cycles + ``FINAL_OVERHEAD``.
+    running argmax, ``n_out`` cycles + ``FINAL_OVERHEAD`` (the 4 data stages of the last
+    output).
 
 ::
 
@@ -56,15 +58,18 @@ __all__ = ["FINAL_OVERHEAD", "INIT_OVERHEAD", "MAC_OVERHEAD", "MAX_LANES", "SCAN
 
 #: the start cycle (the IDLE cycle whose edge samples ``start``)
 STEP_OVERHEAD = 1
-#: per scan: the data cycle of the last input (synchronous memory reads)
-SCAN_OVERHEAD = 1
+#: per scan: the 5 data stages of the last input (memory data, requantize, activation,
+#: delta, threshold compare + writes)
+SCAN_OVERHEAD = 5
 #: per MAC phase: first event in the position register, one cycle with the issue register
-#: empty (its column-table read), 2 drain cycles (weight read -> product -> RMW write)
-MAC_OVERHEAD = 4
+#: empty (its column-table read), 5 drain cycles (weight address -> weight read -> weight
+#: select -> product and accumulator read -> accumulator data -> add and write)
+MAC_OVERHEAD = 7
 #: per bias initialisation: the data cycle of the last address (bias ROM read)
 INIT_OVERHEAD = 1
-#: final output scan: the data cycle of the last output
-FINAL_OVERHEAD = 1
+#: final output scan: the 4 data stages of the last output (memory data, requantize,
+#: activation, output registers + argmax)
+FINAL_OVERHEAD = 4
 MAX_LANES = 64
 
 
