@@ -31,7 +31,6 @@ The quantized models built here are cached in ``runs/atari/`` and the combined o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -41,12 +40,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deltanet.atari import (PAPER_SPARSITY, make_eval_env, quantize_atari,  # noqa: E402
-                            record_frames)
-from deltanet.io import write_json_atomic, write_text_atomic  # noqa: E402
-from deltanet.prune import prune_oneshot  # noqa: E402
-from deltanet.rollout import run_episodes  # noqa: E402
-from pysim import load_model, save_model  # noqa: E402
+from deltanet.atari import PAPER_SPARSITY, make_eval_env, quantize_atari, record_frames
+from deltanet.io import write_json_atomic, write_text_atomic
+from deltanet.prune import prune_oneshot
+from deltanet.rollout import run_episodes
+from pysim import load_model, save_model
 
 RUNS = ROOT / "runs" / "atari"
 OUT = ROOT / "benchmarks" / "results"
