@@ -31,6 +31,7 @@ The quantized models built here are cached in ``runs/atari/`` and the combined o
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -166,6 +167,32 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float) -> di
     }
 
 
+def memory_lines(game: str, lanes: int = 4) -> list:
+    """Memory budget of the bundled combined model on the sequential core (hw/generate_seq)."""
+    from hw.generate_seq import ECP5_DEVICES, memory_budget
+    from hw.seqtop import DeltaSeqTop
+
+    top = DeltaSeqTop(load_model(BUNDLE / f"{game}.npz"), lanes=lanes)
+    rows = memory_budget(top)
+    kinds = {}
+    for r in rows:
+        kinds[r["memory"]] = kinds.get(r["memory"], 0) + r["bits"]
+    fc = [r for r in rows if r["layer"] == 3 and r["memory"].startswith("weights")]
+    total = sum(kinds.values())
+    out = [f"Memory of the combined model on the sequential core ({lanes} lanes, "
+           "`hw/generate_seq.py`):", "", "| memory (all layers) | kbit |", "|---|---|"]
+    out += [f"| {k} | {v / 1024:,.0f} |" for k, v in kinds.items()]
+    out += [f"| **total** | **{total / 1024:,.0f}** |", ""]
+    dev = ", ".join(f"{name} {kb:,} kbit" for name, (_, kb) in ECP5_DEVICES.items())
+    out += [f"On-chip block RAM: {dev}. The whole network does not fit on chip; the dense "
+            f"3136->512 layer's weights alone take {sum(r['bits'] for r in fc) / 1024:,.0f} "
+            "kbit and would live in external memory (read once per event, column-compressed, "
+            "so the bandwidth follows the significant multiplications); the conv weights, "
+            "the x_hat and accumulator memories of the conv layers and the event buffer are "
+            "the on-chip part.", ""]
+    return out
+
+
 def _f(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -193,9 +220,19 @@ def markdown(results: list) -> str:
                   f"{r['formats']['weights']}, activations {r['formats']['activations']}.", "",
                   f"| agent | score (mean +/- std, {r['episodes']} games) | mean length |",
                   "|---|---|---|"]
+        stalled = []
         for name, row in rows.items():
+            cap = row["mean_length"] >= r["max_steps"]
+            if cap:
+                stalled.append(name)
             lines.append(f"| {name} | {row['mean_return']:.1f} +/- {row['std_return']:.1f} | "
-                         f"{row['mean_length']:.0f} |")
+                         f"{row['mean_length']:.0f}{' (cap)' if cap else ''} |")
+        if stalled:
+            lines += ["", f"**{', '.join(stalled)}: every game ran into the {r['max_steps']:,}-"
+                          "step cap** - the agent stopped playing (in Breakout: it does not "
+                          "press FIRE to serve after losing a life), so the screen is static "
+                          "and those rows' multiplication counts describe an idle game, not "
+                          "play; do not read their reductions as results."]
         if pub:
             lines += ["", f"Published (Mnih et al. 2015, 50M frames): random {pub[0]}, human "
                           f"{pub[1]}, DQN {pub[2]}."]
@@ -218,6 +255,8 @@ def markdown(results: list) -> str:
                      f"{PAPER['delta']}) | {dense / tot['combined']:.1f}x (paper "
                      f"{PAPER['combined']}) |")
         lines.append("")
+        if (BUNDLE / f"{r['game'].lower()}.npz").exists():
+            lines += memory_lines(r["game"].lower())
     return "\n".join(lines) + "\n"
 
 
@@ -228,12 +267,26 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--max-steps", type=int, default=4500)
     ap.add_argument("--threshold", type=float, default=0.001)
+    ap.add_argument("--reuse", action="store_true",
+                    help="take each game's results from runs/atari/bench_<game>.json when it "
+                         "exists with the same settings (e.g. after running games in parallel)")
     args = ap.parse_args(argv)
     if args.episodes < 1 or args.max_steps < 1 or args.threshold < 0:
         raise SystemExit("--episodes and --max-steps must be >= 1, --threshold >= 0")
     results = []
     for g in args.games:
-        results.append(bench_game(g, args.episodes, args.max_steps, args.threshold))
+        cache = RUNS / f"bench_{g}.json"
+        settings = {"episodes": args.episodes, "max_steps": args.max_steps,
+                    "threshold": args.threshold}
+        if args.reuse and cache.exists():
+            r = json.loads(cache.read_text())
+            if all(r.get(k) == v for k, v in settings.items()):
+                results.append(r)
+                print(f"  {GAMES[g]}: results from {cache}")
+                continue
+        r = bench_game(g, args.episodes, args.max_steps, args.threshold)
+        write_json_atomic(cache, r)
+        results.append(r)
     OUT.mkdir(parents=True, exist_ok=True)
     write_json_atomic(OUT / "atari.json", results)
     write_text_atomic(OUT / "atari.md", markdown(results))
