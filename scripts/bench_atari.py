@@ -56,6 +56,7 @@ GAMES = {"breakout": "Breakout", "spaceinvaders": "SpaceInvaders", "freeway": "F
 PUBLISHED = {"Breakout": (1.7, 31.8, 401.2), "SpaceInvaders": (148.0, 1652.0, 1976.0),
              "Freeway": (0.0, 29.6, 30.3), "Enduro": (0.0, 860.5, 301.8),
              "Robotank": (2.2, 11.9, 51.6), "BattleZone": (2360.0, 37800.0, 29900.0)}
+ROW_ORDER = ("random", "dense", "dense q", "pruned", "delta", "combined")
 PAPER = {"pruned": "2-8x", "delta": "10-50x", "combined": "20-150x"}
 
 
@@ -218,10 +219,12 @@ def markdown(results: list) -> str:
                   f"{r['sparsity_per_layer']}). Threshold {r['threshold']} on every layer's "
                   f"input. Formats: input {r['formats']['input']}, weights "
                   f"{r['formats']['weights']}, activations {r['formats']['activations']}.", "",
+                  *([r["note"], ""] if r.get("note") else []),
                   f"| agent | score (mean +/- std, {r['episodes']} games) | mean length |",
                   "|---|---|---|"]
         stalled = []
-        for name, row in rows.items():
+        for name in ROW_ORDER:
+            row = rows[name]
             cap = row["mean_length"] >= r["max_steps"]
             if cap:
                 stalled.append(name)
@@ -267,6 +270,9 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--max-steps", type=int, default=4500)
     ap.add_argument("--threshold", type=float, default=0.001)
+    ap.add_argument("--note", nargs=2, action="append", default=[], metavar=("GAME", "TEXT"),
+                    help="a sentence to print under GAME's heading (e.g. how its sparsity "
+                         "was chosen)")
     ap.add_argument("--reuse", action="store_true",
                     help="take each game's results from runs/atari/bench_<game>.json when it "
                          "exists with the same settings (e.g. after running games in parallel)")
@@ -287,6 +293,13 @@ def main(argv=None) -> int:
         r = bench_game(g, args.episodes, args.max_steps, args.threshold)
         write_json_atomic(cache, r)
         results.append(r)
+    notes = {}
+    for game, text in args.note:
+        if game not in GAMES:
+            raise SystemExit(f"--note: unknown game {game!r}; choose one of {sorted(GAMES)}")
+        notes[GAMES[game]] = text
+    for r in results:
+        r["note"] = notes.get(r["game"], r.get("note"))
     OUT.mkdir(parents=True, exist_ok=True)
     write_json_atomic(OUT / "atari.json", results)
     write_text_atomic(OUT / "atari.md", markdown(results))
