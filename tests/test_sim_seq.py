@@ -209,3 +209,18 @@ def test_dense_model_on_seq_core(tmp_path, capsys):
     assert r["arch"] == "seq" and r["mismatches"] == 0 and r["steps"] >= 1
     assert r["hw_return"] == r["ref_return"]
     assert "(seq core)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.parametrize("game", ["breakout", "spaceinvaders"])
+def test_bundled_atari_models_100_steps(game, tmp_path):
+    """The bundled combined Atari agents, 100 consecutive steps bit-exact on Verilator
+    (~1.5 min each; not selected by `make test`)."""
+    if not have("verilator"):
+        pytest.skip("verilator not found")
+    out = tmp_path / "v.json"
+    rc = main(["verify", "--model", str(MODELS_DIR / "atari" / f"{game}.npz"),
+               "--max-steps", "100", "--sim", "verilator", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert rc == 0 and res["steps"] == 100 and res["mismatches"] == 0
