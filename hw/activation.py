@@ -12,13 +12,12 @@ from pysim.fixed import FixedFormat
 from ._checks import check_choice, check_int
 from .shapes import raw_shape, raw_vector
 
-__all__ = ["Activation", "requantize"]
+__all__ = ["Activation", "requantize", "requantize_overflow", "requantize_round"]
 
 
-def requantize(m: Module, value, src: FixedFormat, dst: FixedFormat, name: str = "rq"):
-    """Combinational ``dst.requantize(value, src.frac_bits)`` (pysim ``FixedFormat``): shift
-    by ``src.frac - dst.frac`` with ``dst.rounding``, then ``dst.overflow``. Returns a signal
-    of ``raw_shape(dst)``."""
+def requantize_round(m: Module, value, src: FixedFormat, dst: FixedFormat, name: str = "rq"):
+    """First half of :func:`requantize` (a pipeline stage on its own in the sequential core):
+    the shift by ``src.frac - dst.frac`` with ``dst.rounding`` (a left shift is exact)."""
     aw = src.width
     s = src.frac_bits - dst.frac_bits
     if s > 0:
@@ -38,6 +37,12 @@ def requantize(m: Module, value, src: FixedFormat, dst: FixedFormat, name: str =
     else:
         r = Signal(signed(aw - s), name=f"{name}_r")  # left shift: exact
         m.d.comb += r.eq(value.as_signed() << (-s) if s else value)
+    return r
+
+
+def requantize_overflow(m: Module, r, dst: FixedFormat, name: str = "rq"):
+    """Second half of :func:`requantize`: ``dst.overflow`` (saturate or wrap) of the shifted
+    and rounded ``r``; a signal of ``raw_shape(dst)``."""
     out = Signal(raw_shape(dst), name=name)
     if dst.overflow == "sat":
         lo, hi = dst.min_raw, dst.max_raw
@@ -46,6 +51,13 @@ def requantize(m: Module, value, src: FixedFormat, dst: FixedFormat, name: str =
         wide = Signal(signed(max(len(r), dst.width)), name=f"{name}_w")  # sign-extend first
         m.d.comb += [wide.eq(r), out.eq(wide[:dst.width])]
     return out
+
+
+def requantize(m: Module, value, src: FixedFormat, dst: FixedFormat, name: str = "rq"):
+    """Combinational ``dst.requantize(value, src.frac_bits)`` (pysim ``FixedFormat``): shift
+    by ``src.frac - dst.frac`` with ``dst.rounding``, then ``dst.overflow``. Returns a signal
+    of ``raw_shape(dst)``."""
+    return requantize_overflow(m, requantize_round(m, value, src, dst, name), dst, name)
 
 
 class Activation(wiring.Component):

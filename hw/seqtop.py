@@ -43,8 +43,8 @@ pipeline, which is where the ``*_OVERHEAD`` constants of ``pysim/seqcycles.py`` 
   **B** memory data -> observation code, ``x_hat``, channel bit, the lane-selected accumulator
   of every layer, the event's kernel position fields; **C** requantize: shift and round (and
   the layer select of ``x_hat``); **D** saturate/wrap and activation, layer select -> ``x``
-  (FINAL: ``y``); **E** ``d = x - x_hat`` (FINAL: output register and argmax); **F** ``d != 0 and (d >= thr or d <= -thr or
-  full)``: write ``x_hat`` (on an event or in a full pass) and append the event to ``evbuf``
+  (FINAL: ``y``); **E** ``d = x - x_hat`` (FINAL: output register and argmax); **F**
+  ``d != 0 and (d >= thr or d <= -thr or full)``: write ``x_hat`` (on an event or in a full pass) and append the event to ``evbuf``
   if its channel is active and it reaches an output. A scan reads ``x_hat[i]`` once and writes
   it 5 cycles later; no other input of the scan touches that word.
 * MAC, one issue per cycle: **I** issue register -> registered weight address ``start + t``;
@@ -86,7 +86,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -97,7 +97,8 @@ from pysim.model import Model
 from pysim.seqcycles import MAX_LANES, Geometry, geometry, taps
 
 from ._checks import check_int
-from .shapes import raw_shape, threshold_shape
+from .activation import requantize_overflow, requantize_round
+from .shapes import threshold_shape
 
 __all__ = ["DeltaSeqTop", "SeqLayerPlan"]
 
@@ -110,44 +111,6 @@ MAX_OBS_WORDS = 1024
 def _bits(n: int) -> int:
     """Unsigned bits to hold every value in ``0..n`` (at least 1)."""
     return max(1, int(n).bit_length())
-
-
-def _requant_round(m, value, src, dst, name):
-    """First half of :func:`hw.activation.requantize` (a pipeline stage): the shift by
-    ``src.frac - dst.frac`` with ``dst.rounding`` (a left shift is exact); :func:`_requant_sat`
-    applies ``dst.overflow`` to the result."""
-    aw = src.width
-    s = src.frac_bits - dst.frac_bits
-    if s > 0:
-        ext = Signal(signed(max(aw, s + 2)), name=f"{name}_ext")  # keep sign + one bit
-        m.d.comb += ext.eq(value)
-        q = ext[s:].as_signed()  # floor(value / 2**s)
-        if dst.rounding == "trunc":
-            rnd = C(0, 1)
-        elif dst.rounding == "half_up":
-            rnd = ext[s - 1]
-        else:  # half_even: above half, or exactly half and the quotient is odd
-            below = ext[:s - 1].any() if s > 1 else C(0, 1)
-            rnd = ext[s - 1] & (below | q[0])
-        r = Signal(signed(len(q) + 1), name=f"{name}_r")
-        m.d.comb += r.eq(q + rnd)
-    else:
-        r = Signal(signed(aw - s), name=f"{name}_r")
-        m.d.comb += r.eq(value.as_signed() << (-s) if s else value)
-    return r
-
-
-def _requant_sat(m, r, dst, name):
-    """Second half of :func:`hw.activation.requantize`: ``dst.overflow`` (saturate or wrap)
-    of the shifted and rounded ``r``; a signal of ``raw_shape(dst)``."""
-    out = Signal(raw_shape(dst), name=name)
-    if dst.overflow == "sat":
-        lo, hi = dst.min_raw, dst.max_raw
-        m.d.comb += out.eq(Mux(r > hi, hi, Mux(r < lo, lo, r)))
-    else:
-        wide = Signal(signed(max(len(r), dst.width)), name=f"{name}_w")
-        m.d.comb += [wide.eq(r), out.eq(wide[:dst.width])]
-    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -631,13 +594,13 @@ class DeltaSeqTop(wiring.Component):
         s3_f = pipe_fields(s2_f, 3)
         s3_r = []
         for j in range(N):
-            r = _requant_round(m, s2_acc[j], cfg.acc_fmt(j), cfg.layers[j].out_fmt, f"rq{j}")
+            r = requantize_round(m, s2_acc[j], cfg.acc_fmt(j), cfg.layers[j].out_fmt, f"rq{j}")
             s3_r.append(reg(r, r.shape(), f"s3_r{j}"))
         # D
         ys = []
         for j in range(N):
             ly = cfg.layers[j]
-            y = _requant_sat(m, s3_r[j], ly.out_fmt, f"rq{j}")
+            y = requantize_overflow(m, s3_r[j], ly.out_fmt, f"rq{j}")
             ya = Signal(signed(ly.out_fmt.width), name=f"src_y{j}")
             m.d.comb += ya.eq(Mux(y < 0, 0, y) if ly.activation == "relu" else y)
             ys.append(ya)
