@@ -15,8 +15,8 @@ from amaranth.lib import data
 from pysim.config import NetworkConfig
 from pysim.fixed import FixedFormat
 
-__all__ = ["acc_shape", "delta_shape", "pack", "raw_shape", "raw_vector", "threshold_shape",
-           "unpack"]
+__all__ = ["acc_shape", "delta_shape", "group_layout", "mac_command_layout", "obs_layout", "pack",
+           "raw_shape", "raw_vector", "slot_layout", "threshold_shape", "unpack"]
 
 
 def raw_shape(f: FixedFormat) -> Shape:
@@ -63,3 +63,40 @@ def unpack(value: int, width: int, n: int, signed_: bool = True) -> np.ndarray:
             v -= 1 << width
         out.append(v)
     return np.array(out, dtype=np.int64)
+
+
+# ---- stream payloads of the event-driven core (widths from pysim.coreplan.CorePlan) ----------
+def slot_layout(plan) -> data.StructLayout:
+    """One candidate event of a group: ``work`` (a propagated event with a non-empty weight
+    column), its ``delta``, and the column's first weight word ``start`` and length ``len``."""
+    return data.StructLayout({
+        "work": unsigned(1),
+        "delta": signed(plan.delta_width),
+        "start": unsigned(plan.start_width),
+        "len": unsigned(plan.len_width),
+    })
+
+
+def group_layout(plan) -> data.ArrayLayout:
+    """An event group: ``plan.group_slots`` slots (an observation word, or one round of an
+    examination: one neuron per lane), issued lowest slot first."""
+    return data.ArrayLayout(slot_layout(plan), plan.group_slots)
+
+
+def obs_layout(plan) -> data.StructLayout:
+    """An observation write: word ``addr`` and its ``obs_words`` input codes (code ``p`` is
+    input ``addr * obs_words + p``)."""
+    cfg = plan.config
+    return data.StructLayout({
+        "addr": unsigned(max(1, (plan.obs_depth - 1).bit_length())),
+        "data": raw_vector(cfg.input_fmt, plan.obs_words),
+    })
+
+
+def mac_command_layout(plan) -> data.StructLayout:
+    """One issue cycle, broadcast to every lane: weight word address, delta and layer."""
+    return data.StructLayout({
+        "addr": unsigned(plan.start_width),
+        "delta": signed(plan.delta_width),
+        "layer": unsigned(max(1, (plan.n_layers - 1).bit_length())),
+    })

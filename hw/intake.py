@@ -1,0 +1,110 @@
+"""Observation intake: delta-encodes the observation as the host writes it."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from pysim.coreplan import CorePlan
+
+from .delta import delta_event
+from .shapes import group_layout, obs_layout, threshold_shape
+
+__all__ = ["Intake"]
+
+
+class Intake(wiring.Component):
+    """Compares every written observation word with layer 0's ``x_hat`` and queues its events.
+
+    Parameters (keyword-only): ``plan`` (:class:`pysim.coreplan.CorePlan`).
+
+    Ports
+    -----
+    w: In(stream of ``obs_layout``) observation words; ``w.ready`` follows ``en``. A word whose
+    ``addr`` lies past the last word is accepted and ignored. Each word is written at most once
+    per step; after an episode start every word must be written.
+    en: In(1) writes are accepted (the core is idle).
+    first: In(1) with a write: an episode start (``x_hat`` reads as 0 and every code is stored).
+    threshold: In layer 0's threshold register (raw code of the input format).
+    o: Out(stream of ``group_layout``) one group per word that holds work (an event whose
+    weight column is not empty); slot ``p`` is input ``addr * P + p``. The queue behind it never
+    fills, so ``o.ready`` is not waited for.
+    events: Out(range(P + 1)) events found in this cycle (including those with empty columns).
+
+    Latency 1 cycle (a word accepted at an edge is compared in the next cycle and its group
+    pushed at the edge after); one word per cycle.
+    """
+
+    def __init__(self, *, plan):
+        if not isinstance(plan, CorePlan):
+            raise TypeError(f"Intake: plan must be a pysim CorePlan, got {type(plan).__name__}")
+        self._plan = plan
+        fmt = plan.config.input_fmt
+        super().__init__({
+            "w": In(stream.Signature(obs_layout(plan))),
+            "en": In(1),
+            "first": In(1),
+            "threshold": In(threshold_shape(fmt)),
+            "o": Out(stream.Signature(group_layout(plan))),
+            "events": Out(range(plan.obs_words + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self._plan
+        P, W, n_in = plan.obs_words, plan.obs_depth, plan.config.n_in
+        cw = plan.config.input_fmt.width
+        sw = plan.start_width
+
+        xhat = m.submodules.xhat = memory.Memory(shape=unsigned(P * cw), depth=W, init=[])
+        xh_wr = xhat.write_port()
+        xh_rd = xhat.read_port(transparent_for=(xh_wr,))
+        cols = []
+        for p, words in enumerate(plan.intake_columns()):
+            mem = memory.Memory(shape=unsigned(sw + plan.len_width), depth=W, init=words)
+            m.submodules[f"col{p}"] = mem
+            cols.append(mem.read_port())
+
+        # stage W0: the accepted write addresses the memories
+        take = Signal()
+        m.d.comb += [self.w.ready.eq(self.en), take.eq(self.w.valid & self.en)]
+        addr = self.w.payload.addr
+        m.d.comb += xh_rd.addr.eq(addr)
+        for rd in cols:
+            m.d.comb += rd.addr.eq(addr)
+        v1 = Signal()
+        a1 = Signal.like(addr)
+        data1 = Signal.like(self.w.payload.data)
+        first1 = Signal()
+        m.d.sync += [v1.eq(take & (addr < W)), a1.eq(addr), data1.eq(self.w.payload.data),
+                     first1.eq(self.first)]
+
+        # stage W1: compare every code, store x_hat, push the group
+        fires, works, new_codes = [], [], []
+        for p in range(P):
+            exists = a1 < -(-(n_in - p) // P) if p < n_in else 0  # input a1 * P + p < n_in
+            x = data1[p]
+            xh_raw = xh_rd.data[p * cw:(p + 1) * cw].as_signed()
+            xh = Mux(first1, 0, xh_raw)
+            d, fire = delta_event(m, x, xh, self.threshold, first1, name=f"in{p}")
+            fire_p = Signal(name=f"fire{p}")
+            m.d.comb += fire_p.eq(v1 & fire & exists)
+            start = cols[p].data[:sw]
+            length = cols[p].data[sw:]
+            slot = self.o.payload[p]
+            m.d.comb += [slot.work.eq(fire_p & (length != 0)), slot.delta.eq(d),
+                         slot.start.eq(start), slot.len.eq(length)]
+            fires.append(fire_p)
+            works.append(slot.work)
+            keep = Signal(cw, name=f"keep{p}")
+            m.d.comb += keep.eq(Mux(fire_p | first1, x, xh_raw))
+            new_codes.append(keep)
+        m.d.comb += [
+            self.o.valid.eq(Cat(*works).any()),
+            self.events.eq(sum(fires)),
+            xh_wr.addr.eq(a1),
+            xh_wr.data.eq(Cat(*new_codes)),
+            xh_wr.en.eq(v1),
+        ]
+        return m

@@ -1,0 +1,173 @@
+"""One MAC lane: its weight memory, two accumulator banks with dirty bits, and dirty lists."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from pysim.coreplan import CorePlan
+
+from ._checks import check_int
+from .shapes import mac_command_layout
+
+__all__ = ["MacLane"]
+
+
+class MacLane(wiring.Component):
+    """Lane ``k``: ``acc[row] += w * delta`` for the column words the issue stage broadcasts,
+    remembering which accumulators changed.
+
+    Parameters (keyword-only): ``plan`` (:class:`pysim.coreplan.CorePlan`), ``lane`` (k).
+
+    Memories: the lane's weight words (ROM, ``plan.weight_words[k]``); two accumulator banks
+    (layer ``l`` in bank ``l % 2``), words ``dirty | acc`` of ``plan.acc_width`` bits that wrap
+    (every layer's accumulator is the low ``acc_bits`` of its word: wrapping is modular, so the
+    low bits are exact); per bank a dirty list: the bank addresses whose dirty bit the MAC set,
+    in the order it set them.
+
+    Ports
+    -----
+    cmd: In(stream of ``mac_command_layout``, always ready) from the issue stage.
+    ex_rd_en, ex_rd_bank, ex_rd_addr / ex_rd_data: the examination's accumulator read (data
+    in the next cycle, the full word).
+    ex_wr_en, ex_wr_bank, ex_wr_addr, ex_wr_data: the examination's write-back (the dirty bit is
+    cleared).
+    init_en, init_index, init_bank, init_addr: the bias write of an episode start: the bias of
+    init step ``init_index`` (``plan.bias_words()[k]``, a ROM) is written to ``init_addr`` of
+    ``init_bank`` in the next cycle (dirty bit 0).
+    dl_bank, dl_index / dl_data: dirty-list read (data in the next cycle; an entry appended in
+    the same cycle is seen).
+    count / count_next: Out, per bank, entries in the dirty list now / after this cycle.
+    dl_clear: In(2) empty bank ``b``'s dirty list at this edge.
+    mac_valid, mac_layer: Out: a valid weight word was read this cycle for that layer (a
+    significant multiplication; the core counts them).
+
+    Pipeline (the numbers of ``pysim.corecycles``): **I** the command addresses the weight
+    memory; **R** weight word -> accumulator read, ``w * delta`` registered; **P** ``acc +
+    product`` and the dirty bit written, the address appended to the dirty list if the bit was
+    clear. ``MAC_LATENCY`` = 2 cycles from issue to write; one word per cycle. An update reads
+    its accumulator in the cycle in which the previous one writes it: the read port is
+    transparent, so back-to-back updates of one address are not lost. The examination, the bias
+    write and the MAC never use one bank in the same cycle (the core's schedule).
+    """
+
+    def __init__(self, *, plan, lane):
+        if not isinstance(plan, CorePlan):
+            raise TypeError(f"MacLane: plan must be a pysim CorePlan, got {type(plan).__name__}")
+        self._plan = plan
+        self._k = check_int("MacLane", "lane", lane, 0, plan.lanes - 1)
+        aw, W = plan.acc_addr_width, plan.acc_width
+        cnt = range(max(plan.bank_depth) + 1)
+        super().__init__({
+            "cmd": In(stream.Signature(mac_command_layout(plan), always_ready=True)),
+            "ex_rd_en": In(1), "ex_rd_bank": In(1), "ex_rd_addr": In(aw),
+            "ex_rd_data": Out(W + 1),
+            "ex_wr_en": In(1), "ex_wr_bank": In(1), "ex_wr_addr": In(aw),
+            "ex_wr_data": In(W),
+            "init_en": In(1), "init_index": In(max(1, (plan.init_steps - 1).bit_length())),
+            "init_bank": In(1), "init_addr": In(aw),
+            "dl_bank": In(1), "dl_index": In(aw), "dl_data": Out(aw),
+            "count": Out(cnt).array(2), "count_next": Out(cnt).array(2),
+            "dl_clear": In(2),
+            "mac_valid": Out(1), "mac_layer": Out(mac_command_layout(plan)["layer"].shape),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self._plan
+        aw, W, ww = plan.acc_addr_width, plan.acc_width, plan.weight_width
+
+        rom = m.submodules.weights = memory.Memory(
+            shape=unsigned(plan.word_width), depth=plan.weight_depth,
+            init=plan.weight_words[self._k])
+        w_rd = rom.read_port()
+        bias = m.submodules.bias = memory.Memory(
+            shape=unsigned(W), depth=plan.init_steps,
+            init=[v & ((1 << W) - 1) for v in plan.bias_words()[self._k]])
+        b_rd = bias.read_port()
+        m.d.comb += b_rd.addr.eq(self.init_index)
+        init_v = Signal()
+        init_b = Signal()
+        init_a = Signal(aw)
+        m.d.sync += [init_v.eq(self.init_en), init_b.eq(self.init_bank),
+                     init_a.eq(self.init_addr)]
+        banks_rd, banks_wr, dl_rd, dl_wr = [], [], [], []
+        for b in range(2):
+            mem = memory.Memory(shape=unsigned(W + 1), depth=plan.bank_depth[b], init=[])
+            m.submodules[f"acc{b}"] = mem
+            wp = mem.write_port()
+            banks_wr.append(wp)
+            banks_rd.append(mem.read_port(transparent_for=(wp,)))
+            mem = memory.Memory(shape=unsigned(aw), depth=plan.bank_depth[b], init=[])
+            m.submodules[f"dirty{b}"] = mem
+            wp = mem.write_port()
+            dl_wr.append(wp)
+            dl_rd.append(mem.read_port(transparent_for=(wp,)))
+
+        # ---- I: address the weight memory --------------------------------------------------
+        cmd = self.cmd.payload
+        m.d.comb += w_rd.addr.eq(cmd.addr)
+        v_r = Signal()
+        d_r = Signal.like(cmd.delta)
+        lay_r = Signal.like(cmd.layer)
+        m.d.sync += [v_r.eq(self.cmd.valid), d_r.eq(cmd.delta), lay_r.eq(cmd.layer)]
+
+        # ---- R: weight word -> accumulator read, product ------------------------------------
+        word = w_rd.data
+        w = Signal(signed(ww))
+        a_r = Signal(aw)
+        hit = Signal()
+        m.d.comb += [
+            w.eq(word[:ww]),
+            a_r.eq(word[ww:ww + aw]),
+            hit.eq(v_r & word[ww + aw]),
+            self.mac_valid.eq(hit),
+            self.mac_layer.eq(lay_r),
+        ]
+        bank_r = lay_r[0]
+        v_p = Signal()
+        a_p = Signal(aw)
+        bank_p = Signal()
+        prod_p = Signal(signed(ww + len(d_r)))
+        m.d.sync += [v_p.eq(hit), a_p.eq(a_r), bank_p.eq(bank_r), prod_p.eq(w * d_r)]
+        for b in range(2):
+            mac_b = hit & (bank_r == b)
+            m.d.comb += banks_rd[b].addr.eq(Mux(mac_b, a_r, self.ex_rd_addr))
+        ex_bank_q = Signal()
+        m.d.sync += ex_bank_q.eq(self.ex_rd_bank)
+        m.d.comb += self.ex_rd_data.eq(Mux(ex_bank_q, banks_rd[1].data, banks_rd[0].data))
+
+        # ---- P: add, write back with the dirty bit, append to the dirty list ------------------
+        old = Signal(W + 1)
+        m.d.comb += old.eq(Mux(bank_p, banks_rd[1].data, banks_rd[0].data))
+        new = Signal(W)
+        m.d.comb += new.eq(old[:W] + prod_p)
+        append = Signal()
+        m.d.comb += append.eq(v_p & ~old[W])
+        dl_bank_q = Signal()
+        m.d.sync += dl_bank_q.eq(self.dl_bank)
+        m.d.comb += self.dl_data.eq(Mux(dl_bank_q, dl_rd[1].data, dl_rd[0].data))
+        for b in range(2):
+            wp = banks_wr[b]
+            with m.If(v_p & (bank_p == b)):
+                m.d.comb += [wp.addr.eq(a_p), wp.data.eq(Cat(new, 1)), wp.en.eq(1)]
+            with m.Elif(self.ex_wr_en & (self.ex_wr_bank == b)):
+                m.d.comb += [wp.addr.eq(self.ex_wr_addr), wp.data.eq(Cat(self.ex_wr_data, 0)),
+                             wp.en.eq(1)]
+            with m.Elif(init_v & (init_b == b)):
+                m.d.comb += [wp.addr.eq(init_a), wp.data.eq(Cat(b_rd.data, 0)), wp.en.eq(1)]
+            app_b = append & (bank_p == b)
+            cnt = self.count[b]
+            m.d.comb += [
+                dl_wr[b].addr.eq(cnt),
+                dl_wr[b].data.eq(a_p),
+                dl_wr[b].en.eq(app_b),
+                dl_rd[b].addr.eq(self.dl_index),
+                self.count_next[b].eq(cnt + app_b),
+            ]
+            with m.If(self.dl_clear[b]):
+                m.d.sync += cnt.eq(0)
+            with m.Elif(app_b):
+                m.d.sync += cnt.eq(cnt + 1)
+        return m
