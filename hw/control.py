@@ -115,18 +115,29 @@ class Controller(wiring.Component):
         m.d.sync += cyc.eq(cyc + 1)
         ev_live = [Signal(COUNTER_WIDTH, name=f"ev_live{i}") for i in range(N)]
         mac_live = [Signal(COUNTER_WIDTH, name=f"mac_live{i}") for i in range(N)]
-        n_fires = sum(self.fires[k] for k in range(plan.lanes))
-        n_macs = sum(self.mac_valid[k] for k in range(plan.lanes))
+        # the increments are registered first (off the examination's and the MAC's paths): a
+        # count lags its event by one cycle, and the latch at the end of a step adds the last
+        n_fires = Signal(range(plan.lanes + 1))
+        n_macs = Signal(range(plan.lanes + 1))
+        fire_layer = Signal.like(self.exam_layer)
+        mac_layer = Signal.like(self.mac_layer_r)
+        n_intake = Signal.like(self.intake_events)
+        m.d.sync += [
+            n_fires.eq(sum(self.fires[k] for k in range(plan.lanes))),
+            n_macs.eq(sum(self.mac_valid[k] for k in range(plan.lanes))),
+            fire_layer.eq(self.exam_layer), mac_layer.eq(self.mac_layer_r),
+            n_intake.eq(self.intake_events),
+        ]
         latch = Signal()
         for i in range(N):
-            inc = self.intake_events if i == 0 else Mux(self.exam_layer == i - 1, n_fires, 0)
+            ev_inc = n_intake if i == 0 else Mux(fire_layer == i - 1, n_fires, 0)
+            mac_inc = Mux(mac_layer == i, n_macs, 0)
             with m.If(latch):
-                m.d.sync += [self.events[i].eq(ev_live[i] + inc), ev_live[i].eq(0),
-                             self.macs[i].eq(mac_live[i]), mac_live[i].eq(0)]
+                m.d.sync += [self.events[i].eq(ev_live[i] + ev_inc), ev_live[i].eq(0),
+                             self.macs[i].eq(mac_live[i] + mac_inc), mac_live[i].eq(0)]
             with m.Else():
-                m.d.sync += ev_live[i].eq(ev_live[i] + inc)
-                with m.If(self.mac_layer_r == i):
-                    m.d.sync += mac_live[i].eq(mac_live[i] + n_macs)
+                m.d.sync += [ev_live[i].eq(ev_live[i] + ev_inc),
+                             mac_live[i].eq(mac_live[i] + mac_inc)]
 
         # ---- bias initialisation counters -----------------------------------------------------
         init_layer = Signal(range(N))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -11,7 +11,7 @@ from pysim.coreplan import CorePlan
 from ._checks import check_int
 from .activation import requantize_overflow, requantize_round
 from .delta import delta_event
-from .shapes import mac_command_layout, raw_shape, slot_layout, threshold_shape
+from .shapes import BLOCK_RAM, mac_command_layout, raw_shape, slot_layout, threshold_shape
 
 __all__ = ["Examiner"]
 
@@ -36,17 +36,18 @@ class Examiner(wiring.Component):
     threshold: In the next layer's threshold register.
     count_next, dl_data / dl_bank, dl_index; ex_rd_* / ex_rd_data; ex_wr_*: to the lane's
     dirty lists and accumulator banks (:class:`hw.lane.MacLane`).
-    slot: Out(``slot_layout``) this lane's candidate event of the round in X3 (``work``: it
-    fired and its column is not empty); valid: Out(1) a neuron is in X3; fire: Out(1) it fired
-    (counted as an event of the next layer, even with an empty column).
-    busy: Out(1) a round is in X1..X3.
+    slot: Out(``slot_layout``) this lane's candidate event of the round in X4 (``work``: it
+    fired and its column is not empty); valid: Out(1) a hidden neuron is in X4; fire: Out(1) it
+    fired (counted as an event of the next layer, even with an empty column).
+    busy: Out(1) a round is in X1..X4.
     out: Out(array of the last layer's output codes of this lane's rows); written when the
     last layer is examined, held otherwise.
 
-    Pipeline (``EXAM_LATENCY`` = 3 from X0 to the push): **X0** dirty-list read; **X1**
+    Pipeline (``EXAM_LATENCY`` = 4 from X0 to the push): **X0** dirty-list read; **X1**
     accumulator, ``x_hat`` and ``next`` reads; **X2** requantize: shift and round (the word is
-    written back with its dirty bit cleared); **X3** saturate or wrap, activation, ``d = x -
-    x_hat``, threshold compare, ``x_hat`` write. One round per cycle.
+    written back with its dirty bit cleared); **X3** saturate or wrap, activation (the last
+    layer: the output register); **X4** ``d = x - x_hat``, threshold compare, ``x_hat`` write.
+    One round per cycle.
     """
 
     def __init__(self, *, plan, lane):
@@ -91,14 +92,13 @@ class Examiner(wiring.Component):
                         m.d.comb += s.eq(v)
             return s
 
-        xhat = m.submodules.xhat = memory.Memory(shape=unsigned(xw), depth=plan.x_depth,
-                                                 init=[])
-        xh_wr = xhat.write_port()
-        xh_rd = xhat.read_port(transparent_for=(xh_wr,))
-        nxt = m.submodules.next = memory.Memory(
-            shape=unsigned(sw + plan.len_width), depth=plan.x_depth,
-            init=plan.next_columns()[k])
-        nx_rd = nxt.read_port()
+        # x_hat (RAM) and next (constant) share one word: {next, x_hat}
+        nw = sw + plan.len_width
+        xn = m.submodules.xnext = memory.Memory(
+            shape=unsigned(nw + xw), depth=plan.x_depth,
+            init=[v << xw for v in plan.next_columns()[k]], attrs=BLOCK_RAM)
+        xn_wr = xn.write_port()
+        xn_rd = xn.read_port(transparent_for=(xn_wr,))
 
         # ---- X0: the round's dirty-list entry ----------------------------------------------
         n_out_rows = [-(-(ly.n_out - k) // L) for ly in cfg.layers]  # rows holding a neuron
@@ -129,8 +129,7 @@ class Examiner(wiring.Component):
             self.ex_rd_en.eq(v1),
             self.ex_rd_bank.eq(self.layer[0]),
             self.ex_rd_addr.eq(addr1),
-            xh_rd.addr.eq(xaddr1),
-            nx_rd.addr.eq(xaddr1),
+            xn_rd.addr.eq(xaddr1),
         ]
         v2 = Signal()
         addr2 = Signal(aw)
@@ -156,10 +155,10 @@ class Examiner(wiring.Component):
         nx3 = Signal(sw + plan.len_width)
         addr3 = Signal(aw)
         xaddr3 = Signal.like(xaddr1)
-        m.d.sync += [v3.eq(v2), r3.eq(r2), xh3.eq(xh_rd.data), nx3.eq(nx_rd.data),
+        m.d.sync += [v3.eq(v2), r3.eq(r2), xh3.eq(xn_rd.data[:xw]), nx3.eq(xn_rd.data[xw:]),
                      addr3.eq(addr2), xaddr3.eq(xaddr2)]
 
-        # ---- X3: saturate/wrap, activation, delta, compare -------------------------------------
+        # ---- X3: saturate/wrap, activation ----------------------------------------------------
         ow = max(ly.out_fmt.width for ly in cfg.layers)
         acts = []
         for i, ly in enumerate(cfg.layers):
@@ -167,29 +166,38 @@ class Examiner(wiring.Component):
             if ly.activation == "relu":
                 y = Mux(y < 0, 0, y)
             acts.append(y)
-        x = per_layer(acts, signed(ow), "x")
+        x3 = per_layer(acts, signed(ow), "x")
         hidden = Signal()
         m.d.comb += hidden.eq(self.layer != N - 1)
-        xh = Mux(self.first, 0, xh3.as_signed())
-        d, fire = delta_event(m, x, xh, self.threshold, self.first, name="ex")
-        length = nx3[sw:]
-        m.d.comb += [
-            self.valid.eq(v3 & hidden),
-            self.fire.eq(v3 & hidden & fire),
-            self.slot.work.eq(v3 & hidden & fire & (length != 0)),
-            self.slot.delta.eq(d),
-            self.slot.start.eq(nx3[:sw]),
-            self.slot.len.eq(length),
-            xh_wr.addr.eq(xaddr3),
-            xh_wr.data.eq(x),
-            xh_wr.en.eq(v3 & hidden & (fire | self.first)),
-            self.busy.eq(v1 | v2 | v3),
-        ]
         # the last layer: its output codes of this lane's rows
         row3 = Signal(aw)
         m.d.comb += row3.eq(addr3 - plan.acc_base[N - 1])
         with m.If(v3 & ~hidden), m.Switch(row3):
             for r in range(plan.rows[-1]):
                 with m.Case(r):
-                    m.d.sync += self.out[r].eq(x)
+                    m.d.sync += self.out[r].eq(x3)
+        v4 = Signal()
+        x = Signal(signed(ow))
+        xh4 = Signal(xw)
+        nx4 = Signal(nw)
+        xaddr4 = Signal.like(xaddr1)
+        m.d.sync += [v4.eq(v3 & hidden), x.eq(x3), xh4.eq(xh3), nx4.eq(nx3),
+                     xaddr4.eq(xaddr3)]
+
+        # ---- X4: delta, threshold compare, x_hat write ----------------------------------------
+        xh = Mux(self.first, 0, xh4.as_signed())
+        d, fire = delta_event(m, x, xh, self.threshold, self.first, name="ex")
+        length = nx4[sw:]
+        m.d.comb += [
+            self.valid.eq(v4),
+            self.fire.eq(v4 & fire),
+            self.slot.work.eq(v4 & fire & (length != 0)),
+            self.slot.delta.eq(d),
+            self.slot.start.eq(nx4[:sw]),
+            self.slot.len.eq(length),
+            xn_wr.addr.eq(xaddr4),
+            xn_wr.data.eq(Cat(x[:xw], nx4)),
+            xn_wr.en.eq(v4 & (fire | self.first)),
+            self.busy.eq(v1 | v2 | v3 | v4),
+        ]
         return m

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from pysim.coreplan import CorePlan
 
 from .delta import delta_event
-from .shapes import group_layout, obs_layout, threshold_shape
+from .shapes import BLOCK_RAM, group_layout, obs_layout, threshold_shape
 
 __all__ = ["Intake"]
 
@@ -57,22 +57,25 @@ class Intake(wiring.Component):
         cw = plan.config.input_fmt.width
         sw = plan.start_width
 
-        xhat = m.submodules.xhat = memory.Memory(shape=unsigned(P * cw), depth=W, init=[])
+        xhat = m.submodules.xhat = memory.Memory(shape=unsigned(P * cw), depth=W, init=[],
+                                                 attrs=BLOCK_RAM)
         xh_wr = xhat.write_port()
         xh_rd = xhat.read_port(transparent_for=(xh_wr,))
-        cols = []
-        for p, words in enumerate(plan.intake_columns()):
-            mem = memory.Memory(shape=unsigned(sw + plan.len_width), depth=W, init=words)
-            m.submodules[f"col{p}"] = mem
-            cols.append(mem.read_port())
+        # the column words of a word's P inputs, side by side
+        cwid = sw + plan.len_width
+        cols = plan.intake_columns()
+        ctab = m.submodules.columns = memory.Memory(
+            shape=unsigned(P * cwid), depth=W,
+            init=[sum(cols[p][w] << (p * cwid) for p in range(P)) for w in range(W)],
+            attrs=BLOCK_RAM)
+        ct_rd = ctab.read_port()
 
         # stage W0: the accepted write addresses the memories
         take = Signal()
         m.d.comb += [self.w.ready.eq(self.en), take.eq(self.w.valid & self.en)]
         addr = self.w.payload.addr
         m.d.comb += xh_rd.addr.eq(addr)
-        for rd in cols:
-            m.d.comb += rd.addr.eq(addr)
+        m.d.comb += ct_rd.addr.eq(addr)
         v1 = Signal()
         a1 = Signal.like(addr)
         data1 = Signal.like(self.w.payload.data)
@@ -90,8 +93,8 @@ class Intake(wiring.Component):
             d, fire = delta_event(m, x, xh, self.threshold, first1, name=f"in{p}")
             fire_p = Signal(name=f"fire{p}")
             m.d.comb += fire_p.eq(v1 & fire & exists)
-            start = cols[p].data[:sw]
-            length = cols[p].data[sw:]
+            start = ct_rd.data[p * cwid:p * cwid + sw]
+            length = ct_rd.data[p * cwid + sw:(p + 1) * cwid]
             slot = self.o.payload[p]
             m.d.comb += [slot.work.eq(fire_p & (length != 0)), slot.delta.eq(d),
                          slot.start.eq(start), slot.len.eq(length)]

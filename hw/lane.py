@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from pysim.coreplan import CorePlan
 
 from ._checks import check_int
-from .shapes import mac_command_layout
+from .shapes import BLOCK_RAM, mac_command_layout
 
 __all__ = ["MacLane"]
 
@@ -80,11 +80,11 @@ class MacLane(wiring.Component):
 
         rom = m.submodules.weights = memory.Memory(
             shape=unsigned(plan.word_width), depth=plan.weight_depth,
-            init=plan.weight_words[self._k])
+            init=plan.weight_words[self._k], attrs=BLOCK_RAM)
         w_rd = rom.read_port()
         bias = m.submodules.bias = memory.Memory(
             shape=unsigned(W), depth=plan.init_steps,
-            init=[v & ((1 << W) - 1) for v in plan.bias_words()[self._k]])
+            init=[v & ((1 << W) - 1) for v in plan.bias_words()[self._k]], attrs=BLOCK_RAM)
         b_rd = bias.read_port()
         m.d.comb += b_rd.addr.eq(self.init_index)
         init_v = Signal()
@@ -92,18 +92,20 @@ class MacLane(wiring.Component):
         init_a = Signal(aw)
         m.d.sync += [init_v.eq(self.init_en), init_b.eq(self.init_bank),
                      init_a.eq(self.init_addr)]
-        banks_rd, banks_wr, dl_rd, dl_wr = [], [], [], []
+        banks_rd, banks_wr = [], []
         for b in range(2):
-            mem = memory.Memory(shape=unsigned(W + 1), depth=plan.bank_depth[b], init=[])
+            mem = memory.Memory(shape=unsigned(W + 1), depth=plan.bank_depth[b], init=[],
+                                attrs=BLOCK_RAM)
             m.submodules[f"acc{b}"] = mem
             wp = mem.write_port()
             banks_wr.append(wp)
             banks_rd.append(mem.read_port(transparent_for=(wp,)))
-            mem = memory.Memory(shape=unsigned(aw), depth=plan.bank_depth[b], init=[])
-            m.submodules[f"dirty{b}"] = mem
-            wp = mem.write_port()
-            dl_wr.append(wp)
-            dl_rd.append(mem.read_port(transparent_for=(wp,)))
+        # both banks' dirty lists in one memory: bank b's entry i at address (i, b)
+        dirty = m.submodules.dirty = memory.Memory(
+            shape=unsigned(aw), depth=2 << aw, init=[], attrs=BLOCK_RAM)
+        dl_wr = dirty.write_port()
+        dl_rd = dirty.read_port(transparent_for=(dl_wr,))
+        m.d.comb += dl_rd.addr.eq(Cat(self.dl_bank, self.dl_index))
 
         # ---- I: address the weight memory --------------------------------------------------
         cmd = self.cmd.payload
@@ -145,9 +147,12 @@ class MacLane(wiring.Component):
         m.d.comb += new.eq(old[:W] + prod_p)
         append = Signal()
         m.d.comb += append.eq(v_p & ~old[W])
-        dl_bank_q = Signal()
-        m.d.sync += dl_bank_q.eq(self.dl_bank)
-        m.d.comb += self.dl_data.eq(Mux(dl_bank_q, dl_rd[1].data, dl_rd[0].data))
+        m.d.comb += [
+            self.dl_data.eq(dl_rd.data),
+            dl_wr.addr.eq(Cat(bank_p, Mux(bank_p, self.count[1], self.count[0]))),
+            dl_wr.data.eq(a_p),
+            dl_wr.en.eq(append),
+        ]
         for b in range(2):
             wp = banks_wr[b]
             with m.If(v_p & (bank_p == b)):
@@ -159,13 +164,7 @@ class MacLane(wiring.Component):
                 m.d.comb += [wp.addr.eq(init_a), wp.data.eq(Cat(b_rd.data, 0)), wp.en.eq(1)]
             app_b = append & (bank_p == b)
             cnt = self.count[b]
-            m.d.comb += [
-                dl_wr[b].addr.eq(cnt),
-                dl_wr[b].data.eq(a_p),
-                dl_wr[b].en.eq(app_b),
-                dl_rd[b].addr.eq(self.dl_index),
-                self.count_next[b].eq(cnt + app_b),
-            ]
+            m.d.comb += self.count_next[b].eq(cnt + app_b)
             with m.If(self.dl_clear[b]):
                 m.d.sync += cnt.eq(0)
             with m.Elif(app_b):

@@ -15,8 +15,13 @@ from amaranth.lib import data
 from pysim.config import NetworkConfig
 from pysim.fixed import FixedFormat
 
-__all__ = ["acc_shape", "delta_shape", "group_layout", "mac_command_layout", "obs_layout", "pack",
+__all__ = ["BLOCK_RAM", "acc_shape", "delta_shape", "group_layout", "mac_command_layout", "obs_layout", "pack",
            "raw_shape", "raw_vector", "slot_layout", "threshold_shape", "unpack"]
+
+
+#: memory attributes asking yosys for block RAM (ECP5 DP16KD, iCE40 SB_RAM40_4K) instead of
+#: LUTs: the core's memories are synchronous-read, and in LUTs their contents cost logic
+BLOCK_RAM = {"ram_style": "block"}
 
 
 def raw_shape(f: FixedFormat) -> Shape:

@@ -30,13 +30,14 @@ all lanes in step, with no cycle between groups.
   the MAC of layer ``l + 1`` from ``x_l + r + EXAM_LATENCY + QUEUE_LATENCY``.
   ``S_{l+1} = x_l``; the producer of layer ``l + 1`` is done from
   ``D_{l+1} = x_l + R_l + EXAM_LATENCY`` (``x_l`` if ``R_l = 0``); ``D_0 = S_0``.
-* The last layer's examination writes the output registers; ``done`` is high in cycle
-  ``D_N + 1``: that number is ``cycles``. ``ready`` is high in the ``done`` cycle, so
+* The last layer's examination writes the output registers ``OUT_LATENCY`` cycles after a
+  round starts (``D_N = x_{N-1} + R_{N-1} + OUT_LATENCY``, or ``x_{N-1}`` if no round);
+  ``done`` is high in cycle ``D_N + 1``: that number is ``cycles``. ``ready`` is high in the ``done`` cycle, so
   back-to-back steps take exactly ``cycles`` each. The host's observation writes come before
   ``start`` (one word per cycle): the latency of a step is ``writes + cycles``.
 
 So a step costs ``MAC issue cycles + examination rounds not hidden behind the next layer's MAC
-+ about 6 cycles per layer``, never a scan of a layer's inputs or outputs (except at episode
++ about 7 cycles per layer``, never a scan of a layer's inputs or outputs (except at episode
 starts and after threshold writes).
 """
 
@@ -49,14 +50,16 @@ import numpy as np
 from .coreplan import CorePlan
 from .model import Model
 
-__all__ = ["EXAM_LATENCY", "MAC_LATENCY", "QUEUE_LATENCY", "CoreCycleModel", "StepSchedule"]
+__all__ = ["EXAM_LATENCY", "MAC_LATENCY", "OUT_LATENCY", "QUEUE_LATENCY", "CoreCycleModel", "StepSchedule"]
 
 #: cycles from an issue to the accumulator write (weight read, product and accumulator read,
 #: add and write)
 MAC_LATENCY = 2
 #: cycles from a round's start to its group's push (dirty-list read, accumulator read,
-#: requantize, activate + delta + compare)
-EXAM_LATENCY = 3
+#: requantize, saturate + activate, delta + compare)
+EXAM_LATENCY = 4
+#: cycles from a round's start to the output registers (the last layer: no delta, no push)
+OUT_LATENCY = 3
 #: cycles from a push to the group being readable at the head of the queue
 QUEUE_LATENCY = 1
 
@@ -163,7 +166,7 @@ class CoreCycleModel:
                     if cols:
                         groups.append((x + r + EXAM_LATENCY + QUEUE_LATENCY, cols))
             S = x
-            D = x + R + EXAM_LATENCY if R else x
+            D = x + R + (EXAM_LATENCY if i + 1 < N else OUT_LATENCY) if R else x
         return StepSchedule(D + 1, macs, rounds, ngroups, dirty_n, lane_work)
 
     def step_cycles(self, event_masks, first, rescan=False) -> np.ndarray:
