@@ -44,7 +44,18 @@ def requantize_overflow(m: Module, r, dst: FixedFormat, name: str = "rq"):
     """Second half of :func:`requantize`: ``dst.overflow`` (saturate or wrap) of the shifted
     and rounded ``r``; a signal of ``raw_shape(dst)``."""
     out = Signal(raw_shape(dst), name=name)
-    if dst.overflow == "sat":
+    if dst.overflow == "sat" and dst.signed and r.shape().signed:
+        # r fits iff its bits from the format's sign bit up are all equal: a bit test, no
+        # comparator; otherwise the sign of r says which bound
+        w = dst.width
+        if len(r) <= w:
+            m.d.comb += out.eq(r)
+        else:
+            top = r[w - 1:]
+            fits = Signal(name=f"{name}_fits")
+            m.d.comb += [fits.eq((top == 0) | (top == (1 << len(top)) - 1)),
+                         out.eq(Mux(fits, r[:w], Mux(r[-1], dst.min_raw, dst.max_raw)))]
+    elif dst.overflow == "sat":
         lo, hi = dst.min_raw, dst.max_raw
         m.d.comb += out.eq(Mux(r > hi, hi, Mux(r < lo, lo, r)))
     else:

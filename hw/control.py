@@ -6,6 +6,7 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from pysim.corecycles import CoreCycleModel
 from pysim.coreplan import CorePlan
 
 from .shapes import mac_command_layout, threshold_shape
@@ -24,8 +25,9 @@ class Controller(wiring.Component):
     Ports
     -----
     start, first: In(1) a step starts at an edge where ``ready & start``; ``first``: episode
-    start (the first step after ``rst`` is one too). ready: Out(1) idle (also in the ``done``
-    cycle); done: Out(1) one-cycle pulse; cycles, events, macs: Out, the last step's figures,
+    start (the first step after ``rst`` is one too). ready: Out(1) idle and the intake has
+    queued its last word (also in the ``done`` cycle); intake_busy: In(1) the intake has a word
+    in flight; idle: Out(1) no step runs (the intake owns the event queue). done: Out(1) one-cycle pulse; cycles, events, macs: Out, the last step's figures,
     valid from ``done`` until the next ``done`` (``events[l]``: propagated non-zero deltas of
     layer ``l``'s input, ``macs[l]``: significant multiplications of layer ``l``).
     obs_en: Out(1) observation writes are accepted (idle and not ``start``); intake_first: Out(1)
@@ -37,8 +39,10 @@ class Controller(wiring.Component):
     init_en, init_index, init_bank, init_addr: Out the bias initialisation (one row of every
     lane per cycle).
     go, index, exam_layer, full, first_step: Out examination round ``index`` starts (X0).
-    more: In(L) lane ``k`` has a neuron in round ``index``; busy: In(L) lane ``k`` has a round
-    in flight. dl_clear: Out(2) empty a bank's dirty lists.
+    more: In(L) lane ``k`` has a neuron in round ``index + 1``; busy: In(L) lane ``k`` has a
+    round in flight. Round 0 always runs (its neurons are known only in that cycle, from the
+    last dirty-list appends); round ``r + 1`` runs if some lane has a neuron in it, known (and
+    registered) in round ``r``'s cycle. dl_clear: Out(2) empty a bank's dirty lists.
     intake_events: In events found by the intake; fires: In(L) events found by the examiners;
     mac_valid: In(L) and mac_layer_r: In significant multiplications read this cycle.
     """
@@ -54,7 +58,7 @@ class Controller(wiring.Component):
         self._thr_w = max(threshold_shape(cfg.in_fmt(i)).width for i in range(N))
         cnt = unsigned(COUNTER_WIDTH)
         super().__init__({
-            "start": In(1), "first": In(1), "ready": Out(1), "done": Out(1),
+            "start": In(1), "first": In(1), "ready": Out(1), "done": Out(1), "idle": Out(1),
             "cycles": Out(cnt), "events": Out(data.ArrayLayout(cnt, N)),
             "macs": Out(data.ArrayLayout(cnt, N)),
             "obs_en": Out(1), "intake_first": Out(1),
@@ -62,6 +66,7 @@ class Controller(wiring.Component):
             "thr_data": In(unsigned(self._thr_w)),
             "thresholds": Out(data.ArrayLayout(unsigned(self._thr_w), N)),
             "exam_threshold": Out(unsigned(self._thr_w)),
+            "intake_busy": In(1),
             "queue_empty": In(1), "mac_en": Out(1), "mac_layer": Out(lay),
             "init_en": Out(1), "init_index": Out(max(1, (plan.init_steps - 1).bit_length())),
             "init_bank": Out(1), "init_addr": Out(plan.acc_addr_width),
@@ -96,11 +101,11 @@ class Controller(wiring.Component):
         rescan = Signal()  # a threshold was written: examine every neuron next step
         ml = Signal(range(N + 1))  # the layer whose MAC runs
         ex_active = Signal()
+        ex_wait = Signal()  # the examination starts next cycle (its X0 sees the last append)
         fin = Signal()
-        more = Signal()
+        more = Signal()  # round `index` runs (registered)
         busy = Signal()
         m.d.comb += [
-            more.eq(self.more.any()),
             busy.eq(self.busy.any()),
             fin.eq(ex_active & ~more & ~busy),
             self.mac_layer.eq(ml),
@@ -108,13 +113,16 @@ class Controller(wiring.Component):
             self.intake_first.eq(self.first | need_first),
         ]
         with m.If(self.go):
-            m.d.sync += self.index.eq(self.index + 1)
+            m.d.sync += [self.index.eq(self.index + 1), more.eq(self.more.any())]
 
-        # ---- counters -------------------------------------------------------------------------
-        cyc = Signal(COUNTER_WIDTH)
+        # ---- counters (as wide as a step can count; the ports are COUNTER_WIDTH bits) -----------
+        cyc = Signal(range(CoreCycleModel(plan.model, plan.lanes, plan.obs_words).max_cycles()
+                           + 2))
         m.d.sync += cyc.eq(cyc + 1)
-        ev_live = [Signal(COUNTER_WIDTH, name=f"ev_live{i}") for i in range(N)]
-        mac_live = [Signal(COUNTER_WIDTH, name=f"mac_live{i}") for i in range(N)]
+        ev_live = [Signal(range(ly.n_in + 1), name=f"ev_live{i}")
+                   for i, ly in enumerate(plan.config.layers)]
+        mac_live = [Signal(range(int((plan.model.w_raw[i] != 0).sum()) + 1), name=f"mac_live{i}")
+                    for i in range(N)]
         # the increments are registered first (off the examination's and the MAC's paths): a
         # count lags its event by one cycle, and the latch at the end of a step adds the last
         n_fires = Signal(range(plan.lanes + 1))
@@ -152,14 +160,15 @@ class Controller(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.ready.eq(1), self.obs_en.eq(~self.start)]
+                m.d.comb += [self.ready.eq(~self.intake_busy), self.obs_en.eq(~self.start),
+                             self.idle.eq(1)]
                 with m.If(self.thr_we & ~self.start):
                     with m.Switch(self.thr_sel):
                         for i in range(N):
                             with m.Case(i):
                                 m.d.sync += thr[i].eq(self.thr_data)
                     m.d.sync += rescan.eq(1)
-                with m.If(self.start):
+                with m.If(self.start & ~self.intake_busy):
                     ep = self.first | need_first
                     m.d.sync += [
                         self.first_step.eq(ep), self.full.eq(ep | rescan), rescan.eq(0),
@@ -186,12 +195,14 @@ class Controller(wiring.Component):
                     # the MAC of layer ml is done: its examination starts in the next cycle
                     with m.If(ml != 0):
                         m.d.comb += self.dl_clear.eq(Mux(ml[0], 0b01, 0b10))
-                    m.d.sync += [self.exam_layer.eq(ml), ex_active.eq(1), self.index.eq(0),
-                                 ml.eq(ml + 1)]
+                    m.d.sync += [self.exam_layer.eq(ml), ex_active.eq(0), ex_wait.eq(1),
+                                 self.index.eq(0), ml.eq(ml + 1)]
                 with m.Elif((ml == N) & fin):
                     m.d.comb += [self.dl_clear.eq(0b10 if (N - 1) % 2 else 0b01), latch.eq(1)]
                     m.d.sync += [self.done.eq(1), self.cycles.eq(cyc + 1), ex_active.eq(0)]
                     m.next = "IDLE"
+        with m.If(ex_wait):
+            m.d.sync += [ex_active.eq(1), ex_wait.eq(0), more.eq(1)]
         with m.If(self.done):
             m.d.sync += self.done.eq(0)
         return m

@@ -137,7 +137,7 @@ class DeltaCore(wiring.Component):
             intake.w.valid.eq(self.obs.valid), intake.w.payload.eq(self.obs.payload),
             self.obs.ready.eq(intake.w.ready),
             intake.en.eq(ctrl.obs_en), intake.first.eq(ctrl.intake_first),
-            intake.threshold.eq(ctrl.thresholds[0]),
+            intake.threshold.eq(ctrl.thresholds[0]), ctrl.intake_busy.eq(intake.busy),
             ctrl.start.eq(self.start), ctrl.first.eq(self.first),
             self.ready.eq(ctrl.ready), self.done.eq(ctrl.done), self.cycles.eq(ctrl.cycles),
             ctrl.thr_we.eq(self.thr_we), ctrl.thr_sel.eq(self.thr_sel),
@@ -150,7 +150,7 @@ class DeltaCore(wiring.Component):
         # producers -> queue -> issue stage
         wiring.connect(m, intake.o, mux.i[0])
         wiring.connect(m, gather.o, mux.i[1])
-        m.d.comb += mux.sel.eq(~ctrl.ready)
+        m.d.comb += mux.sel.eq(~ctrl.idle)
         wiring.connect(m, mux.o, queue.i)
         wiring.connect(m, queue.o, issuer.i)
         m.d.comb += [

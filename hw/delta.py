@@ -2,24 +2,40 @@
 
 pysim ``DeltaNetwork.step`` (docs/semantics.md section 1): an input is an *event* when
 ``d != 0 and (|d| >= theta or full)``; ``full`` is the full pass of an episode start, which
-ignores the threshold. ``theta`` is an unsigned raw code of the input format; a code of
-``2**width`` or more never fires (except in a full pass).
+ignores the threshold (and ``x_hat`` reads as 0 then). ``theta`` is an unsigned raw code of the
+input format; a code of ``2**width`` or more never fires (except in a full pass).
+
+It runs in two pipeline stages so that no stage holds two carry chains in a row: the
+*window* ``[x_hat - theta, x_hat + theta]`` is computed from ``x_hat`` alone (stage 1), then
+``x`` is compared with its ends, ``|d| >= theta  <=>  x >= x_hat + theta or x <= x_hat -
+theta`` (stage 2), beside ``d = x - x_hat``.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 
-__all__ = ["delta_event"]
+__all__ = ["delta_event", "delta_window"]
 
 
-def delta_event(m: Module, x, x_hat, threshold, full, name: str = "dx"):
-    """Combinational ``(d, fire)`` for one input: ``d = x - x_hat`` (one bit wider than the
-    wider operand, signed) and ``fire = d != 0 & (d >= theta | d <= -theta | full)``."""
+def delta_window(m: Module, x_hat, threshold, first, name: str = "dx"):
+    """Stage 1, combinational: ``(x_hat', lo, hi)`` with ``x_hat' = 0 if first else x_hat``,
+    ``lo = x_hat' - theta`` and ``hi = x_hat' + theta`` (register them for stage 2)."""
+    w = max(len(x_hat), len(threshold)) + 2
+    xh = Signal(signed(len(x_hat) + 1), name=f"{name}_xh")
+    lo = Signal(signed(w), name=f"{name}_lo")
+    hi = Signal(signed(w), name=f"{name}_hi")
+    m.d.comb += [xh.eq(Mux(first, 0, x_hat)), lo.eq(xh - threshold), hi.eq(xh + threshold)]
+    return xh, lo, hi
+
+
+def delta_event(m: Module, x, x_hat, lo, hi, full, name: str = "dx"):
+    """Stage 2, combinational: ``(d, fire)`` from stage 1's ``x_hat'``, ``lo`` and ``hi``:
+    ``d = x - x_hat'`` and ``fire = x != x_hat' & (full | x >= hi | x <= lo)``."""
     d = Signal(signed(max(len(x), len(x_hat)) + 1), name=f"{name}_d")
     fire = Signal(name=f"{name}_fire")
     m.d.comb += [
         d.eq(x - x_hat),
-        fire.eq((d != 0) & (full | (d >= threshold) | (d <= -threshold))),
+        fire.eq((x != x_hat) & (full | (x >= hi) | (x <= lo))),
     ]
     return d, fire

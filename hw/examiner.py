@@ -10,7 +10,7 @@ from pysim.coreplan import CorePlan
 
 from ._checks import check_int
 from .activation import requantize_overflow, requantize_round
-from .delta import delta_event
+from .delta import delta_event, delta_window
 from .shapes import BLOCK_RAM, mac_command_layout, raw_shape, slot_layout, threshold_shape
 
 __all__ = ["Examiner"]
@@ -29,7 +29,7 @@ class Examiner(wiring.Component):
     Ports
     -----
     go, index: In round ``index`` starts in this cycle (X0). more: Out(1) this lane has a
-    neuron in round ``index`` (the controller runs rounds while any lane has one).
+    neuron in round ``index + 1`` (the controller runs a round while any lane has one).
     layer, full, first: In the examined layer (constant during an examination); ``full``:
     every neuron is examined (round ``r`` = row ``r``), else entry ``r`` of the dirty list;
     ``first``: episode start (``x_hat`` reads as 0 and is always written).
@@ -46,7 +46,8 @@ class Examiner(wiring.Component):
     Pipeline (``EXAM_LATENCY`` = 4 from X0 to the push): **X0** dirty-list read; **X1**
     accumulator, ``x_hat`` and ``next`` reads; **X2** requantize: shift and round (the word is
     written back with its dirty bit cleared); **X3** saturate or wrap, activation (the last
-    layer: the output register); **X4** ``d = x - x_hat``, threshold compare, ``x_hat`` write.
+    layer: the output register), the threshold window of ``x_hat`` (:mod:`hw.delta`); **X4**
+    ``d = x - x_hat``, threshold compare, ``x_hat`` write.
     One round per cycle.
     """
 
@@ -102,19 +103,18 @@ class Examiner(wiring.Component):
 
         # ---- X0: the round's dirty-list entry ----------------------------------------------
         n_out_rows = [-(-(ly.n_out - k) // L) for ly in cfg.layers]  # rows holding a neuron
+        rows_here = per_layer(n_out_rows, range(max(n_out_rows) + 1), "rows_here")
+        count = Mux(self.layer[0], self.count_next[1], self.count_next[0])
+        limit = Mux(self.full, rows_here, count)
         exists = Signal()
         m.d.comb += [
             self.dl_bank.eq(self.layer[0]),
             self.dl_index.eq(self.index),
-            exists.eq(Mux(self.full,
-                          self.index < per_layer(n_out_rows, range(max(n_out_rows) + 1),
-                                                 "rows_here"),
-                          self.index < Mux(self.layer[0], self.count_next[1],
-                                           self.count_next[0]))),
+            exists.eq(self.index < limit),
+            self.more.eq(self.index + 1 < limit),
         ]
         v1 = Signal()
         r1 = Signal(aw)
-        m.d.comb += self.more.eq(exists)
         m.d.sync += [v1.eq(self.go & exists), r1.eq(self.index)]
 
         # ---- X1: accumulator, x_hat and next reads -------------------------------------------
@@ -176,17 +176,20 @@ class Examiner(wiring.Component):
             for r in range(plan.rows[-1]):
                 with m.Case(r):
                     m.d.sync += self.out[r].eq(x3)
+        xh_eff, lo, hi = delta_window(m, xh3.as_signed(), self.threshold, self.first,
+                                      name="ex")
         v4 = Signal()
         x = Signal(signed(ow))
-        xh4 = Signal(xw)
+        xh4 = Signal.like(xh_eff)
+        lo4 = Signal.like(lo)
+        hi4 = Signal.like(hi)
         nx4 = Signal(nw)
         xaddr4 = Signal.like(xaddr1)
-        m.d.sync += [v4.eq(v3 & hidden), x.eq(x3), xh4.eq(xh3), nx4.eq(nx3),
-                     xaddr4.eq(xaddr3)]
+        m.d.sync += [v4.eq(v3 & hidden), x.eq(x3), xh4.eq(xh_eff), lo4.eq(lo), hi4.eq(hi),
+                     nx4.eq(nx3), xaddr4.eq(xaddr3)]
 
         # ---- X4: delta, threshold compare, x_hat write ----------------------------------------
-        xh = Mux(self.first, 0, xh4.as_signed())
-        d, fire = delta_event(m, x, xh, self.threshold, self.first, name="ex")
+        d, fire = delta_event(m, x, xh4, lo4, hi4, self.first, name="ex")
         length = nx4[sw:]
         m.d.comb += [
             self.valid.eq(v4),

@@ -25,6 +25,7 @@ from amaranth.back import verilog
 
 from pysim import CycleModel, DeltaNetwork
 from pysim import cycles as cycle_model
+from pysim.artifact import model_meta
 from pysim.atomic import write_text_atomic
 from pysim.model import Model
 
@@ -39,11 +40,9 @@ DEFAULT_STEPS = 64
 
 
 def model_checksum(model: Model) -> str:
-    """The artifact checksum (``sha256:...``), computed when the model was not loaded."""
-    cs = model.meta.get("checksum")
-    if cs:
-        return str(cs)
-    from pysim.artifact import model_meta
+    """The artifact checksum (``sha256:...``) of ``model`` as it is: computed from its arrays
+    and config, not read from ``meta`` (a modified copy, ``Model.replace``, inherits the
+    loaded file's checksum there). Equals the file's checksum for a loaded model."""
     return model_meta(model)["checksum"]
 
 

@@ -216,6 +216,7 @@ def _report(top: DeltaSeqTop, info: dict, observations, source: str) -> str:
 
 
 _MEM_DECL = re.compile(r"  reg \[(\d+):0\] ([A-Za-z_][A-Za-z0-9_]*) \[(\d+):0\];")
+_MODULE = re.compile(r"module \\?([^\s(]+)")
 _MEM_WORD = re.compile(r"    ([A-Za-z_][A-Za-z0-9_]*)\[(\d+)\] = (\d+)'h([0-9a-f]+);")
 
 
@@ -225,16 +226,25 @@ def split_memory_init(text: str, prefix: str = TOPLEVEL) -> tuple:
     Yosys writes a memory's initial contents as one assignment per word
     (``initial begin m[0] = 26'h3ffffbc; ... end``): for a Nature-DQN that is ~10**5 lines,
     which Verilator turns into tens of MB of C++ to compile. Each such block whose words are
-    exactly addresses ``0..depth-1`` in order becomes ``initial $readmemh("<prefix>_<m>.hex",
-    m, 0, depth-1);`` and the file holds the same words, one per line in address order (the
+    exactly addresses ``0..depth-1`` in order becomes ``initial $readmemh("<file>", m, 0,
+    depth-1);`` and the file holds the same words, one per line in address order (the
     memory's contents at time 0 are the same; blocks of any other shape are kept as they are).
+    The file is ``<module>_<m>.hex`` with the Verilog module's name (``\\top.lane0`` ->
+    ``top_lane0``; prefixed by ``<prefix>_`` unless it starts with it), so memories of the same
+    name in several modules (one per lane) get files of their own.
     The simulator reads the files from its working directory.
     Returns ``(verilog, {file name: file text})``.
     """
     lines = text.split("\n")
     out, files = [], {}
+    module = prefix
     i = 0
     while i < len(lines):
+        mod = _MODULE.match(lines[i])
+        if mod is not None:
+            module = re.sub(r"[^A-Za-z0-9_]", "_", mod.group(1))
+            if not module.startswith(prefix):
+                module = f"{prefix}_{module}"
         m = _MEM_DECL.fullmatch(lines[i])
         if m is None or i + 1 >= len(lines) or lines[i + 1] != "  initial begin":
             out.append(lines[i])
@@ -254,7 +264,9 @@ def split_memory_init(text: str, prefix: str = TOPLEVEL) -> tuple:
             i += 1
             continue
         digits = -(-width // 4)
-        fname = f"{prefix}_{name}.hex"
+        fname = f"{module}_{name}.hex"
+        if fname in files:
+            raise ValueError(f"split_memory_init: two memories map to {fname}")
         files[fname] = "".join(v.rjust(digits, "0") + "\n" for v in words)
         out += [lines[i], f'  initial $readmemh("{fname}", {name}, 0, {depth - 1});']
         i = j + 1

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from pysim.coreplan import CorePlan
 
-from .delta import delta_event
+from .delta import delta_event, delta_window
 from .shapes import BLOCK_RAM, group_layout, obs_layout, threshold_shape
 
 __all__ = ["Intake"]
@@ -31,9 +31,10 @@ class Intake(wiring.Component):
     weight column is not empty); slot ``p`` is input ``addr * P + p``. The queue behind it never
     fills, so ``o.ready`` is not waited for.
     events: Out(range(P + 1)) events found in this cycle (including those with empty columns).
+    busy: Out(1) a word is in flight (the core does not start a step until it has been queued).
 
-    Latency 1 cycle (a word accepted at an edge is compared in the next cycle and its group
-    pushed at the edge after); one word per cycle.
+    Latency ``INTAKE_LATENCY`` = 3 cycles after the accepting edge (W1 registers the memories'
+    words, W2 computes the threshold windows, W3 compares and pushes); one word per cycle.
     """
 
     def __init__(self, *, plan):
@@ -48,6 +49,7 @@ class Intake(wiring.Component):
             "threshold": In(threshold_shape(fmt)),
             "o": Out(stream.Signature(group_layout(plan))),
             "events": Out(range(plan.obs_words + 1)),
+            "busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -74,8 +76,7 @@ class Intake(wiring.Component):
         take = Signal()
         m.d.comb += [self.w.ready.eq(self.en), take.eq(self.w.valid & self.en)]
         addr = self.w.payload.addr
-        m.d.comb += xh_rd.addr.eq(addr)
-        m.d.comb += ct_rd.addr.eq(addr)
+        m.d.comb += [xh_rd.addr.eq(addr), ct_rd.addr.eq(addr)]
         v1 = Signal()
         a1 = Signal.like(addr)
         data1 = Signal.like(self.w.payload.data)
@@ -83,31 +84,58 @@ class Intake(wiring.Component):
         m.d.sync += [v1.eq(take & (addr < W)), a1.eq(addr), data1.eq(self.w.payload.data),
                      first1.eq(self.first)]
 
-        # stage W1: compare every code, store x_hat, push the group
+        # stage W1: the memories' words are registered (block RAM outputs feed no logic)
+        v2 = Signal()
+        a2 = Signal.like(addr)
+        data2 = Signal.like(self.w.payload.data)
+        first2 = Signal()
+        xh2 = Signal.like(xh_rd.data)
+        ct2 = Signal.like(ct_rd.data)
+        m.d.sync += [v2.eq(v1), a2.eq(a1), data2.eq(data1), first2.eq(first1),
+                     xh2.eq(xh_rd.data), ct2.eq(ct_rd.data)]
+
+        # stage W2: the threshold window of every code's x_hat (hw.delta, stage 1)
+        v3 = Signal()
+        a3 = Signal.like(addr)
+        data3 = Signal.like(self.w.payload.data)
+        first3 = Signal()
+        ct3 = Signal.like(ct_rd.data)
+        m.d.sync += [v3.eq(v2), a3.eq(a2), data3.eq(data2), first3.eq(first2), ct3.eq(ct2)]
+        win3, raw3 = [], []
+        for p in range(P):
+            xh_raw = xh2[p * cw:(p + 1) * cw]
+            parts = delta_window(m, xh_raw.as_signed(), self.threshold, first2, name=f"in{p}")
+            regs = [Signal.like(v, name=f"{v.name}3") for v in parts]
+            raw = Signal(cw, name=f"xh_raw{p}_3")
+            m.d.sync += [r.eq(v) for r, v in zip(regs, parts)] + [raw.eq(xh_raw)]
+            win3.append(regs)
+            raw3.append(raw)
+        m.d.comb += self.busy.eq(v1 | v2 | v3)
+
+        # stage W3: compare every code (hw.delta, stage 2), store x_hat, push the group
         fires, works, new_codes = [], [], []
         for p in range(P):
-            exists = a1 < -(-(n_in - p) // P) if p < n_in else 0  # input a1 * P + p < n_in
-            x = data1[p]
-            xh_raw = xh_rd.data[p * cw:(p + 1) * cw].as_signed()
-            xh = Mux(first1, 0, xh_raw)
-            d, fire = delta_event(m, x, xh, self.threshold, first1, name=f"in{p}")
+            exists = a3 < -(-(n_in - p) // P) if p < n_in else 0  # input a3 * P + p < n_in
+            x = data3[p]
+            xh, lo, hi = win3[p]
+            d, fire = delta_event(m, x, xh, lo, hi, first3, name=f"in{p}")
             fire_p = Signal(name=f"fire{p}")
-            m.d.comb += fire_p.eq(v1 & fire & exists)
-            start = ct_rd.data[p * cwid:p * cwid + sw]
-            length = ct_rd.data[p * cwid + sw:(p + 1) * cwid]
+            m.d.comb += fire_p.eq(v3 & fire & exists)
+            start = ct3[p * cwid:p * cwid + sw]
+            length = ct3[p * cwid + sw:(p + 1) * cwid]
             slot = self.o.payload[p]
             m.d.comb += [slot.work.eq(fire_p & (length != 0)), slot.delta.eq(d),
                          slot.start.eq(start), slot.len.eq(length)]
             fires.append(fire_p)
             works.append(slot.work)
             keep = Signal(cw, name=f"keep{p}")
-            m.d.comb += keep.eq(Mux(fire_p | first1, x, xh_raw))
+            m.d.comb += keep.eq(Mux(fire_p | first3, x, raw3[p]))
             new_codes.append(keep)
         m.d.comb += [
             self.o.valid.eq(Cat(*works).any()),
             self.events.eq(sum(fires)),
-            xh_wr.addr.eq(a1),
+            xh_wr.addr.eq(a3),
             xh_wr.data.eq(Cat(*new_codes)),
-            xh_wr.en.eq(v1),
+            xh_wr.en.eq(v3),
         ]
         return m

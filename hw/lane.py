@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from pysim.coreplan import CorePlan
 
 from ._checks import check_int
-from .shapes import BLOCK_RAM, mac_command_layout
+from .shapes import BLOCK_RAM, mac_command_layout, ram_attrs
 
 __all__ = ["MacLane"]
 
@@ -44,9 +44,10 @@ class MacLane(wiring.Component):
     significant multiplication; the core counts them).
 
     Pipeline (the numbers of ``pysim.corecycles``): **I** the command addresses the weight
-    memory; **R** weight word -> accumulator read, ``w * delta`` registered; **P** ``acc +
-    product`` and the dirty bit written, the address appended to the dirty list if the bit was
-    clear. ``MAC_LATENCY`` = 2 cycles from issue to write; one word per cycle. An update reads
+    memory; **R** the weight word is registered; **A** accumulator read, ``w * delta``
+    registered; **P** ``acc + product`` and the dirty bit written, the address appended to the
+    dirty list if the bit was clear. ``MAC_LATENCY`` = 3 cycles from issue to write; one word
+    per cycle. An update reads
     its accumulator in the cycle in which the previous one writes it: the read port is
     transparent, so back-to-back updates of one address are not lost. The examination, the bias
     write and the MAC never use one bank in the same cycle (the core's schedule).
@@ -95,14 +96,14 @@ class MacLane(wiring.Component):
         banks_rd, banks_wr = [], []
         for b in range(2):
             mem = memory.Memory(shape=unsigned(W + 1), depth=plan.bank_depth[b], init=[],
-                                attrs=BLOCK_RAM)
+                                attrs=ram_attrs(plan.bank_depth[b], W + 1))
             m.submodules[f"acc{b}"] = mem
             wp = mem.write_port()
             banks_wr.append(wp)
             banks_rd.append(mem.read_port(transparent_for=(wp,)))
         # both banks' dirty lists in one memory: bank b's entry i at address (i, b)
         dirty = m.submodules.dirty = memory.Memory(
-            shape=unsigned(aw), depth=2 << aw, init=[], attrs=BLOCK_RAM)
+            shape=unsigned(aw), depth=2 << aw, init=[], attrs=ram_attrs(2 << aw, aw))
         dl_wr = dirty.write_port()
         dl_rd = dirty.read_port(transparent_for=(dl_wr,))
         m.d.comb += dl_rd.addr.eq(Cat(self.dl_bank, self.dl_index))
@@ -115,24 +116,29 @@ class MacLane(wiring.Component):
         lay_r = Signal.like(cmd.layer)
         m.d.sync += [v_r.eq(self.cmd.valid), d_r.eq(cmd.delta), lay_r.eq(cmd.layer)]
 
-        # ---- R: weight word -> accumulator read, product ------------------------------------
+        # ---- R: the weight word is registered (a block RAM's output feeds no logic) ------------
         word = w_rd.data
         w = Signal(signed(ww))
         a_r = Signal(aw)
         hit = Signal()
-        m.d.comb += [
+        d_a = Signal.like(d_r)
+        lay_a = Signal.like(lay_r)
+        m.d.sync += [
             w.eq(word[:ww]),
             a_r.eq(word[ww:ww + aw]),
             hit.eq(v_r & word[ww + aw]),
-            self.mac_valid.eq(hit),
-            self.mac_layer.eq(lay_r),
+            d_a.eq(d_r),
+            lay_a.eq(lay_r),
         ]
-        bank_r = lay_r[0]
+
+        # ---- A: accumulator read, product -------------------------------------------------------
+        m.d.comb += [self.mac_valid.eq(hit), self.mac_layer.eq(lay_a)]
+        bank_r = lay_a[0]
         v_p = Signal()
         a_p = Signal(aw)
         bank_p = Signal()
-        prod_p = Signal(signed(ww + len(d_r)))
-        m.d.sync += [v_p.eq(hit), a_p.eq(a_r), bank_p.eq(bank_r), prod_p.eq(w * d_r)]
+        prod_p = Signal(signed(ww + len(d_a)))
+        m.d.sync += [v_p.eq(hit), a_p.eq(a_r), bank_p.eq(bank_r), prod_p.eq(w * d_a)]
         for b in range(2):
             mac_b = hit & (bank_r == b)
             m.d.comb += banks_rd[b].addr.eq(Mux(mac_b, a_r, self.ex_rd_addr))

@@ -15,13 +15,23 @@ from amaranth.lib import data
 from pysim.config import NetworkConfig
 from pysim.fixed import FixedFormat
 
-__all__ = ["BLOCK_RAM", "acc_shape", "delta_shape", "group_layout", "mac_command_layout", "obs_layout", "pack",
-           "raw_shape", "raw_vector", "slot_layout", "threshold_shape", "unpack"]
+__all__ = ["BLOCK_RAM", "DISTRIBUTED_MAX_BITS", "acc_shape", "delta_shape", "group_layout", "mac_command_layout", "obs_layout", "pack",
+           "ram_attrs", "raw_shape", "raw_vector", "slot_layout", "threshold_shape", "unpack"]
 
 
 #: memory attributes asking yosys for block RAM (ECP5 DP16KD, iCE40 SB_RAM40_4K) instead of
 #: LUTs: the core's memories are synchronous-read, and in LUTs their contents cost logic
 BLOCK_RAM = {"ram_style": "block"}
+#: memories up to this many bits whose read data feeds arithmetic stay in LUT RAM (fast
+#: clock-to-out; an ECP5 block RAM's 5.8 ns would need another pipeline stage)
+DISTRIBUTED_MAX_BITS = 4096
+
+
+def ram_attrs(depth: int, width: int) -> dict:
+    """Attributes for a read-modify-write memory: LUT RAM when small, else block RAM."""
+    if depth * width <= DISTRIBUTED_MAX_BITS:
+        return {"ram_style": "distributed"}
+    return BLOCK_RAM
 
 
 def raw_shape(f: FixedFormat) -> Shape:

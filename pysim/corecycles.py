@@ -24,17 +24,20 @@ all lanes in step, with no cycle between groups.
   lane ``k`` keeps them in its *dirty list* in the order the MAC first touched them (groups in
   order, a group's slots in order, a column's words in row order). Round ``r`` takes entry
   ``r`` of every lane: ``R_l = max_k len(dirty_k)`` rounds, one per cycle from
-  ``x_l = f_l + 1``. An episode start or the step after a threshold write examines every
+  ``x_l = f_l + MAC_LATENCY - 1`` (the cycle of the last accumulator write). An episode start or the step after a threshold write examines every
   neuron instead (``R_l = rows_l``, round ``r`` = row ``r``). Round ``r`` requantizes,
   activates and delta-encodes its neurons and, if it holds work, pushes its group, available to
   the MAC of layer ``l + 1`` from ``x_l + r + EXAM_LATENCY + QUEUE_LATENCY``.
-  ``S_{l+1} = x_l``; the producer of layer ``l + 1`` is done from
-  ``D_{l+1} = x_l + R_l + EXAM_LATENCY`` (``x_l`` if ``R_l = 0``); ``D_0 = S_0``.
+  ``S_{l+1} = f_l + 1``; the producer of layer ``l + 1`` is done from
+  ``D_{l+1} = x_l + R_l + EXAM_LATENCY`` (``x_l + 1`` if ``R_l = 0``: round 0 always takes
+  its cycle, as whether it holds a neuron is known only then); ``D_0 = S_0``.
 * The last layer's examination writes the output registers ``OUT_LATENCY`` cycles after a
-  round starts (``D_N = x_{N-1} + R_{N-1} + OUT_LATENCY``, or ``x_{N-1}`` if no round);
+  round starts (``D_N = x_{N-1} + R_{N-1} + OUT_LATENCY``, or ``x_{N-1} + 1`` if no round);
   ``done`` is high in cycle ``D_N + 1``: that number is ``cycles``. ``ready`` is high in the ``done`` cycle, so
   back-to-back steps take exactly ``cycles`` each. The host's observation writes come before
-  ``start`` (one word per cycle): the latency of a step is ``writes + cycles``.
+  ``start`` (one word per cycle); ``ready`` (and so ``start``) waits ``INTAKE_LATENCY``
+  cycles after the last write, until that word is queued: the latency of a step from its
+  first write to ``done`` is ``writes + INTAKE_LATENCY + cycles``.
 
 So a step costs ``MAC issue cycles + examination rounds not hidden behind the next layer's MAC
 + about 7 cycles per layer``, never a scan of a layer's inputs or outputs (except at episode
@@ -50,16 +53,19 @@ import numpy as np
 from .coreplan import CorePlan
 from .model import Model
 
-__all__ = ["EXAM_LATENCY", "MAC_LATENCY", "OUT_LATENCY", "QUEUE_LATENCY", "CoreCycleModel", "StepSchedule"]
+__all__ = ["EXAM_LATENCY", "INTAKE_LATENCY", "MAC_LATENCY", "OUT_LATENCY", "QUEUE_LATENCY", "CoreCycleModel", "StepSchedule"]
 
-#: cycles from an issue to the accumulator write (weight read, product and accumulator read,
-#: add and write)
-MAC_LATENCY = 2
+#: cycles from an issue to the accumulator write (weight read, weight register, product and
+#: accumulator read, add and write); the examination's first round starts in the cycle of the
+#: last write (``x_l = f_l + MAC_LATENCY - 1``), when the last dirty-list append is known
+MAC_LATENCY = 3
 #: cycles from a round's start to its group's push (dirty-list read, accumulator read,
 #: requantize, saturate + activate, delta + compare)
 EXAM_LATENCY = 4
 #: cycles from a round's start to the output registers (the last layer: no delta, no push)
 OUT_LATENCY = 3
+#: cycles from the edge that accepts an observation word to its group's push
+INTAKE_LATENCY = 3
 #: cycles from a push to the group being readable at the head of the queue
 QUEUE_LATENCY = 1
 
@@ -121,7 +127,7 @@ class CoreCycleModel:
             macs.append(int(sum(int(lens[cols].sum()) for _, cols in groups)))
             ngroups.append(len(groups))
             f = max(S, D, t)
-            x = f + 1
+            x = f + MAC_LATENCY - 1
             for _, cols in groups:
                 lane_work += plan.lane_nnz[i][:, cols].sum(axis=1)
             # the dirty lists: first touch, in issue order
@@ -165,8 +171,8 @@ class CoreCycleModel:
                                 cols.append(o)
                     if cols:
                         groups.append((x + r + EXAM_LATENCY + QUEUE_LATENCY, cols))
-            S = x
-            D = x + R + (EXAM_LATENCY if i + 1 < N else OUT_LATENCY) if R else x
+            S = f + 1
+            D = x + R + (EXAM_LATENCY if i + 1 < N else OUT_LATENCY) if R else x + 1
         return StepSchedule(D + 1, macs, rounds, ngroups, dirty_n, lane_work)
 
     def step_cycles(self, event_masks, first, rescan=False) -> np.ndarray:
@@ -182,6 +188,15 @@ class CoreCycleModel:
         """``sum_l ceil(significant_l / L)`` from ``(n_layers, B)`` counts: the MAC-bound
         ideal."""
         return (-(-np.asarray(significant) // self.lanes)).sum(axis=0)
+
+    def max_cycles(self) -> int:
+        """An upper bound of any step's ``cycles``: every layer issues each of its columns at
+        most once per step (each input is written, or each neuron examined, once) and runs at
+        most ``rows`` rounds; sizes the core's cycle counter."""
+        p = self.plan
+        per_layer = MAC_LATENCY + EXAM_LATENCY + QUEUE_LATENCY + 2
+        return int(1 + p.init_steps + sum(int(c.sum()) + r + per_layer
+                                          for c, r in zip(p.col_len, p.rows)))
 
     def dense_cycles(self) -> int:
         """MAC issue cycles of a dense schedule on the same lanes: every input of every layer,

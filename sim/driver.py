@@ -15,7 +15,8 @@ One step (``StepDriver.step``):
    start or after a layer-0 threshold write, else the words whose codes changed
    (``writes="changed"``, the default) or every word (``writes="all"``); ``first`` is held high
    from the first write to ``start`` at an episode start;
-2. ``start`` for one cycle, then wait for ``done``;
+2. ``start`` until an edge samples it with ``ready`` (the intake queues the last word
+   ``INTAKE_LATENCY`` cycles after its write), then wait for ``done``;
 3. read ``out`` (signed codes), ``cycles``, ``events_l`` and ``macs_l``.
 """
 
@@ -52,6 +53,7 @@ class CoreDesign:
     obs_words: int
     obs_addr_width: int
     lanes: int
+    thr_width: int
 
     @property
     def obs_depth(self) -> int:
@@ -59,14 +61,10 @@ class CoreDesign:
 
     @classmethod
     def from_json(cls, info: dict) -> CoreDesign:
-        return cls(*(int(info[k]) for k in ("n_layers", "n_in", "n_out", "in_width",
-                                            "out_width", "obs_words", "obs_addr_width",
-                                            "lanes")))
+        return cls(*(int(info[k]) for k in FIELDS))
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("n_layers", "n_in", "n_out", "in_width",
-                                              "out_width", "obs_words", "obs_addr_width",
-                                              "lanes")}
+        return {k: getattr(self, k) for k in FIELDS}
 
     def words(self, x_raw) -> list:
         """Raw input codes -> the observation words (data fields, not yet with addresses)."""
@@ -78,6 +76,10 @@ class CoreDesign:
         codes[:x.size] = x & ((1 << w) - 1)
         shifts = np.arange(P, dtype=object) * w
         return [int(v) for v in (codes.reshape(-1, P).astype(object) << shifts).sum(axis=1)]
+
+
+FIELDS = ("n_layers", "n_in", "n_out", "in_width", "out_width", "obs_words", "obs_addr_width",
+          "lanes", "thr_width")
 
 
 class StepDriver:
@@ -108,9 +110,11 @@ class StepDriver:
         self._held = None
 
     async def write_threshold(self, io, layer: int, raw: int) -> None:
-        """Write layer ``layer``'s threshold register (while the core is idle)."""
+        """Write layer ``layer``'s threshold register (while the core is idle). Codes above the
+        register's range are written as its largest value: like every code of ``2**w`` or more
+        for a ``w``-bit input format, it never fires."""
         io.set("thr_sel", layer)
-        io.set("thr_data", raw)
+        io.set("thr_data", min(int(raw), (1 << self.design.thr_width) - 1))
         io.set("thr_we", 1)
         await io.tick()
         io.set("thr_we", 0)
@@ -138,7 +142,11 @@ class StepDriver:
         self._held = words
         self.words_written += len(todo)
         io.set("start", 1)
-        await io.tick()
+        while True:  # start is sampled at an edge where ready (the intake has queued the words)
+            sampled = io.get("ready")
+            await io.tick()
+            if sampled:
+                break
         io.set("start", 0)
         io.set("first", 0)
         if not await io.wait_done(max_cycles):
