@@ -12,12 +12,15 @@ from pysim.fixed import FixedFormat
 from ._checks import check_choice, check_int
 from .shapes import raw_shape, raw_vector
 
-__all__ = ["Activation", "requantize", "requantize_overflow", "requantize_round"]
+__all__ = ["Activation", "requantize", "requantize_overflow", "requantize_round",
+           "requantize_split"]
 
 
-def requantize_round(m: Module, value, src: FixedFormat, dst: FixedFormat, name: str = "rq"):
-    """First half of :func:`requantize` (a pipeline stage on its own in the sequential core):
-    the shift by ``src.frac - dst.frac`` with ``dst.rounding`` (a left shift is exact)."""
+def requantize_split(m: Module, value, src: FixedFormat, dst: FixedFormat, name: str = "rq"):
+    """The shift by ``src.frac - dst.frac`` with ``dst.rounding``, as a pair ``(q, rnd)``:
+    ``q`` the shifted value (floor; a left shift is exact) and ``rnd`` the 0/1 rounding
+    increment; the rounded value is ``q + rnd`` (:func:`requantize_round`). Split so that a
+    pipeline can register the pair before the adder."""
     aw = src.width
     s = src.frac_bits - dst.frac_bits
     if s > 0:
@@ -32,11 +35,19 @@ def requantize_round(m: Module, value, src: FixedFormat, dst: FixedFormat, name:
         else:  # half_even: above half, or exactly half and the quotient is odd
             below = ext[:s - 1].any() if s > 1 else C(0, 1)
             rnd = ext[s - 1] & (below | q[0])
-        r = Signal(signed(len(q) + 1), name=f"{name}_r")
-        m.d.comb += r.eq(q + rnd)
-    else:
-        r = Signal(signed(aw - s), name=f"{name}_r")  # left shift: exact
-        m.d.comb += r.eq(value.as_signed() << (-s) if s else value)
+        return q, rnd
+    q = Signal(signed(aw - s), name=f"{name}_q")  # left shift: exact
+    m.d.comb += q.eq(value.as_signed() << (-s) if s else value)
+    return q, C(0, 1)
+
+
+def requantize_round(m: Module, value, src: FixedFormat, dst: FixedFormat, name: str = "rq"):
+    """First half of :func:`requantize` (a pipeline stage on its own in the sequential core):
+    the shift by ``src.frac - dst.frac`` with ``dst.rounding``: ``q + rnd`` of
+    :func:`requantize_split`."""
+    q, rnd = requantize_split(m, value, src, dst, name)
+    r = Signal(signed(len(q) + 1), name=f"{name}_r")
+    m.d.comb += r.eq(q + rnd)
     return r
 
 

@@ -38,7 +38,8 @@ class Controller(wiring.Component):
     queue_empty: In(1); mac_en, mac_layer: Out the issue stage runs for that layer.
     init_en, init_index, init_bank, init_addr: Out the bias initialisation (one row of every
     lane per cycle).
-    go, index, exam_layer, full, first_step: Out examination round ``index`` starts (X0).
+    go, index, index1, exam_layer, full, first_step: Out examination round ``index`` starts
+    (X0); ``index1 = index + 1`` (a register of its own).
     more: In(L) lane ``k`` has a neuron in round ``index + 1``; busy: In(L) lane ``k`` has a
     round in flight. Round 0 always runs (its neurons are known only in that cycle, from the
     last dirty-list appends); round ``r + 1`` runs if some lane has a neuron in it, known (and
@@ -70,7 +71,8 @@ class Controller(wiring.Component):
             "queue_empty": In(1), "mac_en": Out(1), "mac_layer": Out(lay),
             "init_en": Out(1), "init_index": Out(max(1, (plan.init_steps - 1).bit_length())),
             "init_bank": Out(1), "init_addr": Out(plan.acc_addr_width),
-            "go": Out(1), "index": Out(plan.acc_addr_width), "exam_layer": Out(lay),
+            "go": Out(1), "index": Out(plan.acc_addr_width),
+            "index1": Out(plan.acc_addr_width + 1, init=1), "exam_layer": Out(lay),
             "full": Out(1), "first_step": Out(1),
             "more": In(L), "busy": In(L), "dl_clear": Out(2),
             "intake_events": In(range(plan.obs_words + 1)), "fires": In(L),
@@ -113,7 +115,8 @@ class Controller(wiring.Component):
             self.intake_first.eq(self.first | need_first),
         ]
         with m.If(self.go):
-            m.d.sync += [self.index.eq(self.index + 1), more.eq(self.more.any())]
+            m.d.sync += [self.index.eq(self.index + 1), self.index1.eq(self.index1 + 1),
+                         more.eq(self.more.any())]
 
         # ---- counters (as wide as a step can count; the ports are COUNTER_WIDTH bits) -----------
         cyc = Signal(range(CoreCycleModel(plan.model, plan.lanes, plan.obs_words).max_cycles()
@@ -196,7 +199,7 @@ class Controller(wiring.Component):
                     with m.If(ml != 0):
                         m.d.comb += self.dl_clear.eq(Mux(ml[0], 0b01, 0b10))
                     m.d.sync += [self.exam_layer.eq(ml), ex_active.eq(0), ex_wait.eq(1),
-                                 self.index.eq(0), ml.eq(ml + 1)]
+                                 self.index.eq(0), self.index1.eq(1), ml.eq(ml + 1)]
                 with m.Elif((ml == N) & fin):
                     m.d.comb += [self.dl_clear.eq(0b10 if (N - 1) % 2 else 0b01), latch.eq(1)]
                     m.d.sync += [self.done.eq(1), self.cycles.eq(cyc + 1), ex_active.eq(0)]

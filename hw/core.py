@@ -35,7 +35,7 @@ layer 0's threshold, write every observation word in the next step.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Shape
+from amaranth.hdl import Cat, Module, Shape
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -122,8 +122,9 @@ class DeltaCore(wiring.Component):
         ctrl = m.submodules.control = self._ctrl_proto
         intake = m.submodules.intake = Intake(plan=plan)
         mux = m.submodules.producer = EventMux(layout=group_layout(plan), n=2)
-        queue = m.submodules.queue = EventQueue(layout=group_layout(plan),
-                                                depth=plan.queue_depth)
+        queue = m.submodules.queue = EventQueue(
+            layout=group_layout(plan), depth=plan.queue_depth,
+            valid_from=lambda g: Cat(*(g[s].work for s in range(plan.group_slots))).any())
         issuer = m.submodules.issuer = Issuer(plan=plan)
         gather = m.submodules.gather = Gather(plan=plan)
         lanes = [MacLane(plan=plan, lane=k) for k in range(L)]
@@ -167,16 +168,17 @@ class DeltaCore(wiring.Component):
                 lane.init_en.eq(ctrl.init_en), lane.init_index.eq(ctrl.init_index),
                 lane.init_bank.eq(ctrl.init_bank), lane.init_addr.eq(ctrl.init_addr),
                 lane.dl_clear.eq(ctrl.dl_clear),
-                ex.go.eq(ctrl.go), ex.index.eq(ctrl.index), ex.layer.eq(ctrl.exam_layer),
+                ex.go.eq(ctrl.go), ex.index.eq(ctrl.index), ex.index1.eq(ctrl.index1), ex.layer.eq(ctrl.exam_layer),
                 ex.full.eq(ctrl.full), ex.first.eq(ctrl.first_step),
                 ex.threshold.eq(ctrl.exam_threshold),
-                ex.count_next[0].eq(lane.count_next[0]), ex.count_next[1].eq(lane.count_next[1]),
+                ex.count[0].eq(lane.count[0]), ex.count[1].eq(lane.count[1]),
+                ex.appending.eq(lane.appending),
                 lane.dl_bank.eq(ex.dl_bank), lane.dl_index.eq(ex.dl_index),
                 ex.dl_data.eq(lane.dl_data),
                 lane.ex_rd_en.eq(ex.ex_rd_en), lane.ex_rd_bank.eq(ex.ex_rd_bank),
                 lane.ex_rd_addr.eq(ex.ex_rd_addr), ex.ex_rd_data.eq(lane.ex_rd_data),
-                lane.ex_wr_en.eq(ex.ex_wr_en), lane.ex_wr_bank.eq(ex.ex_wr_bank),
-                lane.ex_wr_addr.eq(ex.ex_wr_addr), lane.ex_wr_data.eq(ex.ex_wr_data),
+                lane.ex_clean_en.eq(ex.ex_clean_en), lane.ex_clean_bank.eq(ex.ex_clean_bank),
+                lane.ex_clean_addr.eq(ex.ex_clean_addr),
                 gather.slots[k].eq(ex.slot),
                 ctrl.more[k].eq(ex.more), ctrl.busy[k].eq(ex.busy),
                 ctrl.fires[k].eq(ex.fire), ctrl.mac_valid[k].eq(lane.mac_valid),

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from pysim.coreplan import CorePlan
 
 from ._checks import check_int
-from .activation import requantize_overflow, requantize_round
+from .activation import requantize_overflow, requantize_split
 from .delta import delta_event, delta_window
 from .shapes import BLOCK_RAM, mac_command_layout, raw_shape, slot_layout, threshold_shape
 
@@ -28,13 +28,13 @@ class Examiner(wiring.Component):
 
     Ports
     -----
-    go, index: In round ``index`` starts in this cycle (X0). more: Out(1) this lane has a
+    go, index, index1: In round ``index`` starts in this cycle (X0); ``index1 = index + 1``. more: Out(1) this lane has a
     neuron in round ``index + 1`` (the controller runs a round while any lane has one).
     layer, full, first: In the examined layer (constant during an examination); ``full``:
     every neuron is examined (round ``r`` = row ``r``), else entry ``r`` of the dirty list;
     ``first``: episode start (``x_hat`` reads as 0 and is always written).
     threshold: In the next layer's threshold register.
-    count_next, dl_data / dl_bank, dl_index; ex_rd_* / ex_rd_data; ex_wr_*: to the lane's
+    count, appending, dl_data / dl_bank, dl_index; ex_rd_* / ex_rd_data; ex_clean_*: to the lane's
     dirty lists and accumulator banks (:class:`hw.lane.MacLane`).
     slot: Out(``slot_layout``) this lane's candidate event of the round in X4 (``work``: it
     fired and its column is not empty); valid: Out(1) a hidden neuron is in X4; fire: Out(1) it
@@ -44,8 +44,8 @@ class Examiner(wiring.Component):
     last layer is examined, held otherwise.
 
     Pipeline (``EXAM_LATENCY`` = 4 from X0 to the push): **X0** dirty-list read; **X1**
-    accumulator, ``x_hat`` and ``next`` reads; **X2** requantize: shift and round (the word is
-    written back with its dirty bit cleared); **X3** saturate or wrap, activation (the last
+    accumulator, ``x_hat`` and ``next`` reads; **X2** requantize: shift and rounding increment
+    (the dirty bit is cleared); **X3** round, saturate or wrap, activation (the last
     layer: the output register), the threshold window of ``x_hat`` (:mod:`hw.delta`); **X4**
     ``d = x - x_hat``, threshold compare, ``x_hat`` write.
     One round per cycle.
@@ -63,15 +63,14 @@ class Examiner(wiring.Component):
         last = cfg.layers[-1].out_fmt
         thr_w = max(threshold_shape(cfg.in_fmt(i)).width for i in range(plan.n_layers))
         super().__init__({
-            "go": In(1), "index": In(aw),
+            "go": In(1), "index": In(aw), "index1": In(aw + 1),
             "layer": In(mac_command_layout(plan)["layer"].shape),
             "full": In(1), "first": In(1), "threshold": In(unsigned(thr_w)),
-            "count_next": In(cnt).array(2), "dl_data": In(aw),
+            "count": In(cnt).array(2), "appending": In(2), "dl_data": In(aw),
             "dl_bank": Out(1), "dl_index": Out(aw),
             "ex_rd_en": Out(1), "ex_rd_bank": Out(1), "ex_rd_addr": Out(aw),
-            "ex_rd_data": In(W + 1),
-            "ex_wr_en": Out(1), "ex_wr_bank": Out(1), "ex_wr_addr": Out(aw),
-            "ex_wr_data": Out(W),
+            "ex_rd_data": In(W),
+            "ex_clean_en": Out(1), "ex_clean_bank": Out(1), "ex_clean_addr": Out(aw),
             "more": Out(1),
             "slot": Out(slot_layout(plan)), "valid": Out(1), "fire": Out(1), "busy": Out(1),
             "out": Out(data.ArrayLayout(raw_shape(last), plan.rows[-1])),
@@ -99,19 +98,32 @@ class Examiner(wiring.Component):
             shape=unsigned(nw + xw), depth=plan.x_depth,
             init=[v << xw for v in plan.next_columns()[k]], attrs=BLOCK_RAM)
         xn_wr = xn.write_port()
-        xn_rd = xn.read_port(transparent_for=(xn_wr,))
+        # not transparent: a neuron is examined once per examination, so its x_hat is never
+        # read in the cycle it is written
+        xn_rd = xn.read_port()
 
         # ---- X0: the round's dirty-list entry ----------------------------------------------
         n_out_rows = [-(-(ly.n_out - k) // L) for ly in cfg.layers]  # rows holding a neuron
         rows_here = per_layer(n_out_rows, range(max(n_out_rows) + 1), "rows_here")
-        count = Mux(self.layer[0], self.count_next[1], self.count_next[0])
-        limit = Mux(self.full, rows_here, count)
+        # whether rounds index and index + 1 hold a neuron of this lane: compared with the
+        # registered count, and the dirty-list append of this very cycle decided last (it is the
+        # last thing known: the MAC's final write may be happening now)
+        count = Mux(self.layer[0], self.count[1], self.count[0])
+        app = Mux(self.layer[0], self.appending[1], self.appending[0])
+        idx1 = self.index1
+        lt0, eq0, lt1, eq1 = Signal(), Signal(), Signal(), Signal()
+        r_lt0, r_lt1 = Signal(), Signal()
+        m.d.comb += [
+            lt0.eq(self.index < count), eq0.eq(self.index == count),
+            lt1.eq(idx1 < count), eq1.eq(idx1 == count),
+            r_lt0.eq(self.index < rows_here), r_lt1.eq(idx1 < rows_here),
+        ]
         exists = Signal()
         m.d.comb += [
             self.dl_bank.eq(self.layer[0]),
             self.dl_index.eq(self.index),
-            exists.eq(self.index < limit),
-            self.more.eq(self.index + 1 < limit),
+            exists.eq(Mux(self.full, r_lt0, lt0 | (app & eq0))),
+            self.more.eq(Mux(self.full, r_lt1, lt1 | (app & eq1))),
         ]
         v1 = Signal()
         r1 = Signal(aw)
@@ -137,28 +149,34 @@ class Examiner(wiring.Component):
         m.d.sync += [v2.eq(v1), addr2.eq(addr1), xaddr2.eq(xaddr1)]
 
         # ---- X2: requantize (shift and round), write the word back clean ---------------------
-        rounded = []
+        # the shifted value and its rounding increment are registered; the add is in X3
+        shifted, incs = [], []
         for i, ly in enumerate(cfg.layers):
             acc = self.ex_rd_data[:ly.acc_bits].as_signed()
-            rounded.append(requantize_round(m, acc, cfg.acc_fmt(i), ly.out_fmt, name=f"rq{i}"))
-        rw = max(len(r) for r in rounded)
-        r2 = per_layer(rounded, signed(rw), "rounded")
+            q, rnd = requantize_split(m, acc, cfg.acc_fmt(i), ly.out_fmt, name=f"rq{i}")
+            shifted.append(q)
+            incs.append(rnd)
+        rw = max(len(q) for q in shifted) + 1
+        q2 = per_layer(shifted, signed(rw - 1), "shifted")
+        rnd2 = per_layer(incs, 1, "rnd")
         m.d.comb += [
-            self.ex_wr_en.eq(v2),
-            self.ex_wr_bank.eq(self.layer[0]),
-            self.ex_wr_addr.eq(addr2),
-            self.ex_wr_data.eq(self.ex_rd_data[:W]),
+            self.ex_clean_en.eq(v2),
+            self.ex_clean_bank.eq(self.layer[0]),
+            self.ex_clean_addr.eq(addr2),
         ]
         v3 = Signal()
-        r3 = Signal(signed(rw))
-        xh3 = Signal(xw)
+        q3 = Signal(signed(rw - 1))
+        rnd3 = Signal()
+        xh3 = Signal(xw)  # block RAM outputs are registered before any logic
         nx3 = Signal(sw + plan.len_width)
         addr3 = Signal(aw)
         xaddr3 = Signal.like(xaddr1)
-        m.d.sync += [v3.eq(v2), r3.eq(r2), xh3.eq(xn_rd.data[:xw]), nx3.eq(xn_rd.data[xw:]),
+        m.d.sync += [v3.eq(v2), q3.eq(q2), rnd3.eq(rnd2), xh3.eq(xn_rd.data[:xw]), nx3.eq(xn_rd.data[xw:]),
                      addr3.eq(addr2), xaddr3.eq(xaddr2)]
 
-        # ---- X3: saturate/wrap, activation ----------------------------------------------------
+        # ---- X3: round, saturate/wrap, activation -----------------------------------------------
+        r3 = Signal(signed(rw))
+        m.d.comb += r3.eq(q3 + rnd3)
         ow = max(ly.out_fmt.width for ly in cfg.layers)
         acts = []
         for i, ly in enumerate(cfg.layers):

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from pysim.coreplan import CorePlan
 
-from .delta import delta_event, delta_window
+from .delta import delta_difference, delta_fire
 from .shapes import BLOCK_RAM, group_layout, obs_layout, threshold_shape
 
 __all__ = ["Intake"]
@@ -34,7 +34,7 @@ class Intake(wiring.Component):
     busy: Out(1) a word is in flight (the core does not start a step until it has been queued).
 
     Latency ``INTAKE_LATENCY`` = 3 cycles after the accepting edge (W1 registers the memories'
-    words, W2 computes the threshold windows, W3 compares and pushes); one word per cycle.
+    words, W2 computes the differences, W3 compares and pushes); one word per cycle.
     """
 
     def __init__(self, *, plan):
@@ -62,7 +62,7 @@ class Intake(wiring.Component):
         xhat = m.submodules.xhat = memory.Memory(shape=unsigned(P * cw), depth=W, init=[],
                                                  attrs=BLOCK_RAM)
         xh_wr = xhat.write_port()
-        xh_rd = xhat.read_port(transparent_for=(xh_wr,))
+        xh_rd = xhat.read_port()  # each word is written at most once per step
         # the column words of a word's P inputs, side by side
         cwid = sw + plan.len_width
         cols = plan.intake_columns()
@@ -94,37 +94,36 @@ class Intake(wiring.Component):
         m.d.sync += [v2.eq(v1), a2.eq(a1), data2.eq(data1), first2.eq(first1),
                      xh2.eq(xh_rd.data), ct2.eq(ct_rd.data)]
 
-        # stage W2: the threshold window of every code's x_hat (hw.delta, stage 1)
+        # stage W2: every code's difference d = x - x_hat (hw.delta, difference form)
         v3 = Signal()
         a3 = Signal.like(addr)
         data3 = Signal.like(self.w.payload.data)
         first3 = Signal()
         ct3 = Signal.like(ct_rd.data)
         m.d.sync += [v3.eq(v2), a3.eq(a2), data3.eq(data2), first3.eq(first2), ct3.eq(ct2)]
-        win3, raw3 = [], []
+        d3, raw3 = [], []
         for p in range(P):
             xh_raw = xh2[p * cw:(p + 1) * cw]
-            parts = delta_window(m, xh_raw.as_signed(), self.threshold, first2, name=f"in{p}")
-            regs = [Signal.like(v, name=f"{v.name}3") for v in parts]
+            d = delta_difference(m, data2[p], xh_raw.as_signed(), first2, name=f"in{p}")
+            dr = Signal.like(d, name=f"d{p}_3")
             raw = Signal(cw, name=f"xh_raw{p}_3")
-            m.d.sync += [r.eq(v) for r, v in zip(regs, parts)] + [raw.eq(xh_raw)]
-            win3.append(regs)
+            m.d.sync += [dr.eq(d), raw.eq(xh_raw)]
+            d3.append(dr)
             raw3.append(raw)
         m.d.comb += self.busy.eq(v1 | v2 | v3)
 
-        # stage W3: compare every code (hw.delta, stage 2), store x_hat, push the group
+        # stage W3: compare every difference with the threshold, store x_hat, push the group
         fires, works, new_codes = [], [], []
         for p in range(P):
             exists = a3 < -(-(n_in - p) // P) if p < n_in else 0  # input a3 * P + p < n_in
             x = data3[p]
-            xh, lo, hi = win3[p]
-            d, fire = delta_event(m, x, xh, lo, hi, first3, name=f"in{p}")
+            fire = delta_fire(m, d3[p], self.threshold, first3, name=f"in{p}")
             fire_p = Signal(name=f"fire{p}")
             m.d.comb += fire_p.eq(v3 & fire & exists)
             start = ct3[p * cwid:p * cwid + sw]
             length = ct3[p * cwid + sw:(p + 1) * cwid]
             slot = self.o.payload[p]
-            m.d.comb += [slot.work.eq(fire_p & (length != 0)), slot.delta.eq(d),
+            m.d.comb += [slot.work.eq(fire_p & (length != 0)), slot.delta.eq(d3[p]),
                          slot.start.eq(start), slot.len.eq(length)]
             fires.append(fire_p)
             works.append(slot.work)

@@ -24,7 +24,8 @@ class Issuer(wiring.Component):
     en: In(1) the MAC phase runs (the head is not touched otherwise).
     layer: In the layer whose MAC runs, passed on with every command.
     o: Out(stream of ``mac_command_layout``, always ready) one weight word address (``start +
-    t`` of the current slot's column), its delta and the layer, to every lane.
+    t`` of the current slot's column, ``t`` counted in a register), its delta and the layer, to
+    every lane.
 
     Latency 0 (the command is combinational from the head); throughput one word per cycle, with
     no cycle between slots or groups: a group costs the sum of its work slots' column lengths
@@ -66,11 +67,17 @@ class Issuer(wiring.Component):
         m.d.comb += go.eq(self.en & self.i.valid)
         last_word = Signal()
         last_slot = Signal()
+        # the address: a slot's first word is its start (straight from the head, no adder on
+        # that path); later words count up in a register
+        next_addr = Signal(plan.start_width)
+        addr = Signal(plan.start_width)
+        m.d.comb += addr.eq(Mux(t == 0, start, next_addr))
+        m.d.sync += next_addr.eq(addr + 1)
         m.d.comb += [
             last_word.eq(t == length - 1),
             last_slot.eq((cur & ~lowest) == 0),
             self.o.valid.eq(go),
-            self.o.payload.addr.eq(start + t),
+            self.o.payload.addr.eq(addr),
             self.o.payload.delta.eq(delta),
             self.o.payload.layer.eq(self.layer),
             self.i.ready.eq(go & last_word & last_slot),

@@ -21,9 +21,10 @@ class MacLane(wiring.Component):
     Parameters (keyword-only): ``plan`` (:class:`pysim.coreplan.CorePlan`), ``lane`` (k).
 
     Memories: the lane's weight words (ROM, ``plan.weight_words[k]``); two accumulator banks
-    (layer ``l`` in bank ``l % 2``), words ``dirty | acc`` of ``plan.acc_width`` bits that wrap
+    (layer ``l`` in bank ``l % 2``), words of ``plan.acc_width`` bits that wrap
     (every layer's accumulator is the low ``acc_bits`` of its word: wrapping is modular, so the
-    low bits are exact); per bank a dirty list: the bank addresses whose dirty bit the MAC set,
+    low bits are exact), each with a dirty bit (its own 1-bit memory); per bank a dirty list:
+    the bank addresses whose dirty bit the MAC set,
     in the order it set them.
 
     Ports
@@ -31,14 +32,14 @@ class MacLane(wiring.Component):
     cmd: In(stream of ``mac_command_layout``, always ready) from the issue stage.
     ex_rd_en, ex_rd_bank, ex_rd_addr / ex_rd_data: the examination's accumulator read (data
     in the next cycle, the full word).
-    ex_wr_en, ex_wr_bank, ex_wr_addr, ex_wr_data: the examination's write-back (the dirty bit is
-    cleared).
+    ex_clean_en, ex_clean_bank, ex_clean_addr: the examination clears a dirty bit.
     init_en, init_index, init_bank, init_addr: the bias write of an episode start: the bias of
     init step ``init_index`` (``plan.bias_words()[k]``, a ROM) is written to ``init_addr`` of
     ``init_bank`` in the next cycle (dirty bit 0).
     dl_bank, dl_index / dl_data: dirty-list read (data in the next cycle; an entry appended in
     the same cycle is seen).
-    count / count_next: Out, per bank, entries in the dirty list now / after this cycle.
+    count / appending: Out, per bank, entries in the dirty list, and whether one is appended in
+    this cycle (it counts from the next).
     dl_clear: In(2) empty bank ``b``'s dirty list at this edge.
     mac_valid, mac_layer: Out: a valid weight word was read this cycle for that layer (a
     significant multiplication; the core counts them).
@@ -63,13 +64,12 @@ class MacLane(wiring.Component):
         super().__init__({
             "cmd": In(stream.Signature(mac_command_layout(plan), always_ready=True)),
             "ex_rd_en": In(1), "ex_rd_bank": In(1), "ex_rd_addr": In(aw),
-            "ex_rd_data": Out(W + 1),
-            "ex_wr_en": In(1), "ex_wr_bank": In(1), "ex_wr_addr": In(aw),
-            "ex_wr_data": In(W),
+            "ex_rd_data": Out(W),
+            "ex_clean_en": In(1), "ex_clean_bank": In(1), "ex_clean_addr": In(aw),
             "init_en": In(1), "init_index": In(max(1, (plan.init_steps - 1).bit_length())),
             "init_bank": In(1), "init_addr": In(aw),
             "dl_bank": In(1), "dl_index": In(aw), "dl_data": Out(aw),
-            "count": Out(cnt).array(2), "count_next": Out(cnt).array(2),
+            "count": Out(cnt).array(2), "appending": Out(2),
             "dl_clear": In(2),
             "mac_valid": Out(1), "mac_layer": Out(mac_command_layout(plan)["layer"].shape),
         })
@@ -93,14 +93,23 @@ class MacLane(wiring.Component):
         init_a = Signal(aw)
         m.d.sync += [init_v.eq(self.init_en), init_b.eq(self.init_bank),
                      init_a.eq(self.init_addr)]
-        banks_rd, banks_wr = [], []
+        # per bank: the accumulators, and their dirty bits in a memory of their own (the
+        # examination clears a bit without touching the accumulator)
+        banks_rd, banks_wr, bits_rd, bits_wr = [], [], [], []
         for b in range(2):
-            mem = memory.Memory(shape=unsigned(W + 1), depth=plan.bank_depth[b], init=[],
-                                attrs=ram_attrs(plan.bank_depth[b], W + 1))
+            depth = plan.bank_depth[b]
+            mem = memory.Memory(shape=unsigned(W), depth=depth, init=[],
+                                attrs=ram_attrs(depth, W))
             m.submodules[f"acc{b}"] = mem
             wp = mem.write_port()
             banks_wr.append(wp)
             banks_rd.append(mem.read_port(transparent_for=(wp,)))
+            mem = memory.Memory(shape=unsigned(1), depth=depth, init=[],
+                                attrs=ram_attrs(depth, 1))
+            m.submodules[f"dirty_bits{b}"] = mem
+            wp = mem.write_port()
+            bits_wr.append(wp)
+            bits_rd.append(mem.read_port(transparent_for=(wp,)))
         # both banks' dirty lists in one memory: bank b's entry i at address (i, b)
         dirty = m.submodules.dirty = memory.Memory(
             shape=unsigned(aw), depth=2 << aw, init=[], attrs=ram_attrs(2 << aw, aw))
@@ -141,18 +150,21 @@ class MacLane(wiring.Component):
         m.d.sync += [v_p.eq(hit), a_p.eq(a_r), bank_p.eq(bank_r), prod_p.eq(w * d_a)]
         for b in range(2):
             mac_b = hit & (bank_r == b)
-            m.d.comb += banks_rd[b].addr.eq(Mux(mac_b, a_r, self.ex_rd_addr))
+            m.d.comb += [banks_rd[b].addr.eq(Mux(mac_b, a_r, self.ex_rd_addr)),
+                         bits_rd[b].addr.eq(a_r)]
         ex_bank_q = Signal()
         m.d.sync += ex_bank_q.eq(self.ex_rd_bank)
         m.d.comb += self.ex_rd_data.eq(Mux(ex_bank_q, banks_rd[1].data, banks_rd[0].data))
 
         # ---- P: add, write back with the dirty bit, append to the dirty list ------------------
-        old = Signal(W + 1)
-        m.d.comb += old.eq(Mux(bank_p, banks_rd[1].data, banks_rd[0].data))
+        old = Signal(W)
+        was_dirty = Signal()
+        m.d.comb += [old.eq(Mux(bank_p, banks_rd[1].data, banks_rd[0].data)),
+                     was_dirty.eq(Mux(bank_p, bits_rd[1].data, bits_rd[0].data))]
         new = Signal(W)
-        m.d.comb += new.eq(old[:W] + prod_p)
+        m.d.comb += new.eq(old + prod_p)
         append = Signal()
-        m.d.comb += append.eq(v_p & ~old[W])
+        m.d.comb += append.eq(v_p & ~was_dirty)
         m.d.comb += [
             self.dl_data.eq(dl_rd.data),
             dl_wr.addr.eq(Cat(bank_p, Mux(bank_p, self.count[1], self.count[0]))),
@@ -160,17 +172,18 @@ class MacLane(wiring.Component):
             dl_wr.en.eq(append),
         ]
         for b in range(2):
-            wp = banks_wr[b]
+            wp, bp = banks_wr[b], bits_wr[b]
             with m.If(v_p & (bank_p == b)):
-                m.d.comb += [wp.addr.eq(a_p), wp.data.eq(Cat(new, 1)), wp.en.eq(1)]
-            with m.Elif(self.ex_wr_en & (self.ex_wr_bank == b)):
-                m.d.comb += [wp.addr.eq(self.ex_wr_addr), wp.data.eq(Cat(self.ex_wr_data, 0)),
-                             wp.en.eq(1)]
+                m.d.comb += [wp.addr.eq(a_p), wp.data.eq(new), wp.en.eq(1),
+                             bp.addr.eq(a_p), bp.data.eq(1), bp.en.eq(1)]
             with m.Elif(init_v & (init_b == b)):
-                m.d.comb += [wp.addr.eq(init_a), wp.data.eq(Cat(b_rd.data, 0)), wp.en.eq(1)]
+                m.d.comb += [wp.addr.eq(init_a), wp.data.eq(b_rd.data), wp.en.eq(1),
+                             bp.addr.eq(init_a), bp.data.eq(0), bp.en.eq(1)]
+            with m.Elif(self.ex_clean_en & (self.ex_clean_bank == b)):
+                m.d.comb += [bp.addr.eq(self.ex_clean_addr), bp.data.eq(0), bp.en.eq(1)]
             app_b = append & (bank_p == b)
             cnt = self.count[b]
-            m.d.comb += self.count_next[b].eq(cnt + app_b)
+            m.d.comb += self.appending[b].eq(app_b)
             with m.If(self.dl_clear[b]):
                 m.d.sync += cnt.eq(0)
             with m.Elif(app_b):

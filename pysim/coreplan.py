@@ -7,8 +7,9 @@ this plan, so the layout is written once. Terms:
   its *row* of neuron ``o`` is ``o // L``. A layer has ``rows = ceil(n_out / L)`` rows per lane.
 * **Accumulator banks.** Every lane has two accumulator memories (banks): layer ``l`` lives in
   bank ``l % 2`` at bank address ``acc_base[l] + row``, so the MAC of layer ``l + 1`` and the
-  examination of layer ``l`` never share a memory port. An accumulator word is
-  ``dirty (MSB) | acc (acc_width bits)``.
+  examination of layer ``l`` never share a memory port. An accumulator word has
+  ``acc_width`` bits; beside it (a 1-bit memory) its *dirty* bit: the MAC changed it in this
+  step.
 * **Weights.** One weight memory per lane holds every layer, column by column: column ``j`` of
   layer ``l`` takes ``len[l][j] = max_k nnz(lane k's slice of column j)`` words from
   ``start[l][j]`` in every lane (lane ``k``: the non-zero weights of its neurons in increasing
