@@ -81,7 +81,7 @@ class Examiner(wiring.Component):
         plan, k = self._plan, self._k
         cfg = plan.config
         N, L = plan.n_layers, plan.lanes
-        aw, W, sw = plan.acc_addr_width, plan.acc_width, plan.start_width
+        aw, sw = plan.acc_addr_width, plan.start_width
         xw = plan.x_width
 
         def per_layer(values, shape, name):
