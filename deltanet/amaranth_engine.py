@@ -1,18 +1,20 @@
 """``deltanet simulate --engine amaranth``: the closed loop on Amaranth's own simulator.
 
-The same bench as :mod:`sim.bench_top` (cocotb), with ``DeltanetTop`` simulated in process by
-``amaranth.sim`` instead of the generated Verilog in Verilator or Icarus: no Verilog, no
-compiler, nothing external. The env lives in the testbench; per env step the testbench sets
-``obs``/``first``/``start``, ticks once (the edge that samples ``start``) and then waits for
-``done`` with ``ctx.tick().sample(...).until(done)``, which returns the outputs and counters as
-sampled at the edge that samples ``done`` high. Python acts once per env step; the
-simulator's own per-cycle cost remains (see benchmarks/results/simspeed.md).
+The design is simulated in process by ``amaranth.sim``: no Verilog, no compiler, nothing
+external. The env lives in the testbench; Python acts once per observation word written and per
+step wait; the simulator's own per-cycle cost remains (see benchmarks/results/simspeed.md).
 
-Each step is compared bit for bit with pysim by :meth:`sim.bench_top.TB.compare` (the same
-order and the same ``first_mismatch`` as the cocotb bench): per-layer events/MACs, outputs,
-action, the ``cycles`` port against :class:`pysim.CycleModel`, and the clock edges actually
-elapsed. The elapsed edges come from a free-running edge counter in the bench wrapper (not
-from the design), sampled at the start edge and at the done edge.
+* ``core`` (the event-driven :class:`hw.core.DeltaCore`): the same loop, step driver and
+  checker as the cocotb bench (:class:`sim.coreloop.CoreBench`, :class:`sim.driver.
+  StepDriver` through :class:`sim.driver.AmaranthIO`, :mod:`sim.check`), so the results have
+  the same keys and the first mismatch reads the same; the run stops there.
+* ``parallel`` (:class:`hw.top.DeltanetTop`): per env step the testbench sets
+  ``obs``/``first``/``start``, ticks once (the edge that samples ``start``) and waits for
+  ``done`` with ``ctx.tick().sample(...).until(done)``; each step is compared by
+  :func:`sim.check.compare` (cycles against :class:`pysim.CycleModel` and the clock edges
+  elapsed, counted by a free-running counter in a bench wrapper).
+
+The sequential core (conv models) runs on Verilator or Icarus only.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pysim import CycleModel, load_model
+from pysim import load_model
+from sim.check import CLOCK_NS
 
-#: Clock period reported in the results (the simulator runs at 1 ns steps of this period).
-CLOCK_NS = 10
+from .arch import check_obs_words, cycle_model, resolve_arch
+from .closed_loop import mutate
 
 
 def _bench(top):
@@ -46,28 +49,95 @@ def _bench(top):
 
 
 def run_amaranth(model_path, *, lanes: int, episodes: int, seed: int, max_steps: int = 0,
-                 waves: Path | None = None, mutation: str | None = None) -> dict:
-    """Closed-loop episodes on ``DeltanetTop`` in Amaranth's simulator; the bench's result dict.
+                 waves: Path | None = None, mutation: str | None = None, arch: str = "auto",
+                 obs_words: int | None = None, obs_writes: str | None = None) -> dict:
+    """Closed-loop episodes in Amaranth's simulator; the bench's result dict.
 
-    ``mutation`` (see :func:`deltanet.closed_loop.mutate`) corrupts the design only; the
-    reference runs the model as given, so the checker must report mismatches.
+    ``arch``: ``auto`` (the event-driven core for dense models) | ``core`` | ``parallel``;
+    ``obs_words``, ``obs_writes``: the core's observation word and write mode (see
+    :func:`deltanet.closed_loop.run`). ``mutation`` (see :func:`deltanet.closed_loop.mutate`)
+    corrupts the design only; the reference runs the model as given, so the checker must
+    report mismatches.
     """
-    from amaranth.sim import Simulator
-
-    from hw.shapes import pack, unpack
-    from hw.top import DeltanetTop
-    from sim.bench_top import TB, _reference_return
-
-    from .closed_loop import mutate
-    from .envs import check_model_fits_env, make_env
-
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     if max_steps < 0:
         raise ValueError(f"--max-steps must be >= 0, got {max_steps}")
     model = load_model(model_path)
-    CycleModel(model, lanes)  # validates lanes with a clear message
+    arch = resolve_arch(model, arch)
+    if arch == "seq":
+        raise ValueError("--engine amaranth runs the event-driven and the register-parallel "
+                         "cores; the sequential core (--arch seq, models with conv layers) runs "
+                         "on --engine verilator or icarus")
+    obs_words = check_obs_words(model, arch, obs_words)
+    cycle_model(model, lanes, arch, obs_words)  # validates lanes with a clear message
     design_model = mutate(model, mutation) if mutation else model
+    run = _run_core if arch == "core" else _run_parallel
+    res = run(model, design_model, lanes=lanes, episodes=episodes, seed=seed,
+              max_steps=max_steps, waves=waves, obs_words=obs_words, obs_writes=obs_writes)
+    res.update({
+        "simulator": "amaranth",
+        "arch": arch,
+        "model": str(model_path),
+        "lanes": lanes,
+        "seed": seed,
+        "mutation": mutation,
+        "design_dir": None,  # no generated Verilog: the design is simulated in process
+    })
+    if waves is not None:
+        res["waves"] = str(waves)
+    return res
+
+
+def _simulate(sim, waves) -> None:
+    if waves is not None:
+        waves = Path(waves)
+        waves.parent.mkdir(parents=True, exist_ok=True)
+        with sim.write_vcd(str(waves)):
+            sim.run()
+    else:
+        sim.run()
+
+
+def _run_core(model, design_model, *, lanes, episodes, seed, max_steps, waves, obs_words,
+              obs_writes) -> dict:
+    """The event-driven core: :class:`sim.coreloop.CoreBench` through ``AmaranthIO``."""
+    from amaranth.sim import Simulator
+
+    from hw.core import DeltaCore
+    from hw.generate_core import design_fields
+    from sim.coreloop import CoreBench
+    from sim.driver import AmaranthIO
+
+    t_build = time.perf_counter()
+    top = DeltaCore(design_model, lanes=lanes, obs_words=obs_words)
+    bench = CoreBench(design_fields(top), model, writes=obs_writes or "changed")
+    sim = Simulator(top)
+    sim.add_clock(CLOCK_NS * 1e-9)
+    build_s = time.perf_counter() - t_build
+    state = {}
+
+    async def testbench(ctx):
+        io = AmaranthIO(ctx, top)
+        await bench.reset(io)
+        state["res"] = await bench.run(io, episodes=episodes, seed=seed, max_steps=max_steps)
+
+    sim.add_testbench(testbench)
+    _simulate(sim, waves)
+    return {**state["res"], "build_s": build_s}
+
+
+def _run_parallel(model, design_model, *, lanes, episodes, seed, max_steps, waves, obs_words,
+                  obs_writes) -> dict:
+    """The register-parallel core: its own ports (the whole observation at once)."""
+    from amaranth.sim import Simulator
+
+    from hw.shapes import pack, unpack
+    from hw.top import DeltanetTop
+    from sim.bench_top import TB
+    from sim.check import reference_return, result
+    from sim.envs import check_model_fits_env, make_env
+
     env_id = model.meta["env_id"]
     cfg = model.config
     n_layers = len(cfg.layers)
@@ -120,34 +190,14 @@ def run_amaranth(model_path, *, lanes: int, episodes: int, seed: int, max_steps:
                 if term or trunc or (max_steps and t >= max_steps):
                     break
             env.close()
-            ref_total = _reference_return(model, env_id, seed + ep, max_steps)
+            ref_total = reference_return(model, env_id, seed + ep, max_steps)
             episodes_out.append({"episode": ep, "seed": seed + ep, "steps": t,
                                  "hw_return": total, "ref_return": ref_total})
         state.update(all_diffs=all_diffs, per_step=per_step, episodes_out=episodes_out,
                      wall=time.perf_counter() - wall0)
 
     sim.add_testbench(testbench)
-    if waves is not None:
-        waves = Path(waves)
-        waves.parent.mkdir(parents=True, exist_ok=True)
-        with sim.write_vcd(str(waves)):
-            sim.run()
-    else:
-        sim.run()
-
-    per_step, all_diffs, episodes_out = state["per_step"], state["all_diffs"], \
-        state["episodes_out"]
-    wall = state["wall"]
-    res = TB.result(all_diffs, per_step, episodes_out, wall)
-    res.update({
-        "simulator": "amaranth",
-        "build_s": build_s,
-        "model": str(model_path),
-        "lanes": lanes,
-        "seed": seed,
-        "mutation": mutation,
-        "design_dir": None,  # no generated Verilog: DeltanetTop is simulated in process
-    })
-    if waves is not None:
-        res["waves"] = str(waves)
+    _simulate(sim, waves)
+    res = result(state["all_diffs"], state["per_step"], state["episodes_out"], state["wall"])
+    res["build_s"] = build_s
     return res

@@ -5,11 +5,12 @@ Training envs (:func:`make_train_env`) are SB3's standard stack: ``<Game>NoFrame
 frame skip 4, 84x84 grey, episodic life, FIRE on reset, rewards clipped to their sign) and four
 stacked frames.
 
-Evaluation envs (:func:`make_eval_env`) are the same preprocessing *without* episodic life and
-reward clipping, so an episode is a whole game and its return is the game score (what DQN papers
-report), capped at :data:`MAX_EVAL_STEPS` agent steps (108,000 frames, the usual cap). Their
-observations are the four stacked frames in CHW order, flattened (``4*84*84`` uint8 values),
-which is the input layout of the exported network (SB3 transposes HWC to CHW the same way).
+Evaluation envs (:func:`make_eval_env`, defined in :mod:`sim.envs` because the closed-loop
+benches create them) are the same preprocessing *without* episodic life and reward clipping, so
+an episode is a whole game and its return is the game score (what DQN papers report), capped at
+:data:`MAX_EVAL_STEPS` agent steps (108,000 frames, the usual cap). Their observations are the
+four stacked frames in CHW order, flattened (``4*84*84`` uint8 values), which is the input
+layout of the exported network (SB3 transposes HWC to CHW the same way).
 
 The exported network (:func:`export_dqn_cnn`) is SB3's ``NatureCNN`` + Q head:
 conv 32@8x8 s4 -> conv 64@4x4 s2 -> conv 64@3x3 s1 -> dense 3136->512 -> dense 512->A, ReLU
@@ -19,17 +20,29 @@ network's input scale.
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
+
+from sim.envs import (
+    FRAME_STACK,
+    MAX_EVAL_STEPS,
+    ChwFrameStack,
+    check_atari,
+    is_atari,
+    make_eval_env,
+    register_atari,
+)
+
+__all__ = ["DQN_ATARI", "FRAME_STACK", "MAX_EVAL_STEPS", "PAPER_GAMES", "PAPER_SPARSITY",
+           "ChwFrameStack", "check_atari", "export_dqn_cnn", "game_name", "is_atari",
+           "make_eval_env", "make_train_env", "quantize_atari", "record_frames", "register"]
+
+#: ale-py's envs registered with gymnasium (see :func:`sim.envs.register_atari`)
+register = register_atari
 
 #: The paper's games (Ivanov et al. 2022 and DOMAIN.md); any ``*NoFrameskip-v4`` id works.
 PAPER_GAMES = ("Breakout", "SpaceInvaders", "Freeway", "Enduro", "Robotank", "BattleZone")
 #: Paper sparsities (DOMAIN.md) for the two games it names.
 PAPER_SPARSITY = {"Breakout": 0.79, "SpaceInvaders": 0.74}
-#: Agent-step cap of an evaluation game (27,000 steps x frame skip 4 = 108,000 frames).
-MAX_EVAL_STEPS = 27_000
-FRAME_STACK = 4
-
 #: DQN hyper-parameters (rl-zoo dqn.yml "atari" entry; learning starts after 20k instead of
 #: 100k steps because our CPU budget is ~1M steps instead of 10M).
 DQN_ATARI = {
@@ -42,28 +55,8 @@ DQN_ATARI = {
 }
 
 
-def is_atari(env_id: str) -> bool:
-    return env_id.endswith("NoFrameskip-v4")
-
-
 def game_name(env_id: str) -> str:
     return env_id.split("NoFrameskip")[0]
-
-
-def register() -> None:
-    import ale_py
-
-    gym.register_envs(ale_py)
-
-
-def check_atari(env_id: str) -> None:
-    if not is_atari(env_id):
-        raise ValueError(f"{env_id!r} is not an Atari id: use <Game>NoFrameskip-v4, e.g. "
-                         f"BreakoutNoFrameskip-v4")
-    register()
-    if env_id not in gym.registry:
-        raise ValueError(f"unknown Atari game {env_id!r} (ale-py registers <Game>NoFrameskip-v4 "
-                         f"for every ROM it bundles, e.g. BreakoutNoFrameskip-v4)")
 
 
 def make_train_env(env_id: str, n_envs: int, seed: int):
@@ -73,47 +66,6 @@ def make_train_env(env_id: str, n_envs: int, seed: int):
 
     check_atari(env_id)
     return VecFrameStack(make_atari_env(env_id, n_envs=n_envs, seed=seed), FRAME_STACK)
-
-
-class ChwFrameStack(gym.Wrapper):
-    """Stack the last 4 preprocessed frames, newest last, as a flat CHW uint8 vector."""
-
-    def __init__(self, env, k: int = FRAME_STACK):
-        super().__init__(env)
-        h, w = env.observation_space.shape[:2]
-        self.k, self.h, self.w = k, h, w
-        self.frames = np.zeros((k, h, w), dtype=np.uint8)
-        self.observation_space = gym.spaces.Box(0, 255, (k * h * w,), dtype=np.uint8)
-
-    def _obs(self):
-        return self.frames.reshape(-1).copy()
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self.frames[:] = 0
-        self.frames[-1] = obs.reshape(self.h, self.w)
-        return self._obs(), info
-
-    def step(self, action):
-        obs, r, term, trunc, info = self.env.step(action)
-        self.frames[:-1] = self.frames[1:]
-        self.frames[-1] = obs.reshape(self.h, self.w)
-        return self._obs(), r, term, trunc, info
-
-
-def make_eval_env(env_id: str, max_steps: int = MAX_EVAL_STEPS):
-    """One whole-game evaluation env (unclipped score, all lives), flat CHW observations.
-
-    The frame stack starts from zeros like SB3's VecFrameStack, so the network sees at reset the
-    same input it saw in training.
-    """
-    from stable_baselines3.common.atari_wrappers import AtariWrapper
-
-    check_atari(env_id)
-    env = gym.make(env_id)
-    env = AtariWrapper(env, terminal_on_life_loss=False, clip_reward=False)
-    env = gym.wrappers.TimeLimit(env, max_episode_steps=max_steps)
-    return ChwFrameStack(env)
 
 
 def export_dqn_cnn(sb3_model, env_id: str, provenance: dict | None = None):
@@ -241,7 +193,7 @@ def quantize_atari(model, frames: np.ndarray, *, act_bits: int = 16, weight_bits
     prov = dict(meta.get("provenance", {}))
     prov["quantization"] = {"method": "deltanet.atari.quantize_atari", "act_bits": act_bits,
                             "weight_bits": weight_bits, "headroom": headroom,
-                            "frames": int(len(frames)), "float_max_per_layer": maxes,
+                            "frames": len(frames), "float_max_per_layer": maxes,
                             "mask_nonzero_fixed": int(changed)}
     meta["provenance"] = prov
     return q.replace(meta=meta)

@@ -1,9 +1,8 @@
 """Shared by ``deltanet verify``, ``deltanet simulate`` and the demo: design + closed-loop run.
 
-Two hardware architectures (``--arch``): ``parallel`` (:class:`hw.top.DeltanetTop`, registers,
-dense layers only, :class:`pysim.CycleModel`) and ``seq`` (:class:`hw.seqtop.DeltaSeqTop`,
-memories, conv2d and dense layers, discrete actions, :class:`pysim.seqcycles.SeqCycleModel`).
-``auto`` picks ``parallel`` for a dense-only model and ``seq`` when any layer is a conv.
+The hardware core comes from ``--arch`` (:mod:`deltanet.arch`): ``core`` (the event-driven
+:class:`hw.core.DeltaCore`, dense layers, the default for dense models), ``seq`` (conv2d and
+dense layers, discrete actions, the default for models with a conv layer) or ``parallel``.
 """
 
 from __future__ import annotations
@@ -13,31 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pysim import CycleModel, Model, load_model
-from pysim.seqcycles import SeqCycleModel
+from pysim import Model, load_model
+
+from .arch import ARCHS, check_obs_words, cycle_model, resolve_arch
+
+__all__ = ["ARCHS", "MUTATIONS", "cycle_model", "mutate", "performance", "resolve_arch", "run",
+           "work_dir"]
 
 MUTATIONS = ("weight", "threshold")
-ARCHS = ("auto", "parallel", "seq")  # as deltanet generate --arch
-
-
-def resolve_arch(model: Model, arch: str = "auto") -> str:
-    """``parallel`` or ``seq`` for ``model`` (:func:`deltanet.cmd_generate.choose_arch`: auto
-    picks seq for a model with a conv layer), refusing with a clear message what the chosen
-    core cannot run (conv on the parallel core, continuous actions on the seq core)."""
-    from .cmd_generate import choose_arch
-
-    arch = choose_arch(model, arch)
-    dec = model.config.decoder.kind
-    if arch == "seq" and dec != "argmax":
-        raise ValueError(f"--arch seq: the sequential core (DeltaSeqTop) is for discrete-action "
-                         f"policies (argmax decoder); this model's decoder is {dec!r} (use "
-                         f"--arch parallel or auto)")
-    return arch
-
-
-def cycle_model(model: Model, lanes: int, arch: str):
-    """The cycle model of ``arch`` (validates ``lanes`` with a clear message)."""
-    return SeqCycleModel(model, lanes) if arch == "seq" else CycleModel(model, lanes)
 
 
 def mutate(model: Model, what: str) -> Model:
@@ -70,11 +52,13 @@ def work_dir(model: Model, lanes: int, tag: str, root: Path = Path("build")) -> 
 
 def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps: int = 0,
         mutation: str | None = None, waves: Path | None = None, arch: str = "auto",
-        obs_words: int = 8) -> dict:
+        obs_words: int | None = None, obs_writes: str | None = None) -> dict:
     """Generate (cached), build (cached) and run the closed loop; the bench's result dict.
 
-    ``arch``: ``auto`` | ``parallel`` | ``seq`` (see :func:`resolve_arch`); ``obs_words`` is
-    the seq core's observation-memory word (input codes per write).
+    ``arch``: ``auto`` | ``core`` | ``parallel`` | ``seq`` (see :func:`resolve_arch`);
+    ``obs_words``: input codes per observation write (core and seq; default
+    :func:`sim.runner.default_obs_words`); ``obs_writes``: ``changed`` or ``all`` observation
+    words per step (core and seq; default: the bench's).
     """
     from sim.runner import prepare, run_closed_loop
 
@@ -84,18 +68,16 @@ def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps
         raise ValueError(f"--max-steps must be >= 0, got {max_steps}")
     model = load_model(model_path)
     arch = resolve_arch(model, arch)
-    cycle_model(model, lanes, arch)  # validates lanes with a clear message
-    if arch == "seq" and (isinstance(obs_words, bool) or not isinstance(obs_words, int)
-                          or obs_words < 1):
-        raise ValueError(f"--obs-words must be an integer >= 1, got {obs_words!r}")
+    obs_words = check_obs_words(model, arch, obs_words)
+    cycle_model(model, lanes, arch, obs_words)  # validates lanes with a clear message
     design_model = mutate(model, mutation) if mutation else model
     tag = mutation or "clean"
-    root = work_dir(model, lanes, tag if arch == "parallel" else f"seq{obs_words}-{tag}")
+    root = work_dir(model, lanes, tag if arch == "parallel" else f"{arch}{obs_words}-{tag}")
     design_dir, ref_path = prepare(model, lanes, root, design_model=design_model, arch=arch,
                                    obs_words=obs_words)
     res = run_closed_loop(design_dir, ref_path, sim=sim, episodes=episodes, seed=seed,
                           max_steps=max_steps, waves=waves, work_dir=root / f"run-{sim}",
-                          arch=arch)
+                          arch=arch, obs_writes=obs_writes)
     res["model"] = str(model_path)
     res["lanes"] = lanes
     res["seed"] = seed
@@ -106,11 +88,13 @@ def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps
 
 
 def performance(res: dict, model: Model, lanes: int, clock_mhz: float,
-                arch: str = "parallel") -> dict:
+                arch: str = "core") -> dict:
     """Cycle statistics of a closed-loop run (cycles measured by the design).
 
-    For ``seq`` the dense schedule is :meth:`SeqCycleModel.dense_cycles` (the same scans, every
-    input an event, no pruning) and the cycle figures include the first step's full pass."""
+    The dense schedule is the cycle model's ``dense_cycles()`` (for ``seq``: the same scans,
+    every input an event, no pruning); the cycle figures include the first step's full pass.
+    Where the run measured it (core), ``latency_cycles_mean`` counts a step from its first
+    observation write to ``done`` (the host's writes included)."""
     steps = [s for s in res["per_step"] if s.get("cycles") is not None]  # (a hung step: none)
     if not steps:
         raise ValueError("no completed step to report on (see the first mismatch)")
@@ -118,8 +102,9 @@ def performance(res: dict, model: Model, lanes: int, clock_mhz: float,
     macs = np.array([sum(s["macs"]) for s in steps], dtype=np.float64)
     busy = np.array([s["busy"] for s in steps], dtype=np.float64)
     lane_work = np.array([s["lane_work"] for s in steps], dtype=np.float64).sum(axis=0)
-    dense = cycle_model(model, lanes, arch).dense_cycles()
+    dense = cycle_model(model, lanes, arch, res.get("obs_words")).dense_cycles()
     sig_ideal = np.ceil(macs / lanes)
+    lat = [s["latency"] for s in steps if s.get("latency") is not None]
     return {
         "lanes": lanes,
         "clock_mhz": clock_mhz,
@@ -130,6 +115,7 @@ def performance(res: dict, model: Model, lanes: int, clock_mhz: float,
         "cycles_max": float(cyc.max()),
         "latency_us_mean": float(cyc.mean() / clock_mhz),
         "latency_us_max": float(cyc.max() / clock_mhz),
+        "latency_cycles_mean": float(np.mean(lat)) if lat else None,
         "useful_macs_per_step": float(macs.mean()),
         "ideal_cycles_per_step": float(sig_ideal.mean()),
         "mac_utilisation": float(macs.sum() / (lanes * busy.sum())) if busy.sum() else None,

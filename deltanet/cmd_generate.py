@@ -1,4 +1,5 @@
-"""``deltanet generate``: Verilog + design JSON + report for a model (see :mod:`hw.generate`)."""
+"""``deltanet generate``: Verilog + design JSON + report for a model (see :mod:`hw.generate_core`,
+:mod:`hw.generate_seq` and :mod:`hw.generate`)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,20 @@ from pathlib import Path
 
 import numpy as np
 
-from pysim import CycleModel, DeltaNetwork, load_model
+from pysim import DeltaNetwork, load_model
+
+from .arch import ARCHS, add_arch_arguments, check_obs_words, choose_arch, cycle_model
+
+__all__ = ["ARCHS", "choose_arch", "record_episode", "register", "run"]
 
 
 def register(sub):
     p = sub.add_parser("generate", help="generate the Verilog, design JSON and report",
                        description="Build the hardware for a model on L MAC lanes and write "
-                                   "deltanet_top.v, deltanet_top.json and report.md. The report's "
-                                   "cycle figures come from a recorded episode of the model's "
-                                   "env (the reference as the policy) unless --no-episode.")
+                                   "<top>.v, <top>.json and report.md (deltanet_core for the "
+                                   "event-driven core). The report's cycle figures come from a "
+                                   "recorded episode of the model's env (the reference as the "
+                                   "policy) unless --no-episode.")
     p.add_argument("--model", required=True, help="model artifact (.npz)")
     p.add_argument("--lanes", type=int, default=4, help="MAC lanes, 1..64 (default 4)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
@@ -23,30 +29,10 @@ def register(sub):
                    help="record at most this many env steps for the report (default 200)")
     p.add_argument("--no-episode", action="store_true",
                    help="use a deterministic synthetic observation sequence instead of the env")
-    p.add_argument("--arch", choices=ARCHS, default="auto",
-                   help="parallel: register-parallel core (deltanet_top.v, dense layers only); "
-                        "seq: memory-based sequential core (deltanet_seq.v, conv2d and dense); "
-                        "auto (default): seq when the model has a conv layer, else parallel")
-    p.add_argument("--obs-words", type=int, default=8,
-                   help="seq core: observation values written per cycle (default 8)")
+    add_arch_arguments(p)
+    p.add_argument("--memory-files", action="store_true",
+                   help="core and seq: memory contents in $readmemh files beside the Verilog")
     p.set_defaults(func=run)
-
-
-ARCHS = ("auto", "parallel", "seq")
-
-
-def choose_arch(model, arch: str) -> str:
-    """``auto`` -> ``seq`` for models with a conv layer, else ``parallel``; refuse conv on
-    the parallel core with a clear message."""
-    if arch not in ARCHS:
-        raise ValueError(f"--arch must be one of {ARCHS}, got {arch!r}")
-    has_conv = any(ly.kind != "dense" for ly in model.config.layers)
-    if arch == "auto":
-        return "seq" if has_conv else "parallel"
-    if arch == "parallel" and has_conv:
-        raise ValueError(f"{model.meta.get('path', 'model')}: the parallel core runs dense "
-                         "layers only; this model has conv2d layers (use --arch seq)")
-    return arch
 
 
 def record_episode(model, seed: int, max_steps: int) -> np.ndarray:
@@ -73,28 +59,29 @@ def record_episode(model, seed: int, max_steps: int) -> np.ndarray:
 
 def run(args) -> int:
     from hw.generate import generate
+    from hw.generate_core import generate_core
+    from hw.generate_seq import generate_seq
 
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     model = load_model(args.model)
     arch = choose_arch(model, args.arch)
-    if arch == "seq":
-        from hw.generate_seq import generate_seq
-        from pysim.seqcycles import SeqCycleModel
-
-        SeqCycleModel(model, args.lanes)  # validates --lanes with a clear message
-        if args.obs_words < 1:
-            raise ValueError(f"--obs-words must be >= 1, got {args.obs_words}")
-    else:
-        CycleModel(model, args.lanes)  # validates --lanes with a clear message
+    obs_words = check_obs_words(model, arch, args.obs_words)
+    cycle_model(model, args.lanes, arch, obs_words)  # validates --lanes with a clear message
     obs = None
     if not args.no_episode and model.meta.get("env_id"):
         obs = record_episode(model, args.seed, args.steps)
-    if arch == "seq":
-        paths = generate_seq(model, args.lanes, args.out, obs_words=args.obs_words,
-                             observations=obs)
+    if arch == "core":
+        paths = generate_core(model, args.lanes, args.out, obs_words=obs_words,
+                              memory_files=args.memory_files, observations=obs)
+    elif arch == "seq":
+        paths = generate_seq(model, args.lanes, args.out, obs_words=obs_words,
+                             observations=obs, memory_files=args.memory_files)
     else:
         paths = generate(model, args.lanes, args.out, observations=obs)
     for kind, path in paths.items():
-        print(f"wrote {kind}: {path}")
+        if kind == "memory_files":
+            print(f"wrote {len(path)} memory files ($readmemh)")
+        else:
+            print(f"wrote {kind}: {path}")
     return 0

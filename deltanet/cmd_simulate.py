@@ -9,7 +9,8 @@ from rich.table import Table
 
 from pysim import load_model
 
-from .closed_loop import ARCHS, performance, resolve_arch, run
+from .arch import ARCH_NAMES, add_arch_arguments, resolve_arch
+from .closed_loop import performance, run
 from .io import write_json_atomic
 
 ENGINES = ("verilator", "icarus", "amaranth")
@@ -29,19 +30,18 @@ def register(sub):
     p.add_argument("--lanes", type=int, default=4)
     p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the latency figures")
     p.add_argument("--max-steps", type=int, default=0, help="cut episodes after this many steps")
-    p.add_argument("--arch", choices=ARCHS, default="auto",
-                   help="hardware core: parallel (registers, dense layers only), seq (memories, "
-                        "conv2d + dense) or auto (default: seq when the model has a conv layer)")
+    add_arch_arguments(p)
+    p.add_argument("--obs-writes", choices=("changed", "all"),
+                   help="core and seq: write only the observation words that changed since the "
+                        "last step, or all of them (default: core changed, seq all)")
     p.add_argument("--waves", type=Path, help="write a waveform (VCD) of the run here")
-    p.add_argument("--obs-words", type=int, default=8,
-                   help="seq core: observation values written per cycle (default 8)")
     p.add_argument("--json", type=Path, help="write the report as JSON here")
     p.set_defaults(func=main)
 
 
 def print_report(perf: dict, res: dict, console=None):
     con = console or Console()
-    t = Table(title=f"closed loop on {res['simulator']}, {res.get('arch', 'parallel')} core, "
+    t = Table(title=f"closed loop on {res['simulator']}, {ARCH_NAMES[res['arch']]}, "
                     f"{perf['lanes']} lanes, {perf['clock_mhz']:g} MHz")
     t.add_column("figure")
     t.add_column("value", justify="right")
@@ -51,19 +51,21 @@ def print_report(perf: dict, res: dict, console=None):
          + ("-" if res["ref_return"] is None else f"{res['ref_return']:.2f}")),
         ("mismatching steps", f"{res['mismatches']}"),
         ("cycles/step mean, p50, p99, max",
-         f"{perf['cycles_mean']:.1f}, {perf['cycles_p50']:.0f}, {perf['cycles_p99']:.0f}, "
-         f"{perf['cycles_max']:.0f}"),
-        ("latency mean / max", f"{perf['latency_us_mean']:.3f} us / "
-                               f"{perf['latency_us_max']:.3f} us"),
-        ("useful MACs/step (dense mults)", f"{perf['useful_macs_per_step']:.1f} "
-                                           f"({perf['dense_mults_per_step']})"),
+         (f"{perf['cycles_mean']:.1f}, {perf['cycles_p50']:.0f}, {perf['cycles_p99']:.0f}, "
+         f"{perf['cycles_max']:.0f}")),
+        ("latency mean / max", (f"{perf['latency_us_mean']:.3f} us / "
+                               f"{perf['latency_us_max']:.3f} us")),
+        ("cycles/step with the observation writes", "-" if perf["latency_cycles_mean"] is None
+         else f"{perf['latency_cycles_mean']:.1f}"),
+        ("useful MACs/step (dense mults)", (f"{perf['useful_macs_per_step']:.1f} "
+                                           f"({perf['dense_mults_per_step']})")),
         ("MAC-lane utilisation", f"{perf['mac_utilisation']:.1%}"
          if perf["mac_utilisation"] is not None else "-"),
         ("lane balance (mean/worst)", f"{perf['balance']:.3f}" if perf["balance"] else "-"),
         ("dense schedule cycles/step", f"{perf['dense_schedule_cycles']}"),
         ("speed-up vs dense schedule", f"{perf['speedup_vs_dense']:.1f}x"),
         ("simulation speed", f"{res['env_steps_per_s']:.1f} env steps/s"
-         + (f", {res['sim_cycles_per_s'] / 1e3:.0f}k cycles/s"
+         + (f", {res['sim_cycles_per_s']:,.0f} cycles/s"
             if res.get("sim_cycles_per_s") else "")),
     ]
     for a, b in rows:
@@ -79,16 +81,13 @@ def main(args) -> int:
     if args.engine == "amaranth":
         from .amaranth_engine import run_amaranth
 
-        if arch != "parallel":
-            raise ValueError("--engine amaranth runs the register-parallel core only; the "
-                             "sequential core (--arch seq, models with conv layers) runs on "
-                             "--engine verilator or icarus")
         res = run_amaranth(args.model, lanes=args.lanes, episodes=args.episodes, seed=args.seed,
-                           max_steps=args.max_steps, waves=args.waves)
+                           max_steps=args.max_steps, waves=args.waves, arch=arch,
+                           obs_words=args.obs_words, obs_writes=args.obs_writes)
     else:
         res = run(args.model, lanes=args.lanes, sim=args.engine, episodes=args.episodes,
                   seed=args.seed, max_steps=args.max_steps, waves=args.waves, arch=arch,
-                  obs_words=args.obs_words)
+                  obs_words=args.obs_words, obs_writes=args.obs_writes)
     perf = performance(res, model, args.lanes, args.clock_mhz, arch)
     print_report(perf, res)
     if res.get("waves"):

@@ -6,7 +6,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .closed_loop import ARCHS, MUTATIONS, run
+from sim.check import describe
+
+from .arch import ARCH_NAMES, add_arch_arguments
+from .closed_loop import MUTATIONS, run
 from .io import write_json_atomic
 
 
@@ -16,21 +19,19 @@ def register(sub):
         description="Generate Verilog from the model, run closed-loop gymnasium episodes in "
                     "which the simulated hardware chooses the actions, and compare outputs, "
                     "action, per-layer events and MACs and cycles with pysim at every step. "
-                    "Models with conv layers run on the sequential core (--arch seq), which "
-                    "stops at the first mismatching step. Exit code 0 only with zero "
-                    "mismatches.")
+                    "Dense models run on the event-driven core (--arch core), models with conv "
+                    "layers on the sequential core (--arch seq); both stop at the first "
+                    "mismatching step. Exit code 0 only with zero mismatches.")
     p.add_argument("--model", required=True, help="model artifact (.npz)")
     p.add_argument("--episodes", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="episode i is reset with seed+i")
     p.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
     p.add_argument("--lanes", type=int, default=4, help="MAC lanes (default 4)")
     p.add_argument("--max-steps", type=int, default=0, help="cut episodes after this many steps")
-    p.add_argument("--arch", choices=ARCHS, default="auto",
-                   help="hardware core: parallel (registers, dense layers only), seq (memories, "
-                        "conv2d + dense, discrete actions) or auto (default: seq when the model "
-                        "has a conv layer, else parallel)")
-    p.add_argument("--obs-words", type=int, default=8,
-                   help="seq core: observation values written per cycle (default 8)")
+    add_arch_arguments(p)
+    p.add_argument("--obs-writes", choices=("changed", "all"),
+                   help="core and seq: write only the observation words that changed since the "
+                        "last step, or all of them (default: core changed, seq all)")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument("--mutate", choices=MUTATIONS,
                    help="self-check: build the hardware from a deliberately corrupted model; "
@@ -41,14 +42,15 @@ def register(sub):
 def main(args) -> int:
     res = run(args.model, lanes=args.lanes, sim=args.sim, episodes=args.episodes,
               seed=args.seed, max_steps=args.max_steps, mutation=args.mutate, arch=args.arch,
-              obs_words=args.obs_words)
+              obs_words=args.obs_words, obs_writes=args.obs_writes)
     summary = {k: res[k] for k in ("steps", "mismatches", "mismatched_values", "hw_return",
                                    "ref_return", "returns_equal", "first_mismatch", "episodes",
                                    "simulator", "arch", "lanes", "seed", "mutation", "model",
                                    "env_steps_per_s")}
-    for k in ("cycles_per_step", "sim_cycles", "sim_cycles_per_s", "step_cycles_per_s",
-              "obs_writes_per_step", "wall_s", "wall_total_s", "time_s", "build_s",
-              "build_cached", "run_s", "stopped_at_first_mismatch"):
+    for k in ("cycles_per_step", "latency_per_step", "sim_cycles", "sim_cycles_per_s",
+              "step_cycles_per_s", "obs_words", "obs_writes", "obs_writes_per_step", "wall_s",
+              "wall_total_s", "time_s", "build_s", "build_cached", "run_s",
+              "stopped_at_first_mismatch", "first_mismatch_text"):
         if k in res:
             summary[k] = res[k]
     con = Console()
@@ -56,21 +58,17 @@ def main(args) -> int:
     ref_ret = "-" if res["ref_return"] is None else f"{res['ref_return']:.2f}"
     speed = f"{res['env_steps_per_s']:.1f} env steps/s" if res["env_steps_per_s"] else ""
     if res.get("sim_cycles_per_s"):
-        speed += f", {res['sim_cycles_per_s'] / 1e3:.0f}k cycles/s"
+        speed += f", {res['sim_cycles_per_s']:,.0f} cycles/s"
     con.print(f"[bold]{'PASS' if ok else 'FAIL'}[/bold]: {res['steps']} steps checked on "
-              f"{args.sim} ({res['arch']} core), {res['mismatches']} mismatching steps; return "
-              f"hw {res['hw_return']:.2f} / reference {ref_ret} ({speed})")
+              f"{args.sim} ({ARCH_NAMES[res['arch']]}), {res['mismatches']} mismatching steps; "
+              f"return hw {res['hw_return']:.2f} / reference {ref_ret} ({speed})")
     if res.get("cycles_per_step") and res["cycles_per_step"]["mean"] is not None:
         c = res["cycles_per_step"]
         con.print(f"cycles/step: first {c['first']}, mean {c['mean']:.0f}, min {c['min']}, "
                   f"max {c['max']}")
     if res["first_mismatch"]:
-        fm = res["first_mismatch"]
-        where = "cycle count" if fm["layer"] == -1 else f"layer {fm['layer']}"
-        con.print(f"first mismatch: episode {fm['episode']} step {fm['step']} {where} "
-                  f"{fm['field']}[{fm['index']}]: expected {fm['ref']} (pysim), got "
-                  f"{fm['hw']} (hardware)" + (" - stopped there"
-                                              if res.get("stopped_at_first_mismatch") else ""))
+        con.print(f"first mismatch: {describe(res['first_mismatch'])}"
+                  + (" - stopped there" if res.get("stopped_at_first_mismatch") else ""))
     if args.json:
         write_json_atomic(args.json, summary)
         con.print(f"wrote {args.json}")

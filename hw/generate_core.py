@@ -43,8 +43,8 @@ from .generate import default_observations, model_checksum
 from .generate_seq import split_memory_init
 from .shapes import obs_layout
 
-__all__ = ["DEFAULT_STEPS", "TOPLEVEL", "design_info", "generate_core", "memories",
-           "verilog_header"]
+__all__ = ["DEFAULT_STEPS", "TOPLEVEL", "design_fields", "design_info", "generate_core",
+           "memories", "verilog_header"]
 
 TOPLEVEL = "deltanet_core"
 SCHEMA = "deltanet-core-design"
@@ -103,8 +103,21 @@ def memories(top: DeltaCore) -> list:
     return rows
 
 
-def _obs_addr_width(top: DeltaCore) -> int:
-    return Shape.cast(obs_layout(top.plan)["addr"].shape).width
+def design_fields(top: DeltaCore) -> dict:
+    """What the host's step driver needs (the fields of :class:`sim.driver.CoreDesign`);
+    no elaboration."""
+    cfg = top.model.config
+    return {
+        "n_layers": top.n_layers,
+        "n_in": cfg.n_in,
+        "n_out": cfg.n_out,
+        "in_width": cfg.input_fmt.width,
+        "out_width": cfg.output_fmt.width,
+        "obs_words": top.obs_words,
+        "obs_addr_width": Shape.cast(obs_layout(top.plan)["addr"].shape).width,
+        "lanes": top.lanes,
+        "thr_width": top.port_widths()["thr_data"][1],
+    }
 
 
 def design_info(top: DeltaCore) -> dict:
@@ -119,19 +132,9 @@ def design_info(top: DeltaCore) -> dict:
         "schema_version": SCHEMA_VERSION,
         "toplevel": TOPLEVEL,
         "verilog": f"{TOPLEVEL}.v",
-        # sim.driver.CoreDesign
-        "n_layers": N,
-        "n_in": cfg.n_in,
-        "n_out": cfg.n_out,
-        "in_width": cfg.input_fmt.width,
-        "out_width": cfg.output_fmt.width,
-        "obs_words": top.obs_words,
-        "obs_addr_width": _obs_addr_width(top),
-        "lanes": top.lanes,
-        # the rest
+        **design_fields(top),
         "obs_depth": plan.obs_depth,
         "counter_width": COUNTER_WIDTH,
-        "thr_width": ports["thr_data"]["width"],
         "network": cfg.to_dict(),
         "decoder": cfg.decoder.kind,
         "env_id": model.meta.get("env_id"),
@@ -305,8 +308,8 @@ def generate_core(model: Model, lanes: int, out_dir, obs_words: int | None = Non
     if not isinstance(model, Model):
         raise TypeError(f"generate_core: model must be a pysim Model, got "
                         f"{type(model).__name__}")
-    top = DeltaCore(model, lanes=lanes, obs_words=obs_words)
     observations, source = _check_observations(model, observations)
+    top = DeltaCore(model, lanes=lanes, obs_words=obs_words)
     info = design_info(top)
     text = verilog.convert(top, name=TOPLEVEL, emit_src=False)
     out_dir = Path(out_dir)

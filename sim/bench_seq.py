@@ -19,7 +19,7 @@ the bench
    for bit with ``pysim.DeltaNetwork(model, mode="fixed", delta=True)`` (outputs, argmax,
    ``last_counts["events"]``, ``last_counts["significant"]``) and the cycles with
    ``pysim.seqcycles.SeqCycleModel.step_cycles`` and with the clock edges actually elapsed
-   (:meth:`sim.bench_top.TB.compare`, same field order and the same ``first_mismatch``);
+   (:func:`sim.check.compare`, same field order and the same ``first_mismatch``);
 5. steps the env with **the hardware's** action.
 
 The run stops at the first mismatching step and reports it (episode, step, layer, field, index,
@@ -47,7 +47,10 @@ from cocotb.triggers import FallingEdge, RisingEdge, SimTimeoutError, with_timeo
 from pysim import DeltaNetwork, load_model
 from pysim.seqcycles import SeqCycleModel
 
-from .bench_top import CLOCK_NS, ELAPSED_OFFSET, TB, _reference_return, _signed_fields
+from .bench_top import ELAPSED_OFFSET, TB
+from .check import CLOCK_NS, describe, first_mismatch, reference_return, result
+from .driver import signed_fields
+from .envs import check_model_fits_env, make_env
 
 OBS_WRITE_MODES = ("all", "changed")
 
@@ -143,7 +146,7 @@ class SeqTB(TB):
         t1 = get_sim_time("ns")
         await FallingEdge(dut.clk)
         hw = {
-            "out": _signed_fields(int(dut.out.value), self.n_out, self.out_width),
+            "out": signed_fields(int(dut.out.value), self.n_out, self.out_width),
             "action": int(dut.action.value),
             "cycles": int(dut.cycles.value),
             "elapsed": int((t1 - t0 - CLOCK_NS / 2) // CLOCK_NS) + ELAPSED_OFFSET,
@@ -168,28 +171,8 @@ class SeqTB(TB):
         }
 
 
-def first_mismatch(diffs: list) -> dict | None:
-    """The first of ``(episode, step, layer, field, index, hw, ref)`` differences as a dict."""
-    if not diffs:
-        return None
-    ep, step, layer, field, index, a, b = diffs[0]
-    return {"episode": ep, "step": step, "layer": layer, "field": field, "index": index,
-            "hw": a, "ref": b}
-
-
-def describe(fm: dict | None) -> str:
-    """One line for a ``first_mismatch`` dict (empty string for None)."""
-    if not fm:
-        return ""
-    where = "cycle count" if fm["layer"] == -1 else f"layer {fm['layer']}"
-    return (f"episode {fm['episode']} step {fm['step']} {where} {fm['field']}[{fm['index']}]: "
-            f"expected {fm['ref']} (pysim), got {fm['hw']} (hardware)")
-
-
 @cocotb.test()
 async def closed_loop_seq(dut):
-    from deltanet.envs import check_model_fits_env, make_env
-
     design = json.loads(Path(os.environ["DELTANET_DESIGN_JSON"]).read_text())
     model = load_model(os.environ["DELTANET_MODEL"])
     episodes = int(os.environ.get("DELTANET_EPISODES", "1"))
@@ -243,7 +226,7 @@ async def closed_loop_seq(dut):
         env.close()
         r0 = time.perf_counter()
         # the reference alone as the policy for as many steps: its return must be the same
-        ref_total = None if stopped else _reference_return(model, env_id, seed + ep, t)
+        ref_total = None if stopped else reference_return(model, env_id, seed + ep, t)
         ref_s += time.perf_counter() - r0
         episodes_out.append({"episode": ep, "seed": seed + ep, "steps": t, "hw_return": total,
                              "ref_return": ref_total})
@@ -251,18 +234,18 @@ async def closed_loop_seq(dut):
             break
     wall = time.perf_counter() - wall0
     # env steps/s over the closed loop itself (env creation and library imports excluded)
-    result = TB.result(all_diffs, per_step,
+    res = result(all_diffs, per_step,
                        [{**e, "ref_return": e["ref_return"] or 0.0} for e in episodes_out],
                        wall - setup_s)
-    result["episodes"] = episodes_out
+    res["episodes"] = episodes_out
     if stopped:
-        result.update({"ref_return": None, "returns_equal": False})
+        res.update({"ref_return": None, "returns_equal": False})
     cycles = [s["cycles"] for s in per_step if s["cycles"] is not None]
     sim_cycles = int((get_sim_time("ns") - sim0) // CLOCK_NS)
-    result.update({
+    res.update({
         "arch": "seq",
         "stopped_at_first_mismatch": stopped,
-        "first_mismatch_text": describe(result["first_mismatch"]),
+        "first_mismatch_text": describe(res["first_mismatch"]),
         "lanes": int(design["lanes"]),
         "obs_words": tb.obs_words,
         "obs_writes": obs_writes,
@@ -281,5 +264,5 @@ async def closed_loop_seq(dut):
                    "env": env_s, "setup": setup_s},
     })
     tmp = Path(results_path + ".tmp")
-    tmp.write_text(json.dumps(result))
+    tmp.write_text(json.dumps(res))
     os.replace(tmp, results_path)

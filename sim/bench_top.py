@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import cocotb
 import numpy as np
@@ -27,20 +28,13 @@ from cocotb.triggers import FallingEdge, RisingEdge
 
 from pysim import CycleModel, DeltaNetwork, load_model
 
-CLOCK_NS = 10
+from .check import CLOCK_NS, compare, reference_return, result
+from .driver import signed_fields
+from .envs import check_model_fits_env, make_env
+
 #: Rising edges from the one that samples ``start`` to the one after which ``done`` is high,
 #: plus this offset, equal the ``cycles`` the design reports and pysim predicts.
 ELAPSED_OFFSET = 1
-
-
-def _signed_fields(value: int, n: int, width: int) -> np.ndarray:
-    """Split a flat little-endian vector into ``n`` signed ``width``-bit fields."""
-    mask = (1 << width) - 1
-    out = np.empty(n, dtype=np.int64)
-    for k in range(n):
-        v = (value >> (k * width)) & mask
-        out[k] = v - (1 << width) if v >> (width - 1) else v
-    return out
 
 
 def _pack(raw, width: int) -> int:
@@ -94,7 +88,7 @@ class TB:
         t1 = get_sim_time("ns")
         await FallingEdge(dut.clk)
         return {
-            "out": _signed_fields(int(dut.out.value), self.n_out, self.out_width),
+            "out": signed_fields(int(dut.out.value), self.n_out, self.out_width),
             "action": int(dut.action.value),
             "cycles": int(dut.cycles.value),
             "elapsed": int((t1 - t0 - CLOCK_NS / 2) // CLOCK_NS) + ELAPSED_OFFSET,
@@ -136,76 +130,14 @@ class TB:
             return hw["action"]
         return self.ref.decode(hw["out"][None])[0]
 
-    @staticmethod
-    def result(all_diffs: list, per_step: list, episodes_out: list, wall: float) -> dict:
-        """The run's result dict (the keys every engine reports)."""
-        first = None
-        if all_diffs:
-            ep, step, layer, field, index, a, b = all_diffs[0]
-            first = {"episode": ep, "step": step, "layer": layer, "field": field,
-                     "index": index, "hw": a, "ref": b}
-        n = max(len(episodes_out), 1)
-        return {
-            "steps": len(per_step),
-            "mismatches": sum(1 for st in per_step if st["mismatch"]),
-            "mismatched_values": len(all_diffs),
-            "first_mismatch": first,
-            "hw_return": float(sum(e["hw_return"] for e in episodes_out)) / n,
-            "ref_return": float(sum(e["ref_return"] for e in episodes_out)) / n,
-            "returns_equal": all(e["hw_return"] == e["ref_return"] for e in episodes_out),
-            "episodes": episodes_out,
-            "per_step": per_step,
-            "wall_s": wall,
-            "env_steps_per_s": len(per_step) / wall if wall > 0 else None,
-            "clock_ns": CLOCK_NS,
-        }
-
-    @staticmethod
-    def compare(step: int, hw: dict, ref: dict) -> list:
-        """Every difference as (step, layer, field, index, hw, ref); empty when bit-exact."""
-        # Ordered from the earliest place a fault shows: per-layer counters from layer 0 up,
-        # then the outputs and the action, then the cycle counts.
-        diffs = []
-        n_layers = len(ref["events"])
-        for i in range(n_layers):
-            for f in ("events", "macs"):
-                if hw[f][i] != ref[f][i]:
-                    diffs.append((step, i, f, 0, hw[f][i], ref[f][i]))
-        for k, (a, b) in enumerate(zip(hw["out"], ref["out"])):
-            if a != b:
-                diffs.append((step, n_layers - 1, "out", k, int(a), int(b)))
-        if ref["action"] is not None and hw["action"] != ref["action"]:
-            diffs.append((step, n_layers - 1, "action", 0, hw["action"], ref["action"]))
-        for f in ("cycles", "elapsed"):
-            if hw[f] != ref["cycles"]:
-                diffs.append((step, -1, f, 0, hw[f], ref["cycles"]))
-        return diffs
-
-
-def _reference_return(model, env_id: str, seed: int, max_steps: int) -> float:
-    """The reference alone as the policy, same seed: what the hardware's return must equal."""
-    from deltanet.envs import make_env
-
-    env = make_env(env_id, seed)()
-    net = DeltaNetwork(model, batch=1)
-    obs, _ = env.reset(seed=seed)
-    total, t = 0.0, 0
-    while True:
-        a = net.act(np.asarray(obs, dtype=np.float64).reshape(1, -1))[0]
-        obs, r, term, trunc, _ = env.step(a)
-        total += float(r)
-        t += 1
-        if term or trunc or (max_steps and t >= max_steps):
-            break
-    env.close()
-    return total
+    #: the shared checker (:mod:`sim.check`)
+    compare = staticmethod(compare)
+    result = staticmethod(result)
 
 
 @cocotb.test()
 async def closed_loop(dut):
-    from deltanet.envs import check_model_fits_env, make_env
-
-    design = json.loads(open(os.environ["DELTANET_DESIGN_JSON"]).read())
+    design = json.loads(Path(os.environ["DELTANET_DESIGN_JSON"]).read_text())
     model = load_model(os.environ["DELTANET_MODEL"])
     episodes = int(os.environ.get("DELTANET_EPISODES", "1"))
     seed = int(os.environ.get("DELTANET_SEED", "0"))
@@ -233,11 +165,10 @@ async def closed_loop(dut):
             if term or trunc or (max_steps and t >= max_steps):
                 break
         env.close()
-        ref_total = _reference_return(model, env_id, seed + ep, max_steps)
+        ref_total = reference_return(model, env_id, seed + ep, max_steps)
         episodes_out.append({"episode": ep, "seed": seed + ep, "steps": t, "hw_return": total,
                              "ref_return": ref_total})
-    result = TB.result(all_diffs, per_step, episodes_out, time.perf_counter() - wall0)
-    tmp = results_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f)
+    res = result(all_diffs, per_step, episodes_out, time.perf_counter() - wall0)
+    tmp = Path(results_path + ".tmp")
+    tmp.write_text(json.dumps(res))
     os.replace(tmp, results_path)

@@ -1,17 +1,19 @@
 """Runner: generate the design, build it for a simulator, run the closed-loop bench.
 
 Uses cocotb's Python runner (``cocotb_tools.runner.get_runner``). Each design/simulator pair
-builds in its own folder named by a hash of the Verilog, so a rebuild happens only when the
-design changes.
+builds in its own folder named by a hash of the Verilog (its leading ``//`` comment header
+excluded), so a rebuild happens only when the design changes.
 
-Two architectures: ``parallel`` (:class:`hw.top.DeltanetTop`, dense layers only, toplevel
-``deltanet_top``, bench :mod:`sim.bench_top`) and ``seq`` (:class:`hw.seqtop.DeltaSeqTop`,
-conv2d and dense layers, toplevel ``deltanet_seq``, bench :mod:`sim.bench_seq`). The seq design
-is generated with its memory contents in ``$readmemh`` files (``generate_seq(...,
-memory_files=True)``): the simulators read them at time 0 from the run folder, where the runner
-copies them, so the build does not depend on them (a design that differs only in weights reuses
-the build) and the Verilog stays small (a Nature-DQN's inline memory contents are ~10**5 lines
-that Verilator would compile into tens of MB of C++).
+Three architectures (:data:`ARCHS`): ``core`` (:class:`hw.core.DeltaCore`, the event-driven
+core, dense layers, toplevel ``deltanet_core``, bench :mod:`sim.bench_core`), ``parallel``
+(:class:`hw.top.DeltanetTop`, dense layers only, toplevel ``deltanet_top``, bench
+:mod:`sim.bench_top`) and ``seq`` (:class:`hw.seqtop.DeltaSeqTop`, conv2d and dense layers,
+toplevel ``deltanet_seq``, bench :mod:`sim.bench_seq`). The core and seq designs are generated
+with their memory contents in ``$readmemh`` files (``memory_files=True``): the simulators read
+them at time 0 from the run folder, where the runner copies them, so the build does not depend
+on them (a design that differs only in weights reuses the build) and the Verilog stays small (a
+Nature-DQN's inline memory contents are ~10**5 lines that Verilator would compile into tens of
+MB of C++).
 """
 
 from __future__ import annotations
@@ -22,15 +24,20 @@ import os
 import shutil
 from pathlib import Path
 
+from hw.generate import generate
+from hw.generate_core import generate_core
+from hw.generate_seq import generate_seq
 from pysim import Model, save_model
 
 from .tools import ensure_on_path
 
 TOPLEVEL = "deltanet_top"
 SEQ_TOPLEVEL = "deltanet_seq"
+CORE_TOPLEVEL = "deltanet_core"
 DEFAULT_BUILD_ROOT = Path("build") / "sim"
 #: architecture -> (toplevel, cocotb bench module)
-ARCHS = {"parallel": (TOPLEVEL, "sim.bench_top"), "seq": (SEQ_TOPLEVEL, "sim.bench_seq")}
+ARCHS = {"core": (CORE_TOPLEVEL, "sim.bench_core"), "parallel": (TOPLEVEL, "sim.bench_top"),
+         "seq": (SEQ_TOPLEVEL, "sim.bench_seq")}
 #: memory images beside the Verilog, read by the simulator at run time (``$readmemh``)
 INIT_SUFFIXES = (".mem", ".hex")
 
@@ -39,23 +46,33 @@ class SimulationError(RuntimeError):
     """The simulator did not produce results; the message names the log to read."""
 
 
-def generate_design(model: Model, lanes: int, out_dir: Path) -> Path:
-    """Verilog + JSON for ``model`` in ``out_dir`` (see :func:`hw.generate.generate`)."""
-    from hw.generate import generate
-
+def generate_design(model: Model, lanes: int, out_dir: Path, *, arch: str = "core",
+                    obs_words: int | None = None) -> Path:
+    """Verilog + JSON of ``arch`` for ``model`` in ``out_dir``: :func:`hw.generate_core.
+    generate_core` (``obs_words`` default ``min(n_in, 8)``), :func:`hw.generate.generate` or
+    :func:`hw.generate_seq.generate_seq` (``obs_words`` default 8); core and seq with their
+    memory contents in ``$readmemh`` files."""
     out_dir = Path(out_dir)
-    generate(model, lanes, out_dir)
+    obs_words = default_obs_words(model, arch, obs_words)
+    if arch == "core":
+        generate_core(model, lanes, out_dir, obs_words=obs_words, memory_files=True)
+    elif arch == "seq":
+        generate_seq(model, lanes, out_dir, obs_words=obs_words, memory_files=True)
+    else:
+        generate(model, lanes, out_dir)
     return out_dir
 
 
-def generate_seq_design(model: Model, lanes: int, out_dir: Path, obs_words: int = 8) -> Path:
-    """Verilog + JSON of the sequential core in ``out_dir`` (see :func:`hw.generate_seq.
-    generate_seq`)."""
-    from hw.generate_seq import generate_seq
-
-    out_dir = Path(out_dir)
-    generate_seq(model, lanes, out_dir, obs_words=obs_words, memory_files=True)
-    return out_dir
+def default_obs_words(model: Model, arch: str, obs_words: int | None = None) -> int | None:
+    """Input codes per observation write of ``arch``: ``obs_words`` if given, else
+    ``min(n_in, 8)`` for the core and 8 for seq (None for parallel, which takes the whole
+    observation at once)."""
+    _arch(arch)
+    if arch == "parallel":
+        return None
+    if obs_words is not None:
+        return obs_words
+    return min(model.config.n_in, 8) if arch == "core" else 8
 
 
 def _arch(arch: str) -> tuple:
@@ -66,7 +83,11 @@ def _arch(arch: str) -> tuple:
 
 def _design_hash(design_dir: Path, sim: str, waves: bool, toplevel: str = TOPLEVEL) -> str:
     h = hashlib.sha256()
-    h.update((design_dir / f"{toplevel}.v").read_bytes())  # memory images are read at run time
+    # memory images are read at run time; the comment header (model checksum ...) is no design
+    text = (design_dir / f"{toplevel}.v").read_bytes()
+    while text.startswith(b"//"):
+        text = text.split(b"\n", 1)[1] if b"\n" in text else b""
+    h.update(text)
     h.update(f"{sim}:{waves}".encode())
     return h.hexdigest()[:16]
 
@@ -141,15 +162,16 @@ def build(design_dir, sim: str = "verilator", *, waves: bool = False,
 def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes: int = 1,
                     seed: int = 0, max_steps: int = 0, waves: Path | None = None,
                     build_root: Path | None = None, work_dir: Path | None = None,
-                    arch: str = "parallel", obs_writes: str = "all") -> dict:
+                    arch: str = "core", obs_writes: str | None = None) -> dict:
     """Run ``episodes`` closed-loop episodes; returns the bench's result dict.
 
     ``model_path`` is the model the *reference* runs; pass a different one from the design's
     to check that the checker catches a corrupted design. ``arch`` names the design in
-    ``design_dir`` (``parallel``: ``deltanet_top``; ``seq``: ``deltanet_seq``, whose bench stops
-    at the first mismatching step). ``obs_writes`` (seq only): ``all`` writes every
-    observation-memory word every step, ``changed`` only the words that changed since the last
-    step (the first step after reset writes all).
+    ``design_dir`` (``core``: ``deltanet_core``; ``parallel``: ``deltanet_top``; ``seq``:
+    ``deltanet_seq``; the core and seq benches stop at the first mismatching step).
+    ``obs_writes`` (core and seq): ``all`` writes every observation word every step,
+    ``changed`` only the words that changed since the last step (an episode start writes
+    all); None: the bench's default (core ``changed``, seq ``all``).
     """
     import time
 
@@ -178,9 +200,10 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
         "DELTANET_SEED": str(seed),
         "DELTANET_MAX_STEPS": str(max_steps),
         "DELTANET_RESULTS": str(results),
-        "DELTANET_OBS_WRITES": obs_writes,
         "PYTHONWARNINGS": "ignore",
     }
+    if obs_writes is not None:
+        env["DELTANET_OBS_WRITES"] = obs_writes
     runner = get_runner(sim)
     kwargs = {}
     if sim == "icarus":
@@ -211,7 +234,7 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     return out
 
 
-def _generation_key(model: Model, lanes: int, arch: str, obs_words: int) -> str:
+def _generation_key(model: Model, lanes: int, arch: str, obs_words: int | None) -> str:
     """What the generated design depends on: the model's arrays and config (a fresh checksum,
     not the one in ``meta``, which a modified copy inherits), lanes, the architecture, and the
     generator's sources (this file's generation options included) and Amaranth version."""
@@ -229,12 +252,11 @@ def _generation_key(model: Model, lanes: int, arch: str, obs_words: int) -> str:
 
 
 def prepare(model: Model, lanes: int, root: Path, *, design_model: Model | None = None,
-            arch: str = "parallel", obs_words: int = 8):
+            arch: str = "core", obs_words: int | None = None):
     """Write the reference model and the generated design under ``root``.
 
-    ``design_model`` (default: ``model``) is what the hardware is built from; ``arch`` picks
-    the generator (``parallel``: :func:`hw.generate.generate`, ``seq``:
-    :func:`hw.generate_seq.generate_seq` with ``obs_words``). A design generated before from
+    ``design_model`` (default: ``model``) is what the hardware is built from; ``arch`` and
+    ``obs_words`` pick the generator (:func:`generate_design`). A design generated before from
     the same model, lanes and generator sources is kept (``design/.generated`` holds the key).
     Returns ``(design_dir, model_path)``.
     """
@@ -244,6 +266,7 @@ def prepare(model: Model, lanes: int, root: Path, *, design_model: Model | None 
     model_path = save_model(model, root / "reference.npz")
     dm = design_model or model
     design_dir = root / "design"
+    obs_words = default_obs_words(dm, arch, obs_words)
     key = _generation_key(dm, lanes, arch, obs_words)
     stamp = design_dir / ".generated"
     if stamp.exists() and stamp.read_text().strip() == key \
@@ -251,9 +274,6 @@ def prepare(model: Model, lanes: int, root: Path, *, design_model: Model | None 
         return design_dir, model_path
     if stamp.exists():
         stamp.unlink()
-    if arch == "seq":
-        generate_seq_design(dm, lanes, design_dir, obs_words)
-    else:
-        generate_design(dm, lanes, design_dir)
+    generate_design(dm, lanes, design_dir, arch=arch, obs_words=obs_words)
     stamp.write_text(key + "\n")
     return design_dir, model_path

@@ -1,7 +1,8 @@
 """``deltanet simulate --engine amaranth``: the closed loop on Amaranth's simulator.
 
-The CLI run must pass with consistent performance figures, its per-step cycles must equal an
-independent pysim run (reference choosing the actions), and corrupted designs must be caught
+The CLI run (the event-driven core, the default for a dense model) must pass with consistent
+performance figures, its per-step cycles must equal an independent pysim run (reference choosing
+the actions, :class:`pysim.corecycles.CoreCycleModel`), and corrupted designs must be caught
 with the same first mismatch the cocotb bench reports.
 """
 
@@ -13,7 +14,8 @@ import pytest
 from deltanet import MODELS_DIR
 from deltanet.amaranth_engine import run_amaranth
 from deltanet.cli import main
-from pysim import CycleModel, DeltaNetwork, load_model
+from pysim import DeltaNetwork, load_model
+from pysim.corecycles import CoreCycleModel
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
@@ -22,17 +24,17 @@ ARGS = {"lanes": 2, "episodes": 1, "seed": 0, "max_steps": 40}
 
 
 def _pysim_cycles(model, lanes, seed, max_steps):
-    """Per-step cycles of the reference alone as the policy (CycleModel), same seed."""
+    """Per-step cycles of the reference alone as the policy (CoreCycleModel), same seed."""
     from deltanet.envs import make_env
 
     env = make_env(model.meta["env_id"], seed)()
-    net, cm = DeltaNetwork(model), CycleModel(model, lanes)
+    net, cm = DeltaNetwork(model), CoreCycleModel(model, lanes)
     obs, _ = env.reset(seed=seed)
     out = []
-    for _ in range(max_steps):
+    for t in range(max_steps):
         x = net.quantize_obs(np.asarray(obs, dtype=np.float64).reshape(1, -1))
         y = net.step(x)
-        out.append(int(cm.step_cycles(net.last_events)[0]))
+        out.append(int(cm.schedule(net.last_events, first=t == 0).cycles))
         obs, _, term, trunc, _ = env.step(net.decode(y)[0])
         if term or trunc:
             break
@@ -51,7 +53,7 @@ def test_cli_simulate_amaranth(tmp_path, clean_run):
                "--max-steps", "40", "--lanes", "2", "--json", str(out)])
     r = json.loads(out.read_text())
     assert rc == 0, r["first_mismatch"]
-    assert r["simulator"] == "amaranth"
+    assert r["simulator"] == "amaranth" and r["arch"] == "core"
     assert r["steps"] == 40 and r["mismatches"] == 0 and r["mismatched_values"] == 0
     assert r["first_mismatch"] is None
     assert r["returns_equal"] and r["hw_return"] == r["ref_return"] == 40.0

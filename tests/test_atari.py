@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from deltanet.atari import (export_dqn_cnn, make_eval_env, make_train_env, quantize_atari,
-                            record_frames)
+from deltanet.atari import (
+    export_dqn_cnn,
+    make_eval_env,
+    make_train_env,
+    quantize_atari,
+    record_frames,
+)
 from deltanet.envs import make_env
 from deltanet.prune import check_balance, prune_oneshot
 from deltanet.train import check_env_algo, hyperparams, latest_checkpoint, train
@@ -129,7 +134,8 @@ def test_generate_chooses_the_seq_core_for_conv_models(sb3_dqn):
 
     conv = export_dqn_cnn(sb3_dqn, GAME)
     dense = load_model("deltanet/models/cartpole.npz")
-    assert choose_arch(conv, "auto") == "seq" and choose_arch(dense, "auto") == "parallel"
-    assert choose_arch(dense, "seq") == "seq"
-    with pytest.raises(ValueError, match="dense layers only"):
-        choose_arch(conv, "parallel")
+    assert choose_arch(conv, "auto") == "seq" and choose_arch(dense, "auto") == "core"
+    assert choose_arch(dense, "seq") == "seq" and choose_arch(dense, "parallel") == "parallel"
+    for arch in ("core", "parallel"):
+        with pytest.raises(ValueError, match="dense layers only"):
+            choose_arch(conv, arch)

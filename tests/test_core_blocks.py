@@ -141,7 +141,8 @@ def test_event_queue_order_and_latency():
     async def bench(ctx):
         sent = 0
         for cycle in range(200):
-            push = rng.random() < 0.5 and sent < 100
+            # the core never pushes into a full queue (it is sized for the worst case)
+            push = rng.random() < 0.5 and sent < 100 and sent - len(pops) < 8
             ctx.set(dut.i.valid, int(push))
             ctx.set(dut.i.payload.v, sent & 0xFF)
             take = rng.random() < 0.6
@@ -151,7 +152,7 @@ def test_event_queue_order_and_latency():
             await ctx.tick()
             if push:
                 sent += 1
-                # pushed at this edge: at the head from the next cycle if the queue was empty
+        ctx.set(dut.i.valid, 0)
         while ctx.get(dut.o.valid):
             ctx.set(dut.o.ready, 1)
             pops.append(ctx.get(dut.o.payload.v))
@@ -163,7 +164,8 @@ def test_event_queue_order_and_latency():
 
 
 def test_issuer_issues_work_slots_in_order_without_bubbles(cartpole):
-    plan = CorePlan.build(cartpole, 4, 4)
+    plan = CorePlan.build(cartpole, 1, 4)  # one lane: columns up to 16 words long
+    assert plan.len_width >= 2 and plan.group_slots == 4
     dut = Issuer(plan=plan)
     q = EventQueue(layout=group_layout(plan), depth=8)
     m = Module()

@@ -65,19 +65,27 @@ def test_generate_with_observations_and_errors(tmp_path):
 def test_cli_generate(tmp_path):
     pytest.importorskip("gymnasium")
     from deltanet.cli import main
+    from hw.generate_core import TOPLEVEL as CORE
 
     out = tmp_path / "design"
     rc = main(["generate", "--model", str(ROOT / "deltanet" / "models" / "cartpole.npz"),
-               "--lanes", "2", "--out", str(out), "--steps", "30"])
+               "--lanes", "2", "--out", str(out), "--steps", "30", "--arch", "parallel"])
     assert rc == 0
     assert (out / f"{TOPLEVEL}.v").exists() and (out / f"{TOPLEVEL}.json").exists()
     assert "recorded observations" in (out / "report.md").read_text()
+    core = tmp_path / "core"  # the default for a dense model: the event-driven core
+    rc = main(["generate", "--model", str(ROOT / "deltanet" / "models" / "cartpole.npz"),
+               "--lanes", "3", "--out", str(core), "--steps", "30", "--memory-files"])
+    assert rc == 0
+    assert (core / f"{CORE}.v").exists() and (core / f"{CORE}.json").exists()
+    assert "$readmemh" in (core / f"{CORE}.v").read_text()
+    assert "recorded observations" in (core / "report.md").read_text()
     assert main(["generate", "--model", str(MODELS[0]), "--lanes", "0", "--out",
                  str(out)]) == 2
 
 
 def test_hw_imports_only_amaranth_numpy_pysim():
-    code = ("import sys, hw, hw.generate, hw.top\n"
+    code = ("import sys, hw, hw.generate, hw.generate_core, hw.top\n"
             "bad = [m for m in ('gymnasium', 'torch', 'cocotb', 'deltanet', 'stable_baselines3')"
             " if m in sys.modules]\n"
             "assert not bad, bad\n")

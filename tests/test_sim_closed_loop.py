@@ -32,7 +32,7 @@ def test_verify_full_episode_verilator(path, tmp_path):
 def test_mutated_design_is_caught(what, tmp_path):
     out = tmp_path / "m.json"
     rc = main(["verify", "--model", str(MODELS_DIR / "cartpole.npz"), "--episodes", "1",
-               "--max-steps", "60", "--lanes", "2", "--mutate", what, "--json", str(out)])
+               "--max-steps", "60", "--lanes", "4", "--mutate", what, "--json", str(out)])
     r = json.loads(out.read_text())
     assert rc == 1
     assert r["mismatches"] > 0

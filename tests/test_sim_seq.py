@@ -94,10 +94,11 @@ def test_memory_files_hold_the_inline_contents(tmp_path):
 def test_arch_choice(dqn_path, capsys):
     dqn = load_model(dqn_path)
     cart = load_model(MODELS_DIR / "cartpole.npz")
-    assert resolve_arch(dqn) == "seq" and resolve_arch(cart) == "parallel"
+    assert resolve_arch(dqn) == "seq" and resolve_arch(cart) == "core"
     assert resolve_arch(cart, "seq") == "seq"
-    with pytest.raises(ValueError, match="dense layers only.*--arch seq"):
-        resolve_arch(dqn, "parallel")
+    for arch in ("core", "parallel"):
+        with pytest.raises(ValueError, match="dense layers only.*--arch seq"):
+            resolve_arch(dqn, arch)
     with pytest.raises(ValueError, match="discrete-action"):
         resolve_arch(load_model(MODELS_DIR / "pendulum.npz"), "seq")
     rc = main(["verify", "--model", str(dqn_path), "--arch", "parallel"])

@@ -4,7 +4,7 @@ import pytest
 
 from deltanet.synth import SynthError, io_shim, ports, synth
 
-COUNTER = """module deltanet_top(clk, rst, start, done, q);
+COUNTER = """module deltanet_core(clk, rst, start, done, q);
   input clk; wire clk;
   input rst; wire rst;
   input start; wire start;
@@ -23,7 +23,7 @@ def test_ports_and_shim():
     assert ports(COUNTER) == [("input", "clk", 1), ("input", "rst", 1), ("input", "start", 1),
                               ("output", "done", 1), ("output", "q", 8)]
     shim, ffs = io_shim(COUNTER)
-    assert "module deltanet_top_shim(input clk, input sin, input ld, output sout);" in shim
+    assert "module deltanet_core_shim(input clk, input sin, input ld, output sout);" in shim
     assert ".q(ov[8:1])" in shim and ".start(ish[0:0])" in shim
     assert ffs == 1 + 9 + 1
     with pytest.raises(SynthError, match="not found"):
@@ -53,7 +53,7 @@ def test_synth_counts_and_early_does_not_fit(tmp_path):
     wide = "\n".join(f"  output [31:0] q{i}; reg [31:0] q{i};" for i in range(8))
     body = "\n".join(f"  always @(posedge clk) q{i} <= q{i} * a + {i};" for i in range(8))
     v = tmp_path / "big.v"
-    v.write_text("module deltanet_top(clk, rst, a, " + ", ".join(f"q{i}" for i in range(8))
+    v.write_text("module deltanet_core(clk, rst, a, " + ", ".join(f"q{i}" for i in range(8))
                  + ");\n  input clk; wire clk;\n  input rst; wire rst;\n"
                  "  input [31:0] a; wire [31:0] a;\n" + wide + "\n" + body + "\nendmodule\n")
     with pytest.raises(SynthError, match="does not fit ice40-up5k"):
@@ -64,7 +64,7 @@ def test_synth_counts_and_early_does_not_fit(tmp_path):
 
 def test_synth_another_top_name(tmp_path):
     v = tmp_path / "top.v"
-    v.write_text(COUNTER.replace("module deltanet_top(", "module deltanet_seq("))
+    v.write_text(COUNTER.replace("module deltanet_core(", "module deltanet_seq("))
     res = synth(v, "ecp5-25k", cache_root=tmp_path / "cache", top_name="deltanet_seq")
     assert res["top"] == "deltanet_seq" and res["ffs"] >= 9
     shim, _ = io_shim(v.read_text(), "deltanet_seq")

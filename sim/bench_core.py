@@ -1,0 +1,88 @@
+"""cocotb bench: closed-loop gymnasium episodes driven by the event-driven core ``deltanet_core``.
+
+The loop, the step driver and the checker are shared with the Amaranth engine
+(:class:`sim.coreloop.CoreBench`, :class:`sim.driver.StepDriver`, :mod:`sim.check`); this
+module adds the cocotb port adapter :class:`CocotbIO` and the test. The clock is a GPI clock
+and :meth:`CocotbIO.wait_done` awaits the rising edge of ``done`` with a timeout, so the
+simulator runs a whole step without waking Python; Python acts once per observation word
+written and once per step.
+
+Parameters come from environment variables set by :mod:`sim.runner`: ``DELTANET_DESIGN_JSON``
+(``deltanet_core.json``), ``DELTANET_MODEL`` (the model the reference runs),
+``DELTANET_EPISODES``, ``DELTANET_SEED``, ``DELTANET_MAX_STEPS`` (0 = whole episodes),
+``DELTANET_RESULTS`` (JSON out), ``DELTANET_OBS_WRITES`` (``changed``, the default: only the
+observation words whose codes changed since the last step; ``all``: every word every step).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import FallingEdge, RisingEdge, SimTimeoutError, with_timeout
+
+from pysim import load_model
+
+from .check import CLOCK_NS
+from .coreloop import CoreBench
+
+__all__ = ["CocotbIO"]
+
+
+class CocotbIO:
+    """Port adapter (see :mod:`sim.driver`) for a cocotb ``dut``: ``set``/``get`` on
+    ``dut.<name>``, ``tick`` = the next falling clock edge, ``edges`` = rising edges since time
+    0 (read at falling edges). :meth:`start_clock` first."""
+
+    def __init__(self, dut, clock_ns: int = CLOCK_NS):
+        self.dut = dut
+        self.clock_ns = clock_ns
+
+    def start_clock(self) -> None:
+        """A GPI clock, low for the first half period: rising edges at ``(k + 1/2) * T``."""
+        Clock(self.dut.clk, self.clock_ns, unit="ns", impl="gpi").start(start_high=False)
+
+    def set(self, name: str, value: int) -> None:
+        getattr(self.dut, name).value = int(value)
+
+    def get(self, name: str) -> int:
+        return int(getattr(self.dut, name).value)
+
+    async def tick(self) -> None:
+        await FallingEdge(self.dut.clk)
+
+    async def wait_done(self, max_cycles: int) -> bool:
+        if self.get("done"):
+            return True
+        try:
+            await with_timeout(RisingEdge(self.dut.done), max_cycles * self.clock_ns, "ns")
+        except SimTimeoutError:
+            return False
+        await FallingEdge(self.dut.clk)
+        return True
+
+    @property
+    def edges(self) -> int:
+        return int(get_sim_time("ns") // self.clock_ns)
+
+
+@cocotb.test()
+async def closed_loop_core(dut):
+    design = json.loads(Path(os.environ["DELTANET_DESIGN_JSON"]).read_text())
+    model = load_model(os.environ["DELTANET_MODEL"])
+    bench = CoreBench(design, model, writes=os.environ.get("DELTANET_OBS_WRITES", "changed"))
+    io = CocotbIO(dut)
+    io.start_clock()
+    await bench.reset(io)
+    res = await bench.run(io, episodes=int(os.environ.get("DELTANET_EPISODES", "1")),
+                          seed=int(os.environ.get("DELTANET_SEED", "0")),
+                          max_steps=int(os.environ.get("DELTANET_MAX_STEPS", "0")),
+                          log=lambda text: dut._log.error("MISMATCH at %s", text))
+    results = Path(os.environ["DELTANET_RESULTS"])
+    tmp = results.with_name(results.name + ".tmp")
+    tmp.write_text(json.dumps(res))
+    os.replace(tmp, results)

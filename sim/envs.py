@@ -1,0 +1,166 @@
+"""Gymnasium glue: seeded env thunks, space checks and the Atari evaluation env.
+
+It lives in ``sim/`` because the closed-loop benches create the envs they run (the hardware
+chooses the actions) and ``sim`` imports nothing from ``deltanet`` (layering: pysim <- hw <-
+sim <- deltanet); :mod:`deltanet.envs` and :mod:`deltanet.atari` re-export it.
+
+Atari evaluation envs (:func:`make_eval_env`) are SB3's Atari preprocessing (Mnih et al. 2015:
+30 no-op starts, max-pool over frame skip 4, 84x84 grey, FIRE on reset) *without* episodic life
+and reward clipping, so an episode is a whole game and its return is the game score, capped at
+:data:`MAX_EVAL_STEPS` agent steps (108,000 frames). Their observations are the four stacked
+frames in CHW order, flattened (``4*84*84`` uint8 values): the input layout of the exported
+network (SB3 transposes HWC to CHW the same way).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = ["FRAME_STACK", "MAX_EVAL_STEPS", "ChwFrameStack", "check_atari",
+           "check_model_fits_env", "check_supported", "is_atari", "make_env", "make_eval_env",
+           "register_atari", "space_to_dict"]
+
+#: Agent-step cap of an evaluation game (27,000 steps x frame skip 4 = 108,000 frames).
+MAX_EVAL_STEPS = 27_000
+FRAME_STACK = 4
+
+_ATARI_REGISTERED = False
+
+
+def register_atari() -> None:
+    """Register ale-py's envs with gymnasium (once)."""
+    global _ATARI_REGISTERED
+    if not _ATARI_REGISTERED:
+        import ale_py
+
+        gym.register_envs(ale_py)
+        _ATARI_REGISTERED = True
+
+
+def is_atari(env_id: str) -> bool:
+    return env_id.endswith("NoFrameskip-v4")
+
+
+def check_atari(env_id: str) -> None:
+    if not is_atari(env_id):
+        raise ValueError(f"{env_id!r} is not an Atari id: use <Game>NoFrameskip-v4, e.g. "
+                         f"BreakoutNoFrameskip-v4")
+    register_atari()
+    if env_id not in gym.registry:
+        raise ValueError(f"unknown Atari game {env_id!r} (ale-py registers <Game>NoFrameskip-v4 "
+                         f"for every ROM it bundles, e.g. BreakoutNoFrameskip-v4)")
+
+
+class ChwFrameStack(gym.Wrapper):
+    """Stack the last 4 preprocessed frames, newest last, as a flat CHW uint8 vector."""
+
+    def __init__(self, env, k: int = FRAME_STACK):
+        super().__init__(env)
+        h, w = env.observation_space.shape[:2]
+        self.k, self.h, self.w = k, h, w
+        self.frames = np.zeros((k, h, w), dtype=np.uint8)
+        self.observation_space = gym.spaces.Box(0, 255, (k * h * w,), dtype=np.uint8)
+
+    def _obs(self):
+        return self.frames.reshape(-1).copy()
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.frames[:] = 0
+        self.frames[-1] = obs.reshape(self.h, self.w)
+        return self._obs(), info
+
+    def step(self, action):
+        obs, r, term, trunc, info = self.env.step(action)
+        self.frames[:-1] = self.frames[1:]
+        self.frames[-1] = obs.reshape(self.h, self.w)
+        return self._obs(), r, term, trunc, info
+
+
+def make_eval_env(env_id: str, max_steps: int = MAX_EVAL_STEPS):
+    """One whole-game evaluation env (unclipped score, all lives), flat CHW observations.
+
+    The frame stack starts from zeros like SB3's VecFrameStack, so the network sees at reset the
+    same input it saw in training.
+    """
+    from stable_baselines3.common.atari_wrappers import AtariWrapper
+
+    check_atari(env_id)
+    env = gym.make(env_id)
+    env = AtariWrapper(env, terminal_on_life_loss=False, clip_reward=False)
+    env = gym.wrappers.TimeLimit(env, max_episode_steps=max_steps)
+    return ChwFrameStack(env)
+
+
+def make_env(env_id: str, seed: int | None = None, **kwargs):
+    """A thunk creating ``env_id`` (cleanrl style); the env is seeded on its first reset."""
+
+    def thunk():
+        if is_atari(env_id):  # the paper's Atari setting: whole games
+            env = make_eval_env(env_id, **kwargs)
+            env.action_space.seed(seed)
+            return env
+        if env_id.startswith("ALE/"):
+            register_atari()
+        try:
+            env = gym.make(env_id, **kwargs)
+        except gym.error.Error as e:
+            raise ValueError(f"cannot make gymnasium env {env_id!r}: {e}") from None
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+
+
+def space_to_dict(space) -> dict:
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n)}
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "shape": list(space.shape),
+                "low": [float(v) for v in np.asarray(space.low, dtype=np.float64).ravel()],
+                "high": [float(v) for v in np.asarray(space.high, dtype=np.float64).ravel()]}
+    raise ValueError(f"unsupported space {space!r}: deltanet handles Box observations and "
+                     f"Discrete or Box actions")
+
+
+def check_supported(env) -> None:
+    """Refuse envs whose spaces deltanet cannot run (ValueError: a user error the CLI
+    reports)."""
+    obs, act = env.observation_space, env.action_space
+    if not isinstance(obs, gym.spaces.Box):
+        raise ValueError(f"{env.spec.id if env.spec else env}: observation "  # noqa: TRY004
+                         f"space {obs} is not a Box; deltanet needs a Box observation space")
+    if not isinstance(act, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise ValueError(f"{env.spec.id if env.spec else env}: action space "  # noqa: TRY004
+                         f"{act} is neither Discrete nor Box")
+
+
+def check_model_fits_env(model, env) -> None:
+    """Raise ValueError naming the mismatch when ``model`` cannot drive ``env``."""
+    check_supported(env)
+    name = env.spec.id if env.spec else str(env)
+    where = model.meta.get("path", "model")
+    cfg = model.config
+    obs_dim = int(np.prod(env.observation_space.shape))
+    if cfg.n_in != obs_dim:
+        raise ValueError(f"{where}: the network takes {cfg.n_in} inputs but {name} observations "
+                         f"have {obs_dim} values")
+    act = env.action_space
+    if isinstance(act, gym.spaces.Discrete):
+        if cfg.decoder.kind != "argmax":
+            raise ValueError(f"{where}: decoder {cfg.decoder.kind!r} gives continuous actions but "
+                             f"{name} has a Discrete action space")
+        if cfg.n_out != int(act.n):
+            raise ValueError(f"{where}: the network has {cfg.n_out} outputs but {name} has "
+                             f"{int(act.n)} actions")
+    else:
+        if cfg.decoder.kind == "argmax":
+            raise ValueError(f"{where}: decoder 'argmax' gives discrete actions but {name} has a "
+                             f"Box action space")
+        if cfg.n_out != int(np.prod(act.shape)):
+            raise ValueError(f"{where}: the network has {cfg.n_out} outputs but {name} actions "
+                             f"have {int(np.prod(act.shape))} values")
+    want = model.meta.get("env_id")
+    if want and env.spec is not None and want != env.spec.id:
+        raise ValueError(f"{where}: the model was built for {want!r}, not {env.spec.id!r}")
