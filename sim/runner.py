@@ -18,10 +18,13 @@ MB of C++).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import tempfile
+import uuid
 from pathlib import Path
 
 from hw.generate import generate
@@ -153,9 +156,15 @@ def build(design_dir, sim: str = "verilator", *, waves: bool = False,
     stamp = bdir / ".built"
     if stamp.exists():
         return bdir
-    bdir.mkdir(parents=True, exist_ok=True)
-    compile_sources([design_dir / f"{toplevel}.v"], toplevel, bdir, sim, waves=waves)
-    stamp.write_text("ok\n")
+    bdir.parent.mkdir(parents=True, exist_ok=True)
+    # one build per folder at a time: a second run of the same design waits for the first
+    # build and then uses it (never a half-built folder)
+    with open(bdir.parent / f"{bdir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            bdir.mkdir(parents=True, exist_ok=True)
+            compile_sources([design_dir / f"{toplevel}.v"], toplevel, bdir, sim, waves=waves)
+            stamp.write_text("ok\n")
     return bdir
 
 
@@ -185,11 +194,13 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     bdir = build(design_dir, sim, waves=waves is not None, build_root=build_root,
                  toplevel=toplevel)
     build_s = time.perf_counter() - t0
-    work = Path(work_dir or (bdir / "run")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    results = work / "results.json"
-    if results.exists():
-        results.unlink()
+    # every run in a folder of its own: runs started together never read each other's results
+    if work_dir is None:
+        work = Path(tempfile.mkdtemp(prefix="run-", dir=bdir)).resolve()
+    else:
+        work = Path(work_dir).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+    results = work / f"results-{os.getpid()}-{uuid.uuid4().hex}.json"
     for p in sorted(design_dir.iterdir()):  # $readmemh files: read from the run folder
         if p.suffix in INIT_SUFFIXES:
             shutil.copyfile(p, work / p.name)
@@ -218,6 +229,10 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     if not results.exists():
         raise SimulationError(f"the {sim} simulation produced no results; see {log}")
     out = json.loads(results.read_text())
+    if work_dir is None:  # the run's copies of the memory images are not needed any more
+        for p in work.iterdir():
+            if p.suffix in INIT_SUFFIXES:
+                p.unlink()
     out["simulator"] = sim
     out["arch"] = arch
     out["log"] = str(log)

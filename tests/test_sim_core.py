@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,3 +266,28 @@ def test_cli_verify_arch_core(tmp_path, capsys):
     assert r["arch"] == "core" and r["steps"] == 60 and r["mismatches"] == 0
     assert r["obs_words"] == 4 and r["obs_writes"] == "changed"
     assert r["latency_per_step"]["mean"] > r["cycles_per_step"]["mean"]
+
+
+@pytest.mark.verilator
+def test_parallel_verify_runs_never_mix_results(tmp_path):
+    """Two `deltanet verify` runs started together from one folder (one build folder, one
+    cache) each report their own episodes: different seeds, different step counts."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [str(Path(sys.executable).parent / "deltanet"), "verify", "--model",
+           str(root / "deltanet" / "models" / "cartpole.npz"), "--lanes", "3", "--sim",
+           "verilator"]
+    runs = {seed: tmp_path / f"v{seed}.json" for seed in (11, 12)}
+    procs = [subprocess.Popen(cmd + ["--seed", str(seed), "--max-steps", str(40 + seed),
+                                     "--json", str(out)], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for seed, out in runs.items()]
+    logs = [p.communicate(timeout=900)[0].decode() for p in procs]
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log
+    for seed, out in runs.items():
+        res = json.loads(out.read_text())
+        assert res["steps"] == 40 + seed, res
+        assert res["mismatches"] == 0
