@@ -6,7 +6,7 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from pysim.corecycles import CoreCycleModel
+from pysim.corecycles import max_cycles
 from pysim.coreplan import CorePlan
 
 from .shapes import mac_command_layout, threshold_shape
@@ -119,8 +119,7 @@ class Controller(wiring.Component):
                          more.eq(self.more.any())]
 
         # ---- counters (as wide as a step can count; the ports are COUNTER_WIDTH bits) -----------
-        cyc = Signal(range(CoreCycleModel(plan.model, plan.lanes, plan.obs_words).max_cycles()
-                           + 2))
+        cyc = Signal(range(max_cycles(plan) + 2))
         m.d.sync += cyc.eq(cyc + 1)
         ev_live = [Signal(range(ly.n_in + 1), name=f"ev_live{i}")
                    for i, ly in enumerate(plan.config.layers)]

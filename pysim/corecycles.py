@@ -53,7 +53,16 @@ import numpy as np
 from .coreplan import CorePlan
 from .model import Model
 
-__all__ = ["EXAM_LATENCY", "INTAKE_LATENCY", "MAC_LATENCY", "OUT_LATENCY", "QUEUE_LATENCY", "CoreCycleModel", "StepSchedule"]
+__all__ = [
+    "EXAM_LATENCY",
+    "INTAKE_LATENCY",
+    "MAC_LATENCY",
+    "OUT_LATENCY",
+    "QUEUE_LATENCY",
+    "CoreCycleModel",
+    "StepSchedule",
+    "max_cycles",
+]
 
 #: cycles from an issue to the accumulator write (weight read, weight register, product and
 #: accumulator read, add and write); the examination's first round starts in the cycle of the
@@ -80,6 +89,15 @@ class StepSchedule:
     groups: list  # per layer: groups issued
     dirty: list  # per layer: neurons examined (dirty-list entries, or every neuron)
     lane_work: np.ndarray  # (L,) useful MACs per lane
+
+
+def max_cycles(plan: CorePlan) -> int:
+    """An upper bound of any step's ``cycles`` on ``plan``: every layer issues each of its
+    columns at most once per step (each input is written, or each neuron examined, once) and
+    runs at most ``rows`` rounds; sizes the core's cycle counter."""
+    per_layer = MAC_LATENCY + EXAM_LATENCY + QUEUE_LATENCY + 2
+    return int(1 + plan.init_steps + sum(int(c.sum()) + r + per_layer
+                                         for c, r in zip(plan.col_len, plan.rows)))
 
 
 class CoreCycleModel:
@@ -190,13 +208,8 @@ class CoreCycleModel:
         return (-(-np.asarray(significant) // self.lanes)).sum(axis=0)
 
     def max_cycles(self) -> int:
-        """An upper bound of any step's ``cycles``: every layer issues each of its columns at
-        most once per step (each input is written, or each neuron examined, once) and runs at
-        most ``rows`` rounds; sizes the core's cycle counter."""
-        p = self.plan
-        per_layer = MAC_LATENCY + EXAM_LATENCY + QUEUE_LATENCY + 2
-        return int(1 + p.init_steps + sum(int(c.sum()) + r + per_layer
-                                          for c, r in zip(p.col_len, p.rows)))
+        """An upper bound of any step's ``cycles`` (:func:`max_cycles`)."""
+        return max_cycles(self.plan)
 
     def dense_cycles(self) -> int:
         """MAC issue cycles of a dense schedule on the same lanes: every input of every layer,
