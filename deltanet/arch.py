@@ -41,8 +41,8 @@ def choose_arch(model: Model, arch: str = "auto") -> str:
         raise ValueError(f"--arch must be one of {ARCHS}, got {arch!r}")
     has_conv = any(ly.kind != "dense" for ly in model.config.layers)
     if arch == "auto":
-        return "seq" if has_conv else "core"
-    if arch in ("core", "parallel") and has_conv:
+        return "core"
+    if arch == "parallel" and has_conv:
         raise ValueError(f"{model.meta.get('path', 'model')}: the {ARCH_NAMES[arch]} runs "
                          "dense layers only; this model has conv2d layers (use --arch seq)")
     return arch

@@ -35,7 +35,8 @@ class Controller(wiring.Component):
     thr_we, thr_sel, thr_data: In write layer ``thr_sel``'s threshold register (accepted with
     ``obs_en``; the next step then examines every neuron). thresholds: Out, every register.
     exam_threshold: Out the threshold of the examined layer's next layer.
-    queue_empty: In(1); mac_en, mac_layer: Out the issue stage runs for that layer.
+    queue_empty: In(1), issue_idle: In(1) (a layer's MAC is done when both hold); mac_en,
+    mac_layer: Out the issue stage runs for that layer.
     init_en, init_index, init_bank, init_addr: Out the bias initialisation (one row of every
     lane per cycle).
     go, index, index1, exam_layer, full, first_step: Out examination round ``index`` starts
@@ -68,7 +69,7 @@ class Controller(wiring.Component):
             "thresholds": Out(data.ArrayLayout(unsigned(self._thr_w), N)),
             "exam_threshold": Out(unsigned(self._thr_w)),
             "intake_busy": In(1),
-            "queue_empty": In(1), "mac_en": Out(1), "mac_layer": Out(lay),
+            "queue_empty": In(1), "issue_idle": In(1), "mac_en": Out(1), "mac_layer": Out(lay),
             "init_en": Out(1), "init_index": Out(max(1, (plan.init_steps - 1).bit_length())),
             "init_bank": Out(1), "init_addr": Out(plan.acc_addr_width),
             "go": Out(1), "index": Out(plan.acc_addr_width),
@@ -123,7 +124,7 @@ class Controller(wiring.Component):
         m.d.sync += cyc.eq(cyc + 1)
         ev_live = [Signal(range(ly.n_in + 1), name=f"ev_live{i}")
                    for i, ly in enumerate(plan.config.layers)]
-        mac_live = [Signal(range(int((plan.model.w_raw[i] != 0).sum()) + 1), name=f"mac_live{i}")
+        mac_live = [Signal(range(int(plan.model.column_nnz(i).sum()) + 1), name=f"mac_live{i}")
                     for i in range(N)]
         # the increments are registered first (off the examination's and the MAC's paths): a
         # count lags its event by one cycle, and the latch at the end of a step adds the last
@@ -150,7 +151,7 @@ class Controller(wiring.Component):
                              mac_live[i].eq(mac_live[i] + mac_inc)]
 
         # ---- bias initialisation counters -----------------------------------------------------
-        init_layer = Signal(range(N))
+        init_layer = Signal(range(N + 1))
         init_row = Signal(range(max(plan.rows) + 1))
         rows_m1 = Signal(range(max(plan.rows)))
         base = Signal(range(max(plan.bank_depth) + 1))
@@ -193,7 +194,7 @@ class Controller(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += self.mac_en.eq(ml < N)
                 prod_done = Mux(ml == 0, 1, fin)
-                with m.If((ml < N) & prod_done & self.queue_empty):
+                with m.If((ml < N) & prod_done & self.queue_empty & self.issue_idle):
                     # the MAC of layer ml is done: its examination starts in the next cycle
                     with m.If(ml != 0):
                         m.d.comb += self.dl_clear.eq(Mux(ml[0], 0b01, 0b10))

@@ -156,7 +156,8 @@ class DeltaCore(wiring.Component):
         wiring.connect(m, queue.o, issuer.i)
         m.d.comb += [
             issuer.en.eq(ctrl.mac_en), issuer.layer.eq(ctrl.mac_layer),
-            ctrl.queue_empty.eq(queue.empty), ctrl.intake_events.eq(intake.events),
+            ctrl.queue_empty.eq(queue.empty), ctrl.issue_idle.eq(issuer.idle),
+            ctrl.intake_events.eq(intake.events),
             ctrl.mac_layer_r.eq(lanes[0].mac_layer),
         ]
 
@@ -184,7 +185,7 @@ class DeltaCore(wiring.Component):
                 ctrl.fires[k].eq(ex.fire), ctrl.mac_valid[k].eq(lane.mac_valid),
             ]
             for r in range(plan.rows[-1]):
-                o = r * L + k
+                o = int(plan.neuron(N - 1, k, r))
                 if o < plan.config.n_out:
                     m.d.comb += self.out[o * w:(o + 1) * w].eq(ex.out[r])
         return m

@@ -23,8 +23,8 @@ class Examiner(wiring.Component):
     Parameters (keyword-only): ``plan`` (:class:`pysim.coreplan.CorePlan`), ``lane`` (k).
 
     Memories (hidden layers only): ``x_hat`` of every hidden neuron of the lane (the next
-    layer's last propagated input) and ``next`` (ROM: ``start | len`` of the neuron's column in
-    the next layer).
+    layer's last propagated input) and ``next`` (ROM: the key of the neuron's input in the next
+    layer, ``CorePlan.next_keys``).
 
     Ports
     -----
@@ -37,7 +37,7 @@ class Examiner(wiring.Component):
     count, appending, dl_data / dl_bank, dl_index; ex_rd_* / ex_rd_data; ex_clean_*: to the lane's
     dirty lists and accumulator banks (:class:`hw.lane.MacLane`).
     slot: Out(``slot_layout``) this lane's candidate event of the round in X4 (``work``: it
-    fired and its column is not empty); valid: Out(1) a hidden neuron is in X4; fire: Out(1) it
+    fired and its key is not 0); valid: Out(1) a hidden neuron is in X4; fire: Out(1) it
     fired (counted as an event of the next layer, even with an empty column).
     busy: Out(1) a round is in X1..X4.
     out: Out(array of the last layer's output codes of this lane's rows); written when the
@@ -80,8 +80,8 @@ class Examiner(wiring.Component):
         m = Module()
         plan, k = self._plan, self._k
         cfg = plan.config
-        N, L = plan.n_layers, plan.lanes
-        aw, sw = plan.acc_addr_width, plan.start_width
+        N = plan.n_layers
+        aw = plan.acc_addr_width
         xw = plan.x_width
 
         def per_layer(values, shape, name):
@@ -93,17 +93,17 @@ class Examiner(wiring.Component):
             return s
 
         # x_hat (RAM) and next (constant) share one word: {next, x_hat}
-        nw = sw + plan.len_width
+        nw = plan.key_width
         xn = m.submodules.xnext = memory.Memory(
             shape=unsigned(nw + xw), depth=plan.x_depth,
-            init=[v << xw for v in plan.next_columns()[k]], attrs=BLOCK_RAM)
+            init=[v << xw for v in plan.next_keys()[k]], attrs=BLOCK_RAM)
         xn_wr = xn.write_port()
         # not transparent: a neuron is examined once per examination, so its x_hat is never
         # read in the cycle it is written
         xn_rd = xn.read_port()
 
         # ---- X0: the round's dirty-list entry ----------------------------------------------
-        n_out_rows = [-(-(ly.n_out - k) // L) for ly in cfg.layers]  # rows holding a neuron
+        n_out_rows = [plan.real_rows(i, k) for i in range(N)]  # rows holding a neuron
         rows_here = per_layer(n_out_rows, range(max(n_out_rows) + 1), "rows_here")
         # whether rounds index and index + 1 hold a neuron of this lane: compared with the
         # registered count, and the dirty-list append of this very cycle decided last (it is the
@@ -168,7 +168,7 @@ class Examiner(wiring.Component):
         q3 = Signal(signed(rw - 1))
         rnd3 = Signal()
         xh3 = Signal(xw)  # block RAM outputs are registered before any logic
-        nx3 = Signal(sw + plan.len_width)
+        nx3 = Signal(nw)
         addr3 = Signal(aw)
         xaddr3 = Signal.like(xaddr1)
         m.d.sync += [v3.eq(v2), q3.eq(q2), rnd3.eq(rnd2), xh3.eq(xn_rd.data[:xw]), nx3.eq(xn_rd.data[xw:]),
@@ -208,14 +208,12 @@ class Examiner(wiring.Component):
 
         # ---- X4: delta, threshold compare, x_hat write ----------------------------------------
         d, fire = delta_event(m, x, xh4, lo4, hi4, self.first, name="ex")
-        length = nx4[sw:]
         m.d.comb += [
             self.valid.eq(v4),
             self.fire.eq(v4 & fire),
-            self.slot.work.eq(v4 & fire & (length != 0)),
+            self.slot.work.eq(v4 & fire & (nx4 != 0)),
             self.slot.delta.eq(d),
-            self.slot.start.eq(nx4[:sw]),
-            self.slot.len.eq(length),
+            self.slot.key.eq(nx4),
             xn_wr.addr.eq(xaddr4),
             xn_wr.data.eq(Cat(x[:xw], nx4)),
             xn_wr.en.eq(v4 & (fire | self.first)),

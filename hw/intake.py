@@ -28,7 +28,7 @@ class Intake(wiring.Component):
     first: In(1) with a write: an episode start (``x_hat`` reads as 0 and every code is stored).
     threshold: In layer 0's threshold register (raw code of the input format).
     o: Out(stream of ``group_layout``) one group per word that holds work (an event whose
-    weight column is not empty); slot ``p`` is input ``addr * P + p``. The queue behind it never
+    key is not 0: it reaches a non-empty weight column); slot ``p`` is input ``addr * P + p``. The queue behind it never
     fills, so ``o.ready`` is not waited for.
     events: Out(range(P + 1)) events found in this cycle (including those with empty columns).
     busy: Out(1) a word is in flight (the core does not start a step until it has been queued).
@@ -57,18 +57,17 @@ class Intake(wiring.Component):
         plan = self._plan
         P, W, n_in = plan.obs_words, plan.obs_depth, plan.config.n_in
         cw = plan.config.input_fmt.width
-        sw = plan.start_width
 
         xhat = m.submodules.xhat = memory.Memory(shape=unsigned(P * cw), depth=W, init=[],
                                                  attrs=BLOCK_RAM)
         xh_wr = xhat.write_port()
         xh_rd = xhat.read_port()  # each word is written at most once per step
-        # the column words of a word's P inputs, side by side
-        cwid = sw + plan.len_width
-        cols = plan.intake_columns()
-        ctab = m.submodules.columns = memory.Memory(
+        # the keys of a word's P inputs in layer 0, side by side
+        cwid = plan.key_width
+        keys = plan.intake_keys()
+        ctab = m.submodules.keys = memory.Memory(
             shape=unsigned(P * cwid), depth=W,
-            init=[sum(cols[p][w] << (p * cwid) for p in range(P)) for w in range(W)],
+            init=[sum(keys[p][w] << (p * cwid) for p in range(P)) for w in range(W)],
             attrs=BLOCK_RAM)
         ct_rd = ctab.read_port()
 
@@ -120,11 +119,10 @@ class Intake(wiring.Component):
             fire = delta_fire(m, d3[p], self.threshold, first3, name=f"in{p}")
             fire_p = Signal(name=f"fire{p}")
             m.d.comb += fire_p.eq(v3 & fire & exists)
-            start = ct3[p * cwid:p * cwid + sw]
-            length = ct3[p * cwid + sw:(p + 1) * cwid]
+            key = ct3[p * cwid:(p + 1) * cwid]
             slot = self.o.payload[p]
-            m.d.comb += [slot.work.eq(fire_p & (length != 0)), slot.delta.eq(d3[p]),
-                         slot.start.eq(start), slot.len.eq(length)]
+            m.d.comb += [slot.work.eq(fire_p & (key != 0)), slot.delta.eq(d3[p]),
+                         slot.key.eq(key)]
             fires.append(fire_p)
             works.append(slot.work)
             keep = Signal(cw, name=f"keep{p}")

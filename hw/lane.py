@@ -45,7 +45,8 @@ class MacLane(wiring.Component):
     significant multiplication; the core counts them).
 
     Pipeline (the numbers of ``pysim.corecycles``): **I** the command addresses the weight
-    memory; **R** the weight word is registered; **A** accumulator read, ``w * delta``
+    memory; **R** the weight word is registered (its accumulator address plus the command's
+    output pixel); **A** accumulator read, ``w * delta``
     registered; **P** ``acc + product`` and the dirty bit written, the address appended to the
     dirty list if the bit was clear. ``MAC_LATENCY`` = 3 cycles from issue to write; one word
     per cycle. An update reads
@@ -123,7 +124,9 @@ class MacLane(wiring.Component):
         v_r = Signal()
         d_r = Signal.like(cmd.delta)
         lay_r = Signal.like(cmd.layer)
-        m.d.sync += [v_r.eq(self.cmd.valid), d_r.eq(cmd.delta), lay_r.eq(cmd.layer)]
+        pix_r = Signal.like(cmd.pix)
+        m.d.sync += [v_r.eq(self.cmd.valid), d_r.eq(cmd.delta), lay_r.eq(cmd.layer),
+                     pix_r.eq(cmd.pix)]
 
         # ---- R: the weight word is registered (a block RAM's output feeds no logic) ------------
         word = w_rd.data
@@ -132,9 +135,12 @@ class MacLane(wiring.Component):
         hit = Signal()
         d_a = Signal.like(d_r)
         lay_a = Signal.like(lay_r)
+        # a conv weight word addresses its channel's pixel 0: add the event's output pixel
+        # (dense-only plans have no adder here)
+        a_word = word[ww:ww + aw]
         m.d.sync += [
             w.eq(word[:ww]),
-            a_r.eq(word[ww:ww + aw]),
+            a_r.eq(a_word + pix_r if plan.has_conv else a_word),
             hit.eq(v_r & word[ww + aw]),
             d_a.eq(d_r),
             lay_a.eq(lay_r),

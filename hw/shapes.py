@@ -82,13 +82,14 @@ def unpack(value: int, width: int, n: int, signed_: bool = True) -> np.ndarray:
 
 # ---- stream payloads of the event-driven core (widths from pysim.coreplan.CorePlan) ----------
 def slot_layout(plan) -> data.StructLayout:
-    """One candidate event of a group: ``work`` (a propagated event with a non-empty weight
-    column), its ``delta``, and the column's first weight word ``start`` and length ``len``."""
+    """One candidate event of a group: ``work`` (a propagated event that reaches a non-empty
+    weight column), its ``delta``, and its input's ``key`` in the consuming layer
+    (:class:`pysim.coreplan.CorePlan`: a column's ``start | len``, or a conv input's kernel
+    positions)."""
     return data.StructLayout({
         "work": unsigned(1),
         "delta": signed(plan.delta_width),
-        "start": unsigned(plan.start_width),
-        "len": unsigned(plan.len_width),
+        "key": unsigned(plan.key_width),
     })
 
 
@@ -109,9 +110,11 @@ def obs_layout(plan) -> data.StructLayout:
 
 
 def mac_command_layout(plan) -> data.StructLayout:
-    """One issue cycle, broadcast to every lane: weight word address, delta and layer."""
+    """One issue cycle, broadcast to every lane: weight word address, delta, the output pixel
+    the event reaches (conv layers; 0 for dense) and the layer."""
     return data.StructLayout({
         "addr": unsigned(plan.start_width),
         "delta": signed(plan.delta_width),
+        "pix": unsigned(plan.pix_width),
         "layer": unsigned(max(1, (plan.n_layers - 1).bit_length())),
     })

@@ -9,20 +9,25 @@ How a step runs (cycle 1 is the first cycle after the clock edge that samples ``
 Work moves through the core as **groups** of candidate events in one event queue: an intake
 group is one observation word (``P`` codes, delta-encoded as the host writes it, before
 ``start``); an examination group is one *round* (one neuron of every lane). A group enters the
-queue only if it holds *work*: a propagated event whose weight column is not empty. Its
-**cost** is the sum of those columns' lengths: the issue stage spends one cycle per column word,
-all lanes in step, with no cycle between groups.
+queue only if it holds *work*: a propagated event whose key is not 0 (it reaches a non-empty
+weight column). Its **cost**: in a dense layer the sum of its events' column lengths (the issue
+stage spends one cycle per column word, all lanes in step, with no cycle between groups); in a
+conv layer the sum over its events' kernel positions that land on the output grid of
+``max(1, len)`` (an empty column's position still takes its cycle).
 
 * An episode start (``first``) first writes the bias into every accumulator, one row of every
   lane per cycle: ``INIT = sum_l rows_l`` cycles. ``S_0 = 1 + first * INIT``.
 * **MAC of layer l** starts at ``S_l``. Group ``g`` (available from ``a_g``, cost ``c_g``) issues
-  from ``s_g = max(a_g, s_{g-1} + c_{g-1})`` (``s_{-1} + c_{-1} = S_l``). Intake groups are
+  from ``s_g = max(a_g + lag, s_{g-1} + c_{g-1})`` (``s_{-1} + c_{-1} = S_l + lag``; ``lag`` is
+  1 for a conv layer, whose first position needs a column-table read, else 0). Intake groups are
   available at ``S_0`` in write order (ascending word address). The MAC is done in the first
   cycle ``f_l = max(S_l, D_l, s_last + c_last)`` in which its producer is done (``D_l``) and the
-  queue is empty. Each issue writes its accumulators 2 cycles later (``MAC_LATENCY``).
+  queue is empty (``S_l`` itself when no group came). Each issue writes its accumulators
+  ``MAC_LATENCY`` - 1 cycles later.
 * **Examination of layer l** re-examines the neurons whose accumulator changed in this step:
   lane ``k`` keeps them in its *dirty list* in the order the MAC first touched them (groups in
-  order, a group's slots in order, a column's words in row order). Round ``r`` takes entry
+  order, a group's slots in order, a conv event's positions in order, a column's words in
+  channel order). Round ``r`` takes entry
   ``r`` of every lane: ``R_l = max_k len(dirty_k)`` rounds, one per cycle from
   ``x_l = f_l + MAC_LATENCY - 1`` (the cycle of the last accumulator write). An episode start or the step after a threshold write examines every
   neuron instead (``R_l = rows_l``, round ``r`` = row ``r``). Round ``r`` requantizes,
@@ -91,13 +96,43 @@ class StepSchedule:
     lane_work: np.ndarray  # (L,) useful MACs per lane
 
 
+def _input_costs(plan: CorePlan, layer: int):
+    """Per input of ``layer``: its positions as CSR arrays ``(ptr, col, pix)`` (a dense input:
+    the one position ``(j, 0)``), whether it has work (key != 0), and its issue cost: a dense
+    column's length, or for a conv input ``sum over positions of max(1, len)`` (a position whose
+    column is empty still takes its cycle)."""
+    g = plan.geometry[layer]
+    lens = plan.col_len[layer]
+    work = plan.keys(layer) != 0
+    if not g.conv:
+        ptr = np.arange(g.n_in + 1, dtype=np.int64)
+        col = np.arange(g.n_in, dtype=np.int64)
+        pix = np.zeros(g.n_in, dtype=np.int64)
+        return ptr, col, pix, work, np.where(work, lens, 0).astype(np.int64)
+    pos = g.positions()
+    cnt = np.array([len(p) for p in pos], dtype=np.int64)
+    ptr = np.concatenate([[0], np.cumsum(cnt)]).astype(np.int64)
+    flat = [q for p in pos for q in p]
+    col = np.array([q[0] for q in flat], dtype=np.int64).reshape(-1)
+    pix = np.array([q[1] for q in flat], dtype=np.int64).reshape(-1)
+    per_pos = np.maximum(lens[col], 1) if col.size else np.zeros(0, dtype=np.int64)
+    cost = np.bincount(np.repeat(np.arange(g.n_in), cnt), weights=per_pos,
+                       minlength=g.n_in).astype(np.int64)
+    return ptr, col, pix, work, np.where(work, cost, 0).astype(np.int64)
+
+
 def max_cycles(plan: CorePlan) -> int:
-    """An upper bound of any step's ``cycles`` on ``plan``: every layer issues each of its
-    columns at most once per step (each input is written, or each neuron examined, once) and
-    runs at most ``rows`` rounds; sizes the core's cycle counter."""
+    """An upper bound of any step's ``cycles`` on ``plan``: every input of a layer is issued at
+    most once per step (each is written, or its neuron examined, once), a layer has at most
+    ``rows`` rounds and at most as many groups as its producer has words or rounds (a conv
+    layer's group costs one more cycle); sizes the core's cycle counter."""
     per_layer = MAC_LATENCY + EXAM_LATENCY + QUEUE_LATENCY + 2
-    return int(1 + plan.init_steps + sum(int(c.sum()) + r + per_layer
-                                         for c, r in zip(plan.col_len, plan.rows)))
+    total = 1 + plan.init_steps
+    for i in range(plan.n_layers):
+        cost = _input_costs(plan, i)[4]
+        groups = plan.obs_depth if i == 0 else plan.rows[i - 1]
+        total += int(cost.sum()) + plan.rows[i] + per_layer + groups
+    return int(total)
 
 
 class CoreCycleModel:
@@ -106,13 +141,33 @@ class CoreCycleModel:
     def __init__(self, model: Model, lanes: int, obs_words: int | None = None):
         if obs_words is None:
             obs_words = min(model.config.n_in, 8)
-        self.plan = CorePlan.build(model, lanes, obs_words)
-        self.lanes = self.plan.lanes
-        self._cols = []  # per layer, per lane: rows (local) of each column, in row order
-        for i in range(self.plan.n_layers):
-            nz = model.w_raw[i] != 0
-            self._cols.append([[np.nonzero(nz[k::self.lanes, j])[0]
-                                for j in range(nz.shape[1])] for k in range(self.lanes)])
+        self.plan = plan = CorePlan.build(model, lanes, obs_words)
+        self.lanes = L = plan.lanes
+        self._inputs = [_input_costs(plan, i) for i in range(plan.n_layers)]
+        # per layer, per lane: CSR of each column's non-zero local channels, in channel order
+        self._lane_cols = []
+        for i in range(plan.n_layers):
+            g = plan.geometry[i]
+            nz = (model.w_raw[i] != 0).reshape(g.O, g.n_cols)
+            per = []
+            for k in range(L):
+                cols, chs = np.nonzero(nz[k::L].T)
+                ptr = np.searchsorted(cols, np.arange(g.n_cols + 1))
+                per.append((ptr.astype(np.int64), chs.astype(np.int64)))
+            self._lane_cols.append(per)
+
+    def _touch_order(self, layer: int, cols: np.ndarray, pix: np.ndarray, lane: int):
+        """Rows of ``lane`` that the items ``(cols, pix)`` touch, in first-touch order."""
+        ptr, chs = self._lane_cols[layer][lane]
+        n = ptr[cols + 1] - ptr[cols]
+        total = int(n.sum())
+        if not total:
+            return np.zeros(0, dtype=np.int64)
+        offs = np.arange(total) - np.repeat(np.cumsum(n) - n, n)
+        rows = (chs[np.repeat(ptr[cols], n) + offs] * self.plan.geometry[layer].pixels
+                + np.repeat(pix, n))
+        uniq, first = np.unique(rows, return_index=True)
+        return uniq[np.argsort(first, kind="stable")]
 
     # ---- one step -------------------------------------------------------------------------
     def schedule(self, event_masks, first: bool, rescan: bool = False) -> StepSchedule:
@@ -132,63 +187,68 @@ class CoreCycleModel:
         j = np.arange(plan.obs_depth * P).reshape(-1, P)
         ok = j < cfg.n_in
         jj = np.where(ok, j, 0)
-        work = ok & ev[0][jj] & (plan.col_len[0][jj] > 0)
-        groups = [(start, [int(c) for c in row[w]]) for row, w in zip(jj, work) if w.any()]
+        work = ok & ev[0][jj] & self._inputs[0][3][jj]
+        keep = work.any(axis=1)
+        avail = np.full(int(keep.sum()), start, dtype=np.int64)
+        members = [row[w] for row, w in zip(jj[keep], work[keep])]
         S, D = start, start
         macs, rounds, ngroups, dirty_n = [], [], [], []
         lane_work = np.zeros(L, dtype=np.int64)
         for i in range(N):
-            lens = plan.col_len[i]
-            t = S
-            for avail, cols in groups:
-                t = max(t, avail) + int(lens[cols].sum())
-            macs.append(int(sum(int(lens[cols].sum()) for _, cols in groups)))
-            ngroups.append(len(groups))
+            g = plan.geometry[i]
+            ptr, pcol, ppix, _, cost = self._inputs[i]
+            c = np.array([int(cost[m].sum()) for m in members], dtype=np.int64)
+            # issue: t = max(t, a_g) + c_g (a conv group's first position needs its
+            # column-table read: available one cycle later)
+            lag = 1 if g.conv else 0
+            if c.size:
+                suffix = np.cumsum(c[::-1])[::-1]
+                t = int(max(S + lag + c.sum(), (avail + lag + suffix).max()))
+            else:
+                t = S
+            macs.append(int(c.sum()))
+            ngroups.append(len(members))
             f = max(S, D, t)
             x = f + MAC_LATENCY - 1
-            for _, cols in groups:
-                lane_work += plan.lane_nnz[i][:, cols].sum(axis=1)
+            inputs = (np.concatenate(members) if members else np.zeros(0, dtype=np.int64))
+            cnt = ptr[inputs + 1] - ptr[inputs]
+            tot = int(cnt.sum())
+            idx = np.repeat(ptr[inputs], cnt) + np.arange(tot) - np.repeat(np.cumsum(cnt) - cnt,
+                                                                          cnt)
+            icol, ipix = pcol[idx], ppix[idx]
+            lane_work += plan.lane_nnz[i][:, icol].sum(axis=1)
             # the dirty lists: first touch, in issue order
             if full:
+                order = [np.arange(plan.rows[i], dtype=np.int64) for _ in range(L)]
                 R = plan.rows[i]
-                order = [list(range(R)) for _ in range(L)]
             else:
-                order = []
-                for k in range(L):
-                    seen = {}
-                    for _, cols in groups:
-                        for c in cols:
-                            for r in self._cols[i][k][c].tolist():
-                                seen.setdefault(r, None)
-                    order.append(list(seen))
+                order = [self._touch_order(i, icol, ipix, k) for k in range(L)]
                 R = max(len(o) for o in order)
             rounds.append(R)
             n_out = cfg.layers[i].n_out
-            dirty_n.append(sum(sum(1 for r in o if r * L + k < n_out)
-                               for k, o in enumerate(order)))
+            nid = np.full((R, L), -1, dtype=np.int64)
+            for k, o in enumerate(order):
+                if len(o):
+                    n = plan.neuron(i, k, o)
+                    nid[:len(o), k] = np.where(n < n_out, n, -1)
+            real = nid >= 0
+            dirty_n.append(int(real.sum()))
             if i + 1 < N:
                 nxt = ev[i + 1]
+                safe = np.where(real, nid, 0)
                 if not full:
                     examined = np.zeros(n_out, dtype=bool)
-                    for k, o in enumerate(order):
-                        idx = np.asarray(o, dtype=np.int64) * L + k
-                        examined[idx[idx < n_out]] = True
+                    examined[nid[real]] = True
                     if (nxt & ~examined).any():
                         bad = int(np.nonzero(nxt & ~examined)[0][0])
                         raise ValueError(f"layer {i + 1} input {bad} fired but its neuron was "
                                          "not re-examined: the events are not those of a "
                                          "step of this model")
-                nlen = plan.col_len[i + 1]
-                groups = []
-                for r in range(R):
-                    cols = []
-                    for k in range(L):
-                        if r < len(order[k]):
-                            o = order[k][r] * L + k
-                            if o < n_out and nxt[o] and nlen[o] > 0:
-                                cols.append(o)
-                    if cols:
-                        groups.append((x + r + EXAM_LATENCY + QUEUE_LATENCY, cols))
+                wk = real & nxt[safe] & self._inputs[i + 1][3][safe]
+                keep = wk.any(axis=1)
+                r_idx = np.nonzero(keep)[0]
+                avail = (x + r_idx + EXAM_LATENCY + QUEUE_LATENCY).astype(np.int64)
+                members = [safe[r][wk[r]] for r in r_idx]
             S = f + 1
             D = x + R + (EXAM_LATENCY if i + 1 < N else OUT_LATENCY) if R else x + 1
         return StepSchedule(D + 1, macs, rounds, ngroups, dirty_n, lane_work)
@@ -213,5 +273,9 @@ class CoreCycleModel:
 
     def dense_cycles(self) -> int:
         """MAC issue cycles of a dense schedule on the same lanes: every input of every layer,
-        unpruned (``n_in * ceil(n_out / L)`` per layer)."""
-        return int(sum(ly.n_in * -(-ly.n_out // self.lanes) for ly in self.plan.config.layers))
+        unpruned (per kernel position that reaches the output grid, ``ceil(O / L)`` words)."""
+        total = 0
+        for i, g in enumerate(self.plan.geometry):
+            ptr = self._inputs[i][0]
+            total += int(ptr[-1]) * -(-g.O // self.lanes)
+        return int(total)

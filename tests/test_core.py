@@ -15,7 +15,18 @@ import pytest
 from amaranth.sim import Simulator
 
 from hw.core import DeltaCore
-from pysim import DeltaNetwork, LayerParams, Model, load_model, mlp_config
+from pysim import (
+    Conv2dLayer,
+    DeltaNetwork,
+    DenseLayer,
+    LayerParams,
+    Model,
+    NetworkConfig,
+    load_model,
+    mlp_config,
+)
+from pysim.config import default_acc_bits
+from pysim.fixed import fmt
 from pysim.corecycles import CoreCycleModel
 from pysim.coreplan import CorePlan
 from sim.driver import AmaranthIO, CoreDesign, StepDriver
@@ -145,11 +156,83 @@ def test_random_models_lanes_and_word_sizes(seed):
     check(rows)
 
 
-def test_plan_rejects_conv_and_bad_parameters():
-    model = load_model(MODELS / "atari" / "breakout.npz")
-    with pytest.raises(ValueError, match="conv2d"):
-        CorePlan.build(model, 4, 8)
+def random_conv_model(seed: int) -> Model:
+    """1-2 conv layers of random geometry (kernel, stride, padding; odd sizes), then 0-2 dense
+    layers (the last layer may be a conv); random formats, thresholds and pruning, with an
+    all-zero conv column and an all-zero input channel."""
+    rng = np.random.default_rng(1000 + seed)
+    rounding = ["trunc", "half_up", "half_even"][seed % 3]
+    overflow = ["sat", "wrap"][(seed // 3) % 2]
+    inf = fmt(f"SQ4.{int(rng.integers(3, 7))}")
+    c, h, w = int(rng.integers(1, 4)), int(rng.integers(3, 10)), int(rng.integers(3, 10))
+    layers, in_f = [], inf
+    n_conv, n_dense = int(rng.integers(1, 3)), int(rng.integers(0, 3))
+    for j in range(n_conv):
+        k = int(rng.integers(1, min(h, w) + 1))
+        s_ = int(rng.integers(1, 4))
+        p = int(rng.integers(0, min(2, k - 1) + 1)) if k > 1 else 0
+        oc = int(rng.integers(1, 7))
+        wf = fmt(f"SQ2.{int(rng.integers(3, 7))}")
+        af = fmt(f"SQ{int(rng.integers(3, 6))}.{int(rng.integers(3, 7))}:{rounding}:{overflow}")
+        last = j == n_conv - 1 and n_dense == 0
+        ly = Conv2dLayer(c, h, w, oc, k, s_, p, wf, af, default_acc_bits(in_f, wf, c * k * k),
+                         "identity" if last else "relu",
+                         float(rng.choice([0.0, 0.05, 0.2])))
+        layers.append(ly)
+        c, h, w = ly.out_shape
+        in_f = af
+    n = c * h * w
+    for j in range(n_dense):
+        m_ = int(rng.integers(1, 9))
+        wf = fmt("SQ2.5")
+        af = fmt(f"SQ5.5:{rounding}:{overflow}")
+        layers.append(DenseLayer(n, m_, wf, af, default_acc_bits(in_f, wf, n),
+                                 "identity" if j == n_dense - 1 else "relu",
+                                 float(rng.choice([0.0, 0.1]))))
+        n, in_f = m_, af
+    cfg = NetworkConfig(inf, tuple(layers))
+    params = []
+    for ly in cfg.layers:
+        wt = rng.normal(size=ly.weight_shape).astype(np.float32)
+        mask = rng.random(ly.weight_shape) > rng.choice([0.0, 0.4, 0.8])
+        params.append(LayerParams(wt, rng.normal(size=ly.bias_shape).astype(np.float32) * 0.3,
+                                  mask))
+    p0 = params[0].mask
+    if p0.shape[1] > 1:
+        p0[:, 0] = False  # input channel 0 feeds nothing: its events never reach the MAC
+    if p0.shape[-1] > 1:
+        p0[:, -1, 0, 1] = False  # an empty column: its positions cost one cycle each
+    return Model(cfg, tuple(params), {"env_id": "random"})
+
+
+def sparse_observations(n_in: int, steps: int, seed: int, p_change: float = 0.2):
+    """Observations where each step changes a random fraction of the inputs (frames)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n_in) * 2.0
+    out = []
+    for _ in range(steps):
+        ch = rng.random(n_in) < p_change
+        x = np.where(ch, x + rng.normal(size=n_in) * 0.5, x)
+        out.append(x.copy())
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_conv_models_bit_exact_and_cycles(seed):
+    model = random_conv_model(seed)
+    rng = np.random.default_rng(2000 + seed)
+    lanes = int(rng.integers(1, 6))
+    obs_words = int(rng.integers(1, min(model.config.n_in, 12) + 1))
+    obs = sparse_observations(model.config.n_in, 12, seed=seed)
+    rows = run_core(model, lanes, obs, obs_words=obs_words, episode_starts=(0, 8))
+    check(rows)
+    assert sum(sum(r["macs"]) for r in rows[1:]) > 0
+
+
+def test_plan_rejects_bad_parameters():
     cp = load_model(MODELS / "cartpole.npz")
+    with pytest.raises(ValueError, match="lanes must be in"):
+        CorePlan.build(cp, 0, 4)
     with pytest.raises(ValueError, match="lanes must be in"):
         DeltaCore(cp, lanes=0)
     with pytest.raises(TypeError, match="obs_words must be an integer"):

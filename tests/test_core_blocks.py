@@ -182,7 +182,8 @@ def test_issuer_issues_work_slots_in_order_without_bubbles(cartpole):
         for g in groups:
             ctx.set(q.i.valid, 1)
             for s, (work, d, start, ln) in enumerate(g):
-                ctx.set(q.i.payload[s], {"work": work, "delta": d, "start": start, "len": ln})
+                key = start | (ln << plan.start_width)
+                ctx.set(q.i.payload[s], {"work": work, "delta": d, "key": key})
             await ctx.tick()
         ctx.set(q.i.valid, 0)
         ctx.set(dut.en, 1)
@@ -197,6 +198,69 @@ def test_issuer_issues_work_slots_in_order_without_bubbles(cartpole):
     want = [(10, 5), (11, 5), (12, 5), (20, -2), (30, 7), (31, 7), (40, -1), (41, 3), (42, 3)]
     assert issued[:len(want)] == want  # one word per cycle, no cycle between slots or groups
     assert all(v is None for v in issued[len(want):])
+
+
+def test_issuer_walks_conv_positions_without_gaps():
+    """A conv layer: every work slot's kernel positions in order (column table read one cycle
+    ahead), an empty column's position takes one cycle, slots and groups follow without a gap
+    and the first word comes one cycle after the group reaches the head."""
+    from tests.test_core import random_conv_model
+
+    model = random_conv_model(2)
+    plan = CorePlan.build(model, 2, 3)
+    g = plan.geometry[0]
+    assert g.conv
+    keys = plan.keys(0)
+    pos = g.positions()
+    work = [j for j in range(g.n_in) if keys[j]]
+    assert len(work) >= 5
+    empty = sum(1 for j in work for c, _ in pos[j] if plan.col_len[0][c] == 0)
+    assert empty > 0  # the model has an empty column on the way
+    G = plan.group_slots
+    groups = [[(1, 3, work[0]), (0, 0, 0), (1, -4, work[1])] + [(0, 0, 0)] * (G - 3),
+              [(0, 0, 0)] * (G - 1) + [(1, 2, work[2])],
+              [(1, 1, work[3]), (1, -1, work[4])] + [(0, 0, 0)] * (G - 2)]
+    dut = Issuer(plan=plan)
+    q = EventQueue(layout=group_layout(plan), depth=8)
+    m = Module()
+    m.submodules.q = q
+    m.submodules.dut = dut
+    m.d.comb += [dut.i.valid.eq(q.o.valid), dut.i.payload.eq(q.o.payload),
+                 q.o.ready.eq(dut.i.ready)]
+    want = []
+    for grp in groups:
+        for w_, d, j in grp:
+            if not w_:
+                continue
+            for c, pix in pos[j]:
+                n = int(plan.col_len[0][c])
+                st = int(plan.col_start[0][c])
+                want += [(st + t, d, pix) for t in range(n)] if n else [None]
+    issued, idle = [], []
+
+    async def bench(ctx):
+        for grp in groups:
+            ctx.set(q.i.valid, 1)
+            for s_, (w_, d, j) in enumerate(grp):
+                ctx.set(q.i.payload[s_], {"work": w_, "delta": d, "key": int(keys[j])})
+            await ctx.tick()
+        ctx.set(q.i.valid, 0)
+        ctx.set(dut.layer, 0)
+        ctx.set(dut.en, 1)
+        for _ in range(len(want) + 6):
+            if ctx.get(dut.o.valid):
+                issued.append((ctx.get(dut.o.payload.addr), ctx.get(dut.o.payload.delta),
+                               ctx.get(dut.o.payload.pix)))
+            else:
+                issued.append(None)
+            idle.append(ctx.get(dut.idle) and ctx.get(q.empty))
+            await ctx.tick()
+
+    simulate(m, bench)
+    assert issued[0] is None  # the column-table read of the first position
+    assert issued[1:1 + len(want)] == want
+    assert all(v is None for v in issued[1 + len(want):])
+    assert idle.index(True) == 1 + len(want)  # done right after the last position
 
 
 def test_mac_lane_back_to_back_updates_and_dirty_list(cartpole):
