@@ -1,7 +1,10 @@
 """The one ``deltanet`` command: subcommands for the jobs users do.
 
 Each subcommand lives in its own module exposing ``register(subparsers)``, which adds an
-argparse sub-parser whose ``func(args) -> int`` does the work.
+argparse sub-parser whose ``func(args) -> int`` does the work. Options are checked before the
+work starts (:mod:`deltanet.options`); every error a user can cause ends the command with one
+line on stderr, ``deltanet COMMAND: error: ...``, and a non-zero exit code (2: bad input; 1: the
+run itself failed), never a traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from .options import CliError, Parser, one_line
+
+__all__ = ["COMMAND_MODULES", "CliError", "build_parser", "main"]
 
 #: Modules providing subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES = [
@@ -25,12 +32,8 @@ COMMAND_MODULES = [
 ]
 
 
-class CliError(Exception):
-    """A user error: printed as ``deltanet: error: ...`` with exit code 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="deltanet",
         description="RL policies as sparse delta networks: train, prune, quantize, calibrate, "
                     "evaluate, generate Verilog, simulate and verify.",
@@ -41,16 +44,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(command: str, e: BaseException) -> None:
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    else:
+        text = one_line(e) or type(e).__name__
+    print(f"deltanet {command}: error: {text}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a usage error, already printed as one line (--help: exit 0)
+        if e.code in (0, None):
+            raise
+        return e.code if isinstance(e.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except CliError as e:
-        print(f"deltanet {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as e:
-        print(f"deltanet {args.command}: error: {e}", file=sys.stderr)
+        _error(args.command, e)
+        return e.exit_code
+    except (ValueError, OSError) as e:
+        _error(args.command, e)
         return 2
     except KeyboardInterrupt:
         print(f"deltanet {args.command}: interrupted", file=sys.stderr)

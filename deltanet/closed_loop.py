@@ -15,6 +15,7 @@ import numpy as np
 from pysim import Model, load_model
 
 from .arch import ARCHS, check_obs_words, cycle_model, resolve_arch
+from .envs import check_model_env
 
 __all__ = ["ARCHS", "MUTATIONS", "cycle_model", "mutate", "performance", "resolve_arch", "run",
            "work_dir"]
@@ -70,6 +71,7 @@ def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps
     arch = resolve_arch(model, arch)
     obs_words = check_obs_words(model, arch, obs_words)
     cycle_model(model, lanes, arch, obs_words)  # validates lanes with a clear message
+    check_model_env(model)  # else the bench fails inside the simulator, with no result
     design_model = mutate(model, mutation) if mutation else model
     tag = mutation or "clean"
     root = work_dir(model, lanes, tag if arch == "parallel" else f"{arch}{obs_words}-{tag}")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pysim import Model, load_model, save_model
 
-from .calibrate import HOLDOUT_SEED, MIN_EPISODES, SELECT_SEED
+from .calibrate import HOLDOUT_SEED, MIN_EPISODES, SELECT_SEED, calibrate
+from .io import write_json_atomic
+from .options import MAX_EPISODES, CliError, check_output_file, float_in, int_in, path_arg
+
+#: most evaluations one search may run
+MAX_EVALS = 100_000
 
 
 def register(sub):
@@ -19,31 +24,42 @@ def register(sub):
                     "of the reference (MODEL itself, or --reference) on the same seeds. The "
                     f"chosen setting must pass again on held-out seeds {HOLDOUT_SEED}+, else "
                     "the search backs off one layer at a time until one passes.")
-    p.add_argument("--model", required=True, type=Path, help="quantized artifact")
-    p.add_argument("--out", required=True, type=Path, help="calibrated artifact to write")
-    p.add_argument("--fraction", type=float, default=0.95,
-                   help="keep at least this fraction of the reference return (0.95)")
-    p.add_argument("--episodes", type=int, default=30,
-                   help=f"episodes per evaluation, >= {MIN_EPISODES} (30)")
-    p.add_argument("--reference", type=Path, default=None,
-                   help="model whose float dense return sets the target (default: MODEL)")
-    p.add_argument("--max-evals", type=int, default=400, help="evaluation budget (400)")
-    p.add_argument("--json", type=Path, help="also write the calibration report as JSON")
+    p.add_argument("--model", required=True, type=path_arg, help="quantized artifact")
+    p.add_argument("--out", required=True, type=path_arg, help="calibrated artifact to write")
+    p.add_argument("--fraction", type=float_in(0, 1, lo_open=True), default=0.95,
+                   help="keep at least this fraction of the reference return")
+    p.add_argument("--episodes", type=int_in(MIN_EPISODES, MAX_EPISODES), default=30,
+                   help="episodes per evaluation")
+    p.add_argument("--reference", type=path_arg, default=None,
+                   help="model of the same task whose float dense return sets the target "
+                        "(default: MODEL)")
+    p.add_argument("--max-evals", type=int_in(1, MAX_EVALS), default=400,
+                   help="evaluation budget")
+    p.add_argument("--json", type=path_arg, help="also write the calibration report as JSON")
     p.set_defaults(func=run)
 
 
+def check_same_task(model: Model, ref: Model, model_path, ref_path) -> None:
+    """The reference must drive the same env with the same observation and action sizes."""
+    a, b = model.meta.get("env_id"), ref.meta.get("env_id")
+    if a != b:
+        raise CliError(f"--reference {ref_path} is a model of {b!r} but --model {model_path} "
+                       f"is one of {a!r}: the reference must solve the same task")
+    ca, cb = model.config, ref.config
+    if (ca.n_in, ca.n_out, ca.decoder.kind) != (cb.n_in, cb.n_out, cb.decoder.kind):
+        raise CliError(f"--reference {ref_path} ({b}) takes {cb.n_in} inputs and gives "
+                       f"{cb.n_out} {cb.decoder.kind} outputs but --model {model_path} ({a}) "
+                       f"takes {ca.n_in} and gives {ca.n_out} {ca.decoder.kind} outputs")
+
+
 def run(args) -> int:
-    from pysim import load_model, save_model
-
-    from .calibrate import calibrate
-    from .io import write_json_atomic
-
-    if not 0 < args.fraction <= 1:
-        raise ValueError(f"--fraction must lie in (0, 1], got {args.fraction}")
-    if args.episodes < MIN_EPISODES:
-        raise ValueError(f"--episodes must be >= {MIN_EPISODES}, got {args.episodes}")
+    check_output_file(args.out, "--out")
+    check_output_file(args.json, "--json")
     model = load_model(args.model)
-    ref = load_model(args.reference) if args.reference else None
+    ref = None
+    if args.reference:
+        ref = load_model(args.reference)
+        check_same_task(model, ref, args.model, args.reference)
     out, rep = calibrate(model, fraction=args.fraction, episodes=args.episodes, reference=ref,
                          max_evals=args.max_evals)
     save_model(out, args.out)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.console import Console
 from rich.table import Table
 
 from pysim import load_model
 
 from .io import write_json_atomic
+from .options import MAX_EPISODES, SEED_MAX, check_output_file, int_in, path_arg
 from .rollout import run_episodes
 
 
@@ -17,13 +16,15 @@ def register(sub):
     p = sub.add_parser("eval", help="evaluate a model with the reference (float or fixed point)",
                        description="Run gymnasium episodes with the pysim reference as the "
                                    "policy; print returns and multiplication counts.")
-    p.add_argument("--model", required=True, help="model artifact (.npz)")
-    p.add_argument("--episodes", type=int, default=10, help="number of episodes (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="episode i is reset with seed+i")
+    p.add_argument("--model", required=True, type=path_arg, help="model artifact (.npz)")
+    p.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=10,
+                   help="number of episodes")
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
+                   help="episode i is reset with seed+i")
     p.add_argument("--mode", choices=["float", "fixed"], default="fixed",
                    help="float32 twin or bit-accurate fixed point (default)")
     p.add_argument("--dense", action="store_true", help="dense network instead of delta updates")
-    p.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    p.add_argument("--json", type=path_arg, help="write the results as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -46,8 +47,7 @@ def print_summary(title: str, s: dict, console=None):
 
 
 def run(args) -> int:
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    check_output_file(args.json, "--json")
     model = load_model(args.model)
     res = run_episodes(model, args.episodes, args.seed, mode=args.mode, delta=not args.dense,
                        progress=not args.no_progress)

@@ -8,25 +8,33 @@ from pathlib import Path
 import numpy as np
 
 from pysim import DeltaNetwork, load_model
+from pysim.atomic import atomic_dir
+from pysim.cycles import MAX_LANES
 
 from .arch import ARCHS, add_arch_arguments, check_obs_words, choose_arch, cycle_model
+from .options import SEED_MAX, check_output_dir, int_in, path_arg
 
-__all__ = ["ARCHS", "choose_arch", "record_episode", "register", "run"]
+__all__ = ["ARCHS", "choose_arch", "record_episode", "register", "run", "write_design"]
+
+#: most env steps recorded for the report
+MAX_RECORD_STEPS = 1_000_000
 
 
 def register(sub):
     p = sub.add_parser("generate", help="generate the Verilog, design JSON and report",
                        description="Build the hardware for a model on L MAC lanes and write "
                                    "<top>.v, <top>.json and report.md (deltanet_core for the "
-                                   "event-driven core). The report's cycle figures come from a "
-                                   "recorded episode of the model's env (the reference as the "
-                                   "policy) unless --no-episode.")
-    p.add_argument("--model", required=True, help="model artifact (.npz)")
-    p.add_argument("--lanes", type=int, default=4, help="MAC lanes, 1..64 (default 4)")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of the recorded episode")
-    p.add_argument("--steps", type=int, default=200,
-                   help="record at most this many env steps for the report (default 200)")
+                                   "event-driven core) into OUT, all together or none (they "
+                                   "are written beside OUT first). The report's cycle figures "
+                                   "come from a recorded episode of the model's env (the "
+                                   "reference as the policy) unless --no-episode.")
+    p.add_argument("--model", required=True, type=path_arg, help="model artifact (.npz)")
+    p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=4, help="MAC lanes")
+    p.add_argument("--out", required=True, type=path_arg, help="output folder")
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
+                   help="seed of the recorded episode")
+    p.add_argument("--steps", type=int_in(1, MAX_RECORD_STEPS), default=200,
+                   help="record at most this many env steps for the report")
     p.add_argument("--no-episode", action="store_true",
                    help="use a deterministic synthetic observation sequence instead of the env")
     add_arch_arguments(p)
@@ -57,13 +65,33 @@ def record_episode(model, seed: int, max_steps: int) -> np.ndarray:
         env.close()
 
 
-def run(args) -> int:
+def write_design(model, lanes: int, out_dir, *, arch: str, obs_words: int | None,
+                 memory_files: bool = False, observations=None) -> dict:
+    """Run ``arch``'s generator into ``out_dir``; its ``{kind: path(s)}``."""
     from hw.generate import generate
     from hw.generate_core import generate_core
     from hw.generate_seq import generate_seq
 
-    if args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if arch == "core":
+        return generate_core(model, lanes, out_dir, obs_words=obs_words,
+                             memory_files=memory_files, observations=observations)
+    if arch == "seq":
+        return generate_seq(model, lanes, out_dir, obs_words=obs_words,
+                            observations=observations, memory_files=memory_files)
+    return generate(model, lanes, out_dir, observations=observations)
+
+
+def _moved(paths: dict, tmp: Path, out: Path) -> dict:
+    """The generator's paths under the temporary folder -> the same files under ``out``."""
+    def move(p):
+        return out / Path(p).relative_to(tmp)
+
+    return {k: [move(p) for p in v] if isinstance(v, (list, tuple)) else move(v)
+            for k, v in paths.items()}
+
+
+def run(args) -> int:
+    check_output_dir(args.out, "--out", staged=True)
     model = load_model(args.model)
     arch = choose_arch(model, args.arch)
     obs_words = check_obs_words(model, arch, args.obs_words)
@@ -71,15 +99,11 @@ def run(args) -> int:
     obs = None
     if not args.no_episode and model.meta.get("env_id"):
         obs = record_episode(model, args.seed, args.steps)
-    if arch == "core":
-        paths = generate_core(model, args.lanes, args.out, obs_words=obs_words,
-                              memory_files=args.memory_files, observations=obs)
-    elif arch == "seq":
-        paths = generate_seq(model, args.lanes, args.out, obs_words=obs_words,
-                             observations=obs, memory_files=args.memory_files)
-    else:
-        paths = generate(model, args.lanes, args.out, observations=obs)
-    for kind, path in paths.items():
+    # every file in a fresh folder beside OUT first: OUT gets all of them or none
+    with atomic_dir(args.out) as tmp:
+        paths = write_design(model, args.lanes, tmp, arch=arch, obs_words=obs_words,
+                             memory_files=args.memory_files, observations=obs)
+    for kind, path in _moved(paths, Path(tmp), args.out).items():
         if kind == "memory_files":
             print(f"wrote {len(path)} memory files ($readmemh)")
         else:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pysim import load_model, save_model
+from pysim.cycles import MAX_LANES
+
+from .options import MAX_STEPS, CliError, check_output_file, float_in, int_in, path_arg
+from .prune import mask_stats, prune_finetune, prune_oneshot
+from .train import sb3_paths
+
+SPARSITY = float_in(0, 1, hi_open=True)
 
 
 def register(sub):
@@ -13,56 +20,61 @@ def register(sub):
                     "train`; masks are re-applied after every gradient step and stored in the "
                     "artifact. --finetune-steps 0 prunes one-shot (works on any artifact, no SB3 "
                     "model needed). --balanced-lanes L keeps the same number of weights in every "
-                    "lane's slice of every column (lane k owns output rows r %% L == k).")
-    p.add_argument("--model", required=True, type=Path, help="float artifact from `train`")
-    p.add_argument("--sparsity", required=True, type=float, help="target sparsity in [0, 1)")
+                    "lane's slice of every column (lane k owns output rows r % L == k).")
+    p.add_argument("--model", required=True, type=path_arg, help="float artifact from `train`")
+    p.add_argument("--sparsity", required=True, type=SPARSITY, help="target sparsity")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--per-layer", dest="scope", action="store_const", const="per-layer",
                    help="every layer to the target sparsity (default)")
     g.add_argument("--global", dest="scope", action="store_const", const="global",
                    help="one magnitude threshold over all policy weights")
-    p.add_argument("--balanced-lanes", type=int, default=None, metavar="L",
-                   help="lane-balanced (Spartus column-balanced) pruning for L lanes")
+    p.add_argument("--balanced-lanes", type=int_in(1, MAX_LANES), default=None, metavar="L",
+                   help="lane-balanced (Spartus column-balanced) pruning for L lanes, at most "
+                        "the widest layer's outputs")
     p.add_argument("--whole-columns", action="store_true",
                    help="with --balanced-lanes: prune layers with n_out <= L (the output layer) "
                         "by whole columns instead of keeping them dense")
-    p.add_argument("--out-sparsity", type=float, default=None, metavar="S",
+    p.add_argument("--out-sparsity", type=SPARSITY, default=None, metavar="S",
                    help="target sparsity of the output layer (default: --sparsity; per-layer "
                         "scope only)")
-    p.add_argument("--finetune-steps", type=int, default=None, metavar="N",
+    p.add_argument("--finetune-steps", type=int_in(0, MAX_STEPS), default=None, metavar="N",
                    help="RL fine-tuning env steps (default: half the training steps; "
                         "0 = one-shot pruning without fine-tuning)")
-    p.add_argument("--sb3", type=Path, default=None,
+    p.add_argument("--sb3", type=path_arg, default=None,
                    help="SB3 model to fine-tune (default: the one recorded in MODEL)")
-    p.add_argument("--out", required=True, type=Path, help="pruned artifact to write")
+    p.add_argument("--out", required=True, type=path_arg, help="pruned artifact to write")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run, scope="per-layer")
 
 
+def check_lanes(model, lanes: int | None, where) -> None:
+    """``--balanced-lanes`` must not exceed the widest layer's outputs (rows): with more lanes
+    than rows no lane slice of any column holds two rows to balance."""
+    if lanes is None:
+        return
+    widest = max(p.weight.shape[0] for p in model.params)
+    if lanes > widest:
+        raise CliError(f"--balanced-lanes {lanes}: must be in 1..{widest} for {where} (its "
+                       f"widest layer has {widest} outputs)")
+
+
 def run(args) -> int:
-    from pysim import load_model, save_model
-
-    from .prune import check_sparsity, mask_stats, prune_finetune, prune_oneshot
-
-    check_sparsity(args.sparsity)
-    if args.out_sparsity is not None:
-        check_sparsity(args.out_sparsity)
-        if args.scope == "global":
-            raise ValueError("--out-sparsity needs per-layer sparsity (not --global)")
+    if args.out_sparsity is not None and args.scope == "global":
+        raise ValueError("--out-sparsity needs per-layer sparsity (not --global)")
     if args.whole_columns and not args.balanced_lanes:
         raise ValueError("--whole-columns needs --balanced-lanes")
-    if args.balanced_lanes is not None and args.balanced_lanes < 1:
-        raise ValueError(f"--balanced-lanes must be a positive integer, got {args.balanced_lanes}")
-    if args.finetune_steps is not None and args.finetune_steps < 0:
-        raise ValueError(f"--finetune-steps must be >= 0, got {args.finetune_steps}")
-    if not args.model.exists():
-        raise FileNotFoundError(f"{args.model}: no such model file")
     if args.balanced_lanes and args.scope == "global":
         raise ValueError("--balanced-lanes needs per-layer sparsity (not --global)")
+    if args.finetune_steps == 0 and args.out_sparsity is not None:
+        raise ValueError("--out-sparsity needs fine-tuning (--finetune-steps > 0)")
+    check_output_file(args.out, "--out")
+    if args.finetune_steps != 0:
+        for path in sb3_paths(args.out):
+            check_output_file(path, "--out (its SB3 model)")
+    model = load_model(args.model)
+    check_lanes(model, args.balanced_lanes, args.model)
     if args.finetune_steps == 0:
-        if args.out_sparsity is not None:
-            raise ValueError("--out-sparsity needs fine-tuning (--finetune-steps > 0)")
-        m = prune_oneshot(load_model(args.model), args.sparsity, args.scope, args.balanced_lanes,
+        m = prune_oneshot(model, args.sparsity, args.scope, args.balanced_lanes,
                           args.whole_columns)
         save_model(m, args.out)
         st = mask_stats([p.mask for p in m.params], args.balanced_lanes)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.console import Console
 from rich.table import Table
+
+from pysim import load_model, save_model
+
+from .io import write_json_atomic
+from .options import MAX_EPISODES, SEED_MAX, check_output_file, float_in, int_in, path_arg
+from .quantize import ACT_BITS, HEADROOM, MAX_INPUT_SHIFT, QUANT_SEED, WEIGHT_BITS, quantize_model
 
 
 def register(sub):
@@ -16,19 +20,22 @@ def register(sub):
                     "the observed maximum x headroom) and weight formats (from max |w|), with "
                     "accumulators that cannot overflow; print the per-layer error of the "
                     "bit-accurate outputs against float.")
-    p.add_argument("--model", required=True, type=Path, help="float (pruned) artifact")
-    p.add_argument("--out", required=True, type=Path, help="quantized artifact to write")
-    p.add_argument("--act-bits", type=int, default=16, help="activation/input width (16)")
-    p.add_argument("--weight-bits", type=int, default=8, help="weight width (8)")
-    p.add_argument("--headroom", type=float, default=2.0,
-                   help="range headroom factor over the observed maximum (2.0)")
-    p.add_argument("--max-input-shift", type=int, default=3,
+    p.add_argument("--model", required=True, type=path_arg, help="float (pruned) artifact")
+    p.add_argument("--out", required=True, type=path_arg, help="quantized artifact to write")
+    p.add_argument("--act-bits", type=int_in(*ACT_BITS), default=16,
+                   help="activation/input width")
+    p.add_argument("--weight-bits", type=int_in(*WEIGHT_BITS), default=8, help="weight width")
+    p.add_argument("--headroom", type=float_in(*HEADROOM), default=2.0,
+                   help="range headroom factor over the observed maximum")
+    p.add_argument("--max-input-shift", type=int_in(0, MAX_INPUT_SHIFT), default=3,
                    help="largest input scale is 2**this (3 -> x8); 0 disables input scaling")
     p.add_argument("--no-equalize", action="store_true",
                    help="skip the power-of-two cross-layer range equalisation")
-    p.add_argument("--episodes", type=int, default=10, help="float episodes recorded (10)")
-    p.add_argument("--seed", type=int, default=50_000, help="first episode seed (50000)")
-    p.add_argument("--json", type=Path, help="also write the report as JSON")
+    p.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=10,
+                   help="float episodes recorded")
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=QUANT_SEED,
+                   help="first episode seed")
+    p.add_argument("--json", type=path_arg, help="also write the report as JSON")
     p.set_defaults(func=run)
 
 
@@ -54,15 +61,8 @@ def print_report(rep: dict, console=None):
 
 
 def run(args) -> int:
-    from pysim import load_model, save_model
-
-    from .io import write_json_atomic
-    from .quantize import quantize_model
-
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    if args.max_input_shift < 0:
-        raise ValueError(f"--max-input-shift must be >= 0, got {args.max_input_shift}")
+    check_output_file(args.out, "--out")
+    check_output_file(args.json, "--json")
     model = load_model(args.model)
     q, rep = quantize_model(model, episodes=args.episodes, seed=args.seed,
                             act_bits=args.act_bits, weight_bits=args.weight_bits,

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.console import Console
 from rich.table import Table
 
 from pysim import load_model
+from pysim.cycles import MAX_LANES
 
 from .arch import ARCH_NAMES, add_arch_arguments, resolve_arch
 from .closed_loop import performance, run
+from .envs import check_model_env
 from .io import write_json_atomic
+from .options import (
+    MAX_CLOCK_MHZ,
+    MAX_EPISODES,
+    MAX_STEPS,
+    SEED_MAX,
+    RunFailed,
+    check_build_dir,
+    check_output_file,
+    check_simulator,
+    float_in,
+    int_in,
+    path_arg,
+)
 
 ENGINES = ("verilator", "icarus", "amaranth")
 
@@ -23,19 +36,24 @@ def register(sub):
                     "or Icarus, or the Amaranth simulator) and report cycles per step, latency "
                     "at the clock, MAC-lane utilisation, balance and the speed-up over a dense "
                     "schedule on the same lanes. Every step is also checked against pysim.")
-    p.add_argument("--model", required=True, help="model artifact (.npz)")
-    p.add_argument("--episodes", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--engine", choices=ENGINES, default="verilator")
-    p.add_argument("--lanes", type=int, default=4)
-    p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the latency figures")
-    p.add_argument("--max-steps", type=int, default=0, help="cut episodes after this many steps")
+    p.add_argument("--model", required=True, type=path_arg, help="model artifact (.npz)")
+    p.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=1,
+                   help="closed-loop episodes")
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
+                   help="episode i is reset with seed+i")
+    p.add_argument("--engine", choices=ENGINES, default="verilator",
+                   help="simulator (default verilator)")
+    p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=4, help="MAC lanes")
+    p.add_argument("--clock-mhz", type=float_in(0, MAX_CLOCK_MHZ, lo_open=True), default=100.0,
+                   help="clock for the latency figures")
+    p.add_argument("--max-steps", type=int_in(0, MAX_STEPS), default=0,
+                   help="cut episodes after this many steps (0: never)")
     add_arch_arguments(p)
     p.add_argument("--obs-writes", choices=("changed", "all"),
                    help="core and seq: write only the observation words that changed since the "
                         "last step, or all of them (default: core changed, seq all)")
-    p.add_argument("--waves", type=Path, help="write a waveform (VCD) of the run here")
-    p.add_argument("--json", type=Path, help="write the report as JSON here")
+    p.add_argument("--waves", type=path_arg, help="write a waveform (VCD) of the run here")
+    p.add_argument("--json", type=path_arg, help="write the report as JSON here")
     p.set_defaults(func=main)
 
 
@@ -74,20 +92,29 @@ def print_report(perf: dict, res: dict, console=None):
 
 
 def main(args) -> int:
-    if args.clock_mhz <= 0:
-        raise ValueError(f"--clock-mhz must be > 0, got {args.clock_mhz}")
+    check_output_file(args.waves, "--waves")
+    check_output_file(args.json, "--json")
+    if args.engine != "amaranth":
+        check_build_dir("simulate")
+        check_simulator(args.engine, "--engine")
     model = load_model(args.model)
     arch = resolve_arch(model, args.arch)
-    if args.engine == "amaranth":
-        from .amaranth_engine import run_amaranth
+    check_model_env(model)  # (the verilator and icarus runs check it too; amaranth later)
+    from sim.runner import SimulationError
 
-        res = run_amaranth(args.model, lanes=args.lanes, episodes=args.episodes, seed=args.seed,
-                           max_steps=args.max_steps, waves=args.waves, arch=arch,
-                           obs_words=args.obs_words, obs_writes=args.obs_writes)
-    else:
-        res = run(args.model, lanes=args.lanes, sim=args.engine, episodes=args.episodes,
-                  seed=args.seed, max_steps=args.max_steps, waves=args.waves, arch=arch,
-                  obs_words=args.obs_words, obs_writes=args.obs_writes)
+    try:
+        if args.engine == "amaranth":
+            from .amaranth_engine import run_amaranth
+
+            res = run_amaranth(args.model, lanes=args.lanes, episodes=args.episodes,
+                               seed=args.seed, max_steps=args.max_steps, waves=args.waves,
+                               arch=arch, obs_words=args.obs_words, obs_writes=args.obs_writes)
+        else:
+            res = run(args.model, lanes=args.lanes, sim=args.engine, episodes=args.episodes,
+                      seed=args.seed, max_steps=args.max_steps, waves=args.waves, arch=arch,
+                      obs_words=args.obs_words, obs_writes=args.obs_writes)
+    except SimulationError as e:
+        raise RunFailed(str(e)) from None
     perf = performance(res, model, args.lanes, args.clock_mhz, arch)
     print_report(perf, res)
     if res.get("waves"):

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pysim import load_model
+
+from .options import (
+    MAX_EPISODES,
+    SEED_MAX,
+    check_output_dir,
+    check_output_file,
+    float_in,
+    int_in,
+    path_arg,
+)
+from .sweep import pareto_front, sweep
+
+#: largest delta threshold (real units) and LocalCluster size a sweep may ask for
+MAX_THRESHOLD = 1e9
+MAX_WORKERS = 1024
+#: the files a sweep writes into its folder
+OUTPUTS = ("results.jsonl", "results.csv", "pareto.png")
 
 
 def register(sub):
@@ -14,26 +31,30 @@ def register(sub):
                     "appends results to OUT/results.jsonl as they arrive, rewrites "
                     "OUT/results.csv, skips points already in OUT/results.jsonl, and draws "
                     "OUT/pareto.png (return vs reduction).")
-    p.add_argument("--model", required=True, type=Path, nargs="+", help="model artifact(s)")
-    p.add_argument("--thresholds", required=True, type=float, nargs="+",
+    p.add_argument("--model", required=True, type=path_arg, nargs="+", help="model artifact(s)")
+    p.add_argument("--thresholds", required=True, type=float_in(0, MAX_THRESHOLD), nargs="+",
                    help="delta thresholds (real units, same for every layer)")
-    p.add_argument("--sparsities", type=float, nargs="+", default=[0.0],
-                   help="one-shot sparsities in [0, 1) (default 0 = the model's own masks)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="episode seed groups")
-    p.add_argument("--episodes", type=int, default=10, help="episodes per point (10)")
+    p.add_argument("--sparsities", type=float_in(0, 1, hi_open=True), nargs="+", default=[0.0],
+                   help="one-shot sparsities (0 = the model's own masks)")
+    p.add_argument("--seeds", type=int_in(0, SEED_MAX), nargs="+", default=[0],
+                   help="episode seed groups")
+    p.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=10,
+                   help="episodes per point")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler address (default: a LocalCluster)")
-    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (2)")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=2,
+                   help="LocalCluster worker processes")
+    p.add_argument("--out", required=True, type=path_arg, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from .sweep import pareto_front, sweep
-
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    check_output_dir(args.out, "--out")
+    for name in OUTPUTS:
+        check_output_file(args.out / name, "--out")
+    for m in args.model:  # a bad model file fails here, not on a worker
+        load_model(m)
     rows = sweep(args.model, args.thresholds, args.sparsities, args.seeds, args.out,
                  episodes=args.episodes, scheduler=args.scheduler, workers=args.workers,
                  progress=not args.no_progress)

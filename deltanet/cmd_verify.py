@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.console import Console
 
+from pysim.cycles import MAX_LANES
 from sim.check import describe
 
 from .arch import ARCH_NAMES, add_arch_arguments
 from .closed_loop import MUTATIONS, run
 from .io import write_json_atomic
+from .options import (
+    MAX_EPISODES,
+    MAX_STEPS,
+    SEED_MAX,
+    RunFailed,
+    check_build_dir,
+    check_output_file,
+    check_simulator,
+    int_in,
+    path_arg,
+)
 
 
 def register(sub):
@@ -22,17 +32,21 @@ def register(sub):
                     "Dense models run on the event-driven core (--arch core), models with conv "
                     "layers on the sequential core (--arch seq); both stop at the first "
                     "mismatching step. Exit code 0 only with zero mismatches.")
-    p.add_argument("--model", required=True, help="model artifact (.npz)")
-    p.add_argument("--episodes", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0, help="episode i is reset with seed+i")
-    p.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
-    p.add_argument("--lanes", type=int, default=4, help="MAC lanes (default 4)")
-    p.add_argument("--max-steps", type=int, default=0, help="cut episodes after this many steps")
+    p.add_argument("--model", required=True, type=path_arg, help="model artifact (.npz)")
+    p.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=1,
+                   help="closed-loop episodes")
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
+                   help="episode i is reset with seed+i")
+    p.add_argument("--sim", choices=["verilator", "icarus"], default="verilator",
+                   help="simulator (default verilator)")
+    p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=4, help="MAC lanes")
+    p.add_argument("--max-steps", type=int_in(0, MAX_STEPS), default=0,
+                   help="cut episodes after this many steps (0: never)")
     add_arch_arguments(p)
     p.add_argument("--obs-writes", choices=("changed", "all"),
                    help="core and seq: write only the observation words that changed since the "
                         "last step, or all of them (default: core changed, seq all)")
-    p.add_argument("--json", type=Path, help="write the results as JSON here")
+    p.add_argument("--json", type=path_arg, help="write the results as JSON here")
     p.add_argument("--mutate", choices=MUTATIONS,
                    help="self-check: build the hardware from a deliberately corrupted model; "
                         "verify must then fail and report the first mismatch")
@@ -40,9 +54,17 @@ def register(sub):
 
 
 def main(args) -> int:
-    res = run(args.model, lanes=args.lanes, sim=args.sim, episodes=args.episodes,
-              seed=args.seed, max_steps=args.max_steps, mutation=args.mutate, arch=args.arch,
-              obs_words=args.obs_words, obs_writes=args.obs_writes)
+    check_output_file(args.json, "--json")
+    check_build_dir("verify")
+    check_simulator(args.sim, "--sim")
+    from sim.runner import SimulationError
+
+    try:
+        res = run(args.model, lanes=args.lanes, sim=args.sim, episodes=args.episodes,
+                  seed=args.seed, max_steps=args.max_steps, mutation=args.mutate,
+                  arch=args.arch, obs_words=args.obs_words, obs_writes=args.obs_writes)
+    except SimulationError as e:
+        raise RunFailed(str(e)) from None
     summary = {k: res[k] for k in ("steps", "mismatches", "mismatched_values", "hw_return",
                                    "ref_return", "returns_equal", "first_mismatch", "episodes",
                                    "simulator", "arch", "lanes", "seed", "mutation", "model",

@@ -43,6 +43,12 @@ from pysim.fixed import FixedFormat
 from .envs import make_env
 
 QUANT_SEED = 50_000
+#: allowed activation/input widths (bits, sign included), weight widths, range headroom factors
+#: and input-scale exponents (a scale of at most 2**MAX_INPUT_SHIFT)
+ACT_BITS = (2, 32)
+WEIGHT_BITS = (2, 16)
+HEADROOM = (1.0, 65536.0)
+MAX_INPUT_SHIFT = 16
 
 
 def record_observations(model: Model, episodes: int = 10, seed: int = QUANT_SEED,
@@ -161,12 +167,17 @@ def equalize(model: Model, iterations: int = 4, boundaries: bool = True) -> Mode
 def choose_formats(model: Model, obs: np.ndarray, *, act_bits: int = 16, weight_bits: int = 8,
                    headroom: float = 2.0, max_input_shift: int = 3, scale_inputs: bool = True):
     """A new model with input scaling and formats chosen from ``obs``; see the module doc."""
-    if not 2 <= act_bits <= 32:
-        raise ValueError(f"--act-bits must lie in [2, 32], got {act_bits}")
-    if not 2 <= weight_bits <= 16:
-        raise ValueError(f"--weight-bits must lie in [2, 16], got {weight_bits}")
-    if headroom < 1:
-        raise ValueError(f"headroom must be >= 1, got {headroom}")
+    if not ACT_BITS[0] <= act_bits <= ACT_BITS[1]:
+        raise ValueError(f"--act-bits must lie in [{ACT_BITS[0]}, {ACT_BITS[1]}], got {act_bits}")
+    if not WEIGHT_BITS[0] <= weight_bits <= WEIGHT_BITS[1]:
+        raise ValueError(f"--weight-bits must lie in [{WEIGHT_BITS[0]}, {WEIGHT_BITS[1]}], got "
+                         f"{weight_bits}")
+    if not HEADROOM[0] <= headroom <= HEADROOM[1]:
+        raise ValueError(f"headroom must lie in [{HEADROOM[0]:g}, {HEADROOM[1]:g}], got "
+                         f"{headroom}")
+    if not 0 <= max_input_shift <= MAX_INPUT_SHIFT:
+        raise ValueError(f"--max-input-shift must lie in [0, {MAX_INPUT_SHIFT}], got "
+                         f"{max_input_shift}")
     cfg = model.config
     s0 = np.asarray(cfg.input_scale)
     off = np.asarray(cfg.input_offset)

@@ -51,6 +51,16 @@ class SynthError(RuntimeError):
     pass
 
 
+class DoesNotFit(SynthError):
+    """The design needs more of the target than it has; ``result`` is the record to report
+    (``fits: False``, ``target``, ``reason`` and, when yosys counted them, ``needs`` and
+    ``capacity``)."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result
+
+
 def _tool(name: str) -> str:
     exe = shutil.which(name)
     if exe is None:
@@ -130,8 +140,9 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
     if result_path.exists():
         res = json.loads(result_path.read_text())
         if res.get("fits") is False:
-            raise SynthError(f"the design does not fit {target} ({res['error']}; cached "
-                             f"result in {work})")
+            raise DoesNotFit(f"the design does not fit {target} ({res['error']}; cached "
+                             f"result in {work})", {**res, "reason": res["error"],
+                                                    "cached": True})
         res["cached"] = True
         return res
     work.mkdir(parents=True, exist_ok=True)
@@ -165,8 +176,9 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
         res = {"target": target, "fits": False, "needs": need, "capacity": t["capacity"],
                "error": "; ".join(over), "work_dir": str(work), "versions": _versions()}
         result_path.write_text(json.dumps(res, indent=2) + "\n")
-        raise SynthError(f"the design does not fit {target} ({res['error']}; counts after "
-                         f"yosys, see {work / 'stat.txt'})")
+        raise DoesNotFit(f"the design does not fit {target} ({res['error']}; counts after "
+                         f"yosys, see {work / 'stat.txt'})",
+                         {**res, "reason": res["error"], "cached": False})
     pnr = [_tool(f"yowasp-nextpnr-{t['family']}"), *t["pnr"], "--json", "top.json",
            "--report", "report.json", "--timing-allow-fail", "--freq", str(freq_mhz), "-q",
            "--seed", "1"]
@@ -178,12 +190,16 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
         m = re.search(r"(Design uses.*|Unable to (?:find legal )?place.*|.*too many.*|"
                       r".*not enough.*)", text, re.IGNORECASE)
         if m:
-            raise SynthError(f"the design does not fit {target}: {m.group(1).strip()}")
+            why = m.group(1).strip()
+            raise DoesNotFit(f"the design does not fit {target}: {why}",
+                             {"target": target, "fits": False, "error": why, "reason": why,
+                              "work_dir": str(work), "versions": _versions(), "cached": False})
         raise SynthError(f"nextpnr failed for {target}; see {work}:\n"
                          + "\n".join(text.strip().splitlines()[-5:]))
     rep = json.loads((work / "report.json").read_text())
     util = rep.get("utilization", {})
-    res = {"target": target, "top": top, "work_dir": str(work), "freq_target_mhz": freq_mhz}
+    res = {"target": target, "fits": True, "top": top, "work_dir": str(work),
+           "freq_target_mhz": freq_mhz}
     for cell, name in RESOURCES[t["family"]].items():
         if cell in util:
             res[name] = int(util[cell]["used"])

@@ -174,9 +174,19 @@ class DeltaNetwork:
         self._thr[layer] = float(max(int(raw), 1))
 
     def quantize_obs(self, obs) -> np.ndarray:
-        """Float observation (B, n_in) -> layer-0 input: raw codes (fixed) or float32."""
+        """Float observation (B, n_in) -> layer-0 input: raw codes (fixed) or float32.
+
+        A NaN or infinite observation value is refused (ValueError naming its index and
+        value): in the delta network it would silence that input for the rest of the episode.
+        """
         cfg = self.config
         obs = np.asarray(obs, dtype=np.float64).reshape(self.batch, cfg.n_in)
+        bad = ~np.isfinite(obs)
+        if bad.any():
+            b, i = (int(v) for v in np.argwhere(bad)[0])
+            env = f" (env {b} of {self.batch})" if self.batch > 1 else ""
+            raise ValueError(f"observation[{i}]{env} is {float(obs[b, i])}: observations must be "
+                             f"finite ({int(bad.sum())} of {bad.size} values are not)")
         x = (obs - np.asarray(cfg.input_offset)) * np.asarray(cfg.input_scale)
         if self.mode == "fixed":
             return cfg.input_fmt.quantize(x)

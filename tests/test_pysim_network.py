@@ -252,3 +252,19 @@ def test_narrow_accumulator_wraps_like_hardware(seed):
         a = delta.step(x)
         np.testing.assert_array_equal(a, dense.step(x))
         np.testing.assert_array_equal(a[0], y)
+
+
+@pytest.mark.parametrize("mode", ["float", "fixed"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_observation_is_refused(mode, bad):
+    """A NaN/inf observation would silence that input for the rest of the episode (delta 0
+    never fires again in float mode); refused, naming the index and the value."""
+    m = random_model(3, [4, 5, 2])
+    net = DeltaNetwork(m, mode=mode)
+    obs = np.array([0.1, 0.2, bad, 0.3])
+    with pytest.raises(ValueError, match=rf"observation\[2\] is {bad}: .*finite"):
+        net.quantize_obs(obs)
+    batch = DeltaNetwork(m, mode=mode, batch=2)
+    with pytest.raises(ValueError, match=r"observation\[2\] \(env 1 of 2\)"):
+        batch.quantize_obs(np.stack([np.zeros(4), obs]))
+    net.quantize_obs(np.zeros(4))  # a finite one still goes through

@@ -2,7 +2,7 @@
 
 import pytest
 
-from deltanet.synth import SynthError, io_shim, ports, synth
+from deltanet.synth import DoesNotFit, SynthError, io_shim, ports, synth
 
 COUNTER = """module deltanet_core(clk, rst, start, done, q);
   input clk; wire clk;
@@ -56,10 +56,17 @@ def test_synth_counts_and_early_does_not_fit(tmp_path):
     v.write_text("module deltanet_core(clk, rst, a, " + ", ".join(f"q{i}" for i in range(8))
                  + ");\n  input clk; wire clk;\n  input rst; wire rst;\n"
                  "  input [31:0] a; wire [31:0] a;\n" + wide + "\n" + body + "\nendmodule\n")
-    with pytest.raises(SynthError, match="does not fit ice40-up5k"):
+    with pytest.raises(SynthError, match="does not fit ice40-up5k") as e:
         synth(v, "ice40-up5k", cache_root=tmp_path / "c")
-    with pytest.raises(SynthError, match="does not fit"):  # cached verdict, same message
+    # the record `deltanet synth --json` writes: fits false, the reason, the counts
+    assert isinstance(e.value, DoesNotFit)
+    r = e.value.result
+    assert r["fits"] is False and r["target"] == "ice40-up5k" and "needs" in r["reason"]
+    assert r["needs"] and r["capacity"] and not r["cached"]
+    with pytest.raises(SynthError, match="does not fit") as e:  # cached verdict, same message
         synth(v, "ice40-up5k", cache_root=tmp_path / "c")
+    assert isinstance(e.value, DoesNotFit) and e.value.result["cached"]
+    assert e.value.result["reason"] == r["reason"]
 
 
 def test_synth_another_top_name(tmp_path):
