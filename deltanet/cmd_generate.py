@@ -1,5 +1,5 @@
-"""``deltanet generate``: Verilog + design JSON + report for a model (see :mod:`hw.generate_core`,
-:mod:`hw.generate_seq` and :mod:`hw.generate`)."""
+"""``deltanet generate``: Verilog + design JSON + report for a model (see
+:mod:`hw.generate_core`)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from pysim import DeltaNetwork, load_model
+from pysim.coreplan import CorePlan
 
-from .arch import ARCHS, add_arch_arguments, check_obs_words, choose_arch, cycle_model
+from .closed_loop import add_obs_words_argument, check_obs_words
 
-__all__ = ["ARCHS", "choose_arch", "record_episode", "register", "run"]
+__all__ = ["record_episode", "register", "run"]
 
 
 def register(sub):
     p = sub.add_parser("generate", help="generate the Verilog, design JSON and report",
                        description="Build the hardware for a model on L MAC lanes and write "
-                                   "<top>.v, <top>.json and report.md (deltanet_core for the "
-                                   "event-driven core). The report's cycle figures come from a "
+                                   "deltanet_core.v, deltanet_core.json and report.md. The "
+                                   "report's cycle figures come from a "
                                    "recorded episode of the model's env (the reference as the "
                                    "policy) unless --no-episode.")
     p.add_argument("--model", required=True, help="model artifact (.npz)")
@@ -29,9 +30,9 @@ def register(sub):
                    help="record at most this many env steps for the report (default 200)")
     p.add_argument("--no-episode", action="store_true",
                    help="use a deterministic synthetic observation sequence instead of the env")
-    add_arch_arguments(p)
+    add_obs_words_argument(p)
     p.add_argument("--memory-files", action="store_true",
-                   help="core and seq: memory contents in $readmemh files beside the Verilog")
+                   help="memory contents in $readmemh files beside the Verilog")
     p.set_defaults(func=run)
 
 
@@ -58,27 +59,18 @@ def record_episode(model, seed: int, max_steps: int) -> np.ndarray:
 
 
 def run(args) -> int:
-    from hw.generate import generate
     from hw.generate_core import generate_core
-    from hw.generate_seq import generate_seq
 
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     model = load_model(args.model)
-    arch = choose_arch(model, args.arch)
-    obs_words = check_obs_words(model, arch, args.obs_words)
-    cycle_model(model, args.lanes, arch, obs_words)  # validates --lanes with a clear message
+    obs_words = check_obs_words(model, args.obs_words)
+    CorePlan.build(model, args.lanes, obs_words)  # validates --lanes with a clear message
     obs = None
     if not args.no_episode and model.meta.get("env_id"):
         obs = record_episode(model, args.seed, args.steps)
-    if arch == "core":
-        paths = generate_core(model, args.lanes, args.out, obs_words=obs_words,
-                              memory_files=args.memory_files, observations=obs)
-    elif arch == "seq":
-        paths = generate_seq(model, args.lanes, args.out, obs_words=obs_words,
-                             observations=obs, memory_files=args.memory_files)
-    else:
-        paths = generate(model, args.lanes, args.out, observations=obs)
+    paths = generate_core(model, args.lanes, args.out, obs_words=obs_words,
+                          memory_files=args.memory_files, observations=obs)
     for kind, path in paths.items():
         if kind == "memory_files":
             print(f"wrote {len(path)} memory files ($readmemh)")

@@ -9,8 +9,7 @@ from rich.table import Table
 
 from pysim import load_model
 
-from .arch import ARCH_NAMES, add_arch_arguments, resolve_arch
-from .closed_loop import performance, run
+from .closed_loop import add_obs_words_argument, performance, run
 from .io import write_json_atomic
 
 ENGINES = ("verilator", "icarus", "amaranth")
@@ -30,10 +29,10 @@ def register(sub):
     p.add_argument("--lanes", type=int, default=4)
     p.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the latency figures")
     p.add_argument("--max-steps", type=int, default=0, help="cut episodes after this many steps")
-    add_arch_arguments(p)
+    add_obs_words_argument(p)
     p.add_argument("--obs-writes", choices=("changed", "all"),
-                   help="core and seq: write only the observation words that changed since the "
-                        "last step, or all of them (default: core changed, seq all)")
+                   help="write only the observation words that changed since the last step, "
+                        "or all of them (default: changed)")
     p.add_argument("--waves", type=Path, help="write a waveform (VCD) of the run here")
     p.add_argument("--json", type=Path, help="write the report as JSON here")
     p.set_defaults(func=main)
@@ -41,7 +40,7 @@ def register(sub):
 
 def print_report(perf: dict, res: dict, console=None):
     con = console or Console()
-    t = Table(title=f"closed loop on {res['simulator']}, {ARCH_NAMES[res['arch']]}, "
+    t = Table(title=f"closed loop on {res['simulator']}, event-driven core, "
                     f"{perf['lanes']} lanes, {perf['clock_mhz']:g} MHz")
     t.add_column("figure")
     t.add_column("value", justify="right")
@@ -77,18 +76,17 @@ def main(args) -> int:
     if args.clock_mhz <= 0:
         raise ValueError(f"--clock-mhz must be > 0, got {args.clock_mhz}")
     model = load_model(args.model)
-    arch = resolve_arch(model, args.arch)
     if args.engine == "amaranth":
         from .amaranth_engine import run_amaranth
 
         res = run_amaranth(args.model, lanes=args.lanes, episodes=args.episodes, seed=args.seed,
-                           max_steps=args.max_steps, waves=args.waves, arch=arch,
+                           max_steps=args.max_steps, waves=args.waves,
                            obs_words=args.obs_words, obs_writes=args.obs_writes)
     else:
         res = run(args.model, lanes=args.lanes, sim=args.engine, episodes=args.episodes,
-                  seed=args.seed, max_steps=args.max_steps, waves=args.waves, arch=arch,
+                  seed=args.seed, max_steps=args.max_steps, waves=args.waves,
                   obs_words=args.obs_words, obs_writes=args.obs_writes)
-    perf = performance(res, model, args.lanes, args.clock_mhz, arch)
+    perf = performance(res, model, args.lanes, args.clock_mhz)
     print_report(perf, res)
     if res.get("waves"):
         print(f"waves: {res['waves']} (open with gtkwave or surfer)")

@@ -8,8 +8,9 @@ from rich.console import Console
 from rich.table import Table
 
 from pysim import load_model
+from pysim.coreplan import CorePlan
 
-from .arch import ARCH_NAMES, add_arch_arguments, check_obs_words, choose_arch, cycle_model
+from .closed_loop import add_obs_words_argument, check_obs_words
 from .io import write_json_atomic
 from .synth import TARGETS, SynthError, synth
 
@@ -25,39 +26,24 @@ def register(sub):
     p.add_argument("--lanes", type=int, default=4)
     p.add_argument("--target", choices=sorted(TARGETS), default="ecp5-25k")
     p.add_argument("--freq-mhz", type=float, default=100.0, help="timing target for nextpnr")
-    add_arch_arguments(p)
+    add_obs_words_argument(p)
     p.add_argument("--json", type=Path)
     p.set_defaults(func=main)
 
 
 def synth_model(model_path, lanes: int, target: str, freq_mhz: float = 100.0, status=None,
-                arch: str = "auto", obs_words: int | None = None):
-    """Generate ``arch``'s Verilog for the model (inline memory contents) under
+                obs_words: int | None = None):
+    """Generate the core's Verilog for the model (inline memory contents) under
     build/synth/designs and synthesize it for ``target``."""
-    from hw.generate import TOPLEVEL as TOP_PARALLEL
-    from hw.generate import generate
-    from hw.generate_core import TOPLEVEL as TOP_CORE
-    from hw.generate_core import generate_core
-    from hw.generate_seq import TOPLEVEL as TOP_SEQ
-    from hw.generate_seq import generate_seq
+    from hw.generate_core import TOPLEVEL, generate_core
 
     model = load_model(model_path)
-    arch = choose_arch(model, arch)
-    obs_words = check_obs_words(model, arch, obs_words)
-    cycle_model(model, lanes, arch, obs_words)  # validates lanes with a clear message
-    name = {"core": f"core{obs_words}", "seq": "seq", "parallel": None}[arch]
-    out = Path("build") / "synth" / "designs" / "-".join(
-        [Path(model_path).stem] + ([name] if name else []) + [f"L{lanes}"])
-    if arch == "core":
-        generate_core(model, lanes, out, obs_words=obs_words)
-        top = TOP_CORE
-    elif arch == "seq":
-        generate_seq(model, lanes, out, obs_words=obs_words)
-        top = TOP_SEQ
-    else:
-        generate(model, lanes, out)
-        top = TOP_PARALLEL
-    return synth(out / f"{top}.v", target, freq_mhz=freq_mhz, status=status, top_name=top)
+    obs_words = check_obs_words(model, obs_words)
+    CorePlan.build(model, lanes, obs_words)  # validates lanes with a clear message
+    out = Path("build") / "synth" / "designs" / f"{Path(model_path).stem}-core{obs_words}-L{lanes}"
+    generate_core(model, lanes, out, obs_words=obs_words)
+    return synth(out / f"{TOPLEVEL}.v", target, freq_mhz=freq_mhz, status=status,
+                 top_name=TOPLEVEL)
 
 
 def main(args) -> int:
@@ -65,13 +51,11 @@ def main(args) -> int:
     try:
         with con.status("synthesizing") as st:
             res = synth_model(args.model, args.lanes, args.target, args.freq_mhz,
-                              status=lambda m: st.update(m), arch=args.arch,
-                              obs_words=args.obs_words)
+                              status=lambda m: st.update(m), obs_words=args.obs_words)
     except SynthError as e:
         con.print(f"[red]deltanet synth: {e}[/red]")
         return 1
-    arch = choose_arch(load_model(args.model), args.arch)
-    t = Table(title=f"{Path(args.model).name}, {ARCH_NAMES[arch]}, {args.lanes} lanes, "
+    t = Table(title=f"{Path(args.model).name}, event-driven core, {args.lanes} lanes, "
                     f"{args.target}{' (cached)' if res.get('cached') else ''}")
     t.add_column("resource")
     t.add_column("used", justify="right")

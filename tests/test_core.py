@@ -26,9 +26,9 @@ from pysim import (
     mlp_config,
 )
 from pysim.config import default_acc_bits
-from pysim.fixed import fmt
 from pysim.corecycles import CoreCycleModel
 from pysim.coreplan import CorePlan
+from pysim.fixed import fmt
 from sim.driver import AmaranthIO, CoreDesign, StepDriver
 
 MODELS = Path(__file__).resolve().parents[1] / "deltanet" / "models"
