@@ -1,9 +1,5 @@
-"""Shared by ``deltanet verify``, ``deltanet simulate`` and the demo: design + closed-loop run.
-
-The hardware core comes from ``--arch`` (:mod:`deltanet.arch`): ``core`` (the event-driven
-:class:`hw.core.DeltaCore`, dense layers, the default for dense models), ``seq`` (conv2d and
-dense layers, discrete actions, the default for models with a conv layer) or ``parallel``.
-"""
+"""Shared by ``deltanet verify``, ``deltanet simulate`` and the demo: design + closed-loop run
+on the event-driven core (:class:`hw.core.DeltaCore`)."""
 
 from __future__ import annotations
 
@@ -13,14 +9,34 @@ from pathlib import Path
 import numpy as np
 
 from pysim import Model, load_model
+from pysim.corecycles import CoreCycleModel
+from pysim.coreplan import MAX_OBS_WORDS
 
-from .arch import ARCHS, check_obs_words, cycle_model, resolve_arch
 from .envs import check_model_env
+from .options import int_in
 
-__all__ = ["ARCHS", "MUTATIONS", "cycle_model", "mutate", "performance", "resolve_arch", "run",
-           "work_dir"]
+__all__ = ["MUTATIONS", "add_obs_words_argument", "check_obs_words", "mutate", "performance",
+           "run", "work_dir"]
 
 MUTATIONS = ("weight", "threshold")
+
+
+def add_obs_words_argument(p) -> None:
+    """``--obs-words``, the same for every command that builds the core."""
+    p.add_argument("--obs-words", type=int_in(1, MAX_OBS_WORDS), default=None,
+                   help="observation codes per host write (default min(inputs, 8))")
+
+
+def check_obs_words(model: Model, obs_words: int | None) -> int:
+    """The observation word (:func:`sim.runner.default_obs_words` when None), validated with a
+    clear message."""
+    from sim.runner import default_obs_words
+
+    if obs_words is not None and (isinstance(obs_words, bool) or not isinstance(obs_words, int)
+                                  or not 1 <= obs_words <= MAX_OBS_WORDS):
+        raise ValueError(f"--obs-words must be an integer in 1..{MAX_OBS_WORDS}, got "
+                         f"{obs_words!r}")
+    return default_obs_words(model, obs_words)
 
 
 def mutate(model: Model, what: str) -> Model:
@@ -52,14 +68,13 @@ def work_dir(model: Model, lanes: int, tag: str, root: Path = Path("build")) -> 
 
 
 def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps: int = 0,
-        mutation: str | None = None, waves: Path | None = None, arch: str = "auto",
+        mutation: str | None = None, waves: Path | None = None,
         obs_words: int | None = None, obs_writes: str | None = None) -> dict:
     """Generate (cached), build (cached) and run the closed loop; the bench's result dict.
 
-    ``arch``: ``auto`` | ``core`` | ``parallel`` | ``seq`` (see :func:`resolve_arch`);
-    ``obs_words``: input codes per observation write (core and seq; default
+    ``obs_words``: input codes per observation write (default
     :func:`sim.runner.default_obs_words`); ``obs_writes``: ``changed`` or ``all`` observation
-    words per step (core and seq; default: the bench's).
+    words per step (default: the bench's, ``changed``).
     """
     from sim.runner import prepare, run_closed_loop
 
@@ -68,35 +83,31 @@ def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps
     if max_steps < 0:
         raise ValueError(f"--max-steps must be >= 0, got {max_steps}")
     model = load_model(model_path)
-    arch = resolve_arch(model, arch)
-    obs_words = check_obs_words(model, arch, obs_words)
-    cycle_model(model, lanes, arch, obs_words)  # validates lanes with a clear message
+    obs_words = check_obs_words(model, obs_words)
+    CoreCycleModel(model, lanes, obs_words)  # validates lanes with a clear message
     check_model_env(model)  # else the bench fails inside the simulator, with no result
     design_model = mutate(model, mutation) if mutation else model
     tag = mutation or "clean"
-    root = work_dir(model, lanes, tag if arch == "parallel" else f"{arch}{obs_words}-{tag}")
-    design_dir, ref_path = prepare(model, lanes, root, design_model=design_model, arch=arch,
+    root = work_dir(model, lanes, f"core{obs_words}-{tag}")
+    design_dir, ref_path = prepare(model, lanes, root, design_model=design_model,
                                    obs_words=obs_words)
     res = run_closed_loop(design_dir, ref_path, sim=sim, episodes=episodes, seed=seed,
                           max_steps=max_steps, waves=waves, work_dir=root / f"run-{sim}",
-                          arch=arch, obs_writes=obs_writes)
+                          obs_writes=obs_writes)
     res["model"] = str(model_path)
     res["lanes"] = lanes
     res["seed"] = seed
     res["mutation"] = mutation
-    res["arch"] = arch
     res["design_dir"] = str(design_dir)
     return res
 
 
-def performance(res: dict, model: Model, lanes: int, clock_mhz: float,
-                arch: str = "core") -> dict:
+def performance(res: dict, model: Model, lanes: int, clock_mhz: float) -> dict:
     """Cycle statistics of a closed-loop run (cycles measured by the design).
 
-    The dense schedule is the cycle model's ``dense_cycles()`` (for ``seq``: the same scans,
-    every input an event, no pruning); the cycle figures include the first step's full pass.
-    Where the run measured it (core), ``latency_cycles_mean`` counts a step from its first
-    observation write to ``done`` (the host's writes included)."""
+    The dense schedule is the cycle model's ``dense_cycles()``; the cycle figures include the
+    first step's full pass. ``latency_cycles_mean`` counts a step from its first observation
+    write to ``done`` (the host's writes included)."""
     steps = [s for s in res["per_step"] if s.get("cycles") is not None]  # (a hung step: none)
     if not steps:
         raise ValueError("no completed step to report on (see the first mismatch)")
@@ -104,7 +115,7 @@ def performance(res: dict, model: Model, lanes: int, clock_mhz: float,
     macs = np.array([sum(s["macs"]) for s in steps], dtype=np.float64)
     busy = np.array([s["busy"] for s in steps], dtype=np.float64)
     lane_work = np.array([s["lane_work"] for s in steps], dtype=np.float64).sum(axis=0)
-    dense = cycle_model(model, lanes, arch, res.get("obs_words")).dense_cycles()
+    dense = CoreCycleModel(model, lanes, res.get("obs_words")).dense_cycles()
     sig_ideal = np.ceil(macs / lanes)
     lat = [s["latency"] for s in steps if s.get("latency") is not None]
     return {

@@ -1,5 +1,5 @@
-"""``deltanet generate``: Verilog + design JSON + report for a model (see :mod:`hw.generate_core`,
-:mod:`hw.generate_seq` and :mod:`hw.generate`)."""
+"""``deltanet generate``: Verilog + design JSON + report for a model (see
+:mod:`hw.generate_core`)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 
 from pysim import DeltaNetwork, load_model
 from pysim.atomic import atomic_dir
-from pysim.cycles import MAX_LANES
+from pysim.coreplan import MAX_LANES, CorePlan
 
-from .arch import ARCHS, add_arch_arguments, check_obs_words, choose_arch, cycle_model
+from .closed_loop import add_obs_words_argument, check_obs_words
 from .options import SEED_MAX, check_output_dir, int_in, path_arg
 
-__all__ = ["ARCHS", "choose_arch", "record_episode", "register", "run", "write_design"]
+__all__ = ["record_episode", "register", "run", "write_design"]
 
 #: most env steps recorded for the report
 MAX_RECORD_STEPS = 1_000_000
@@ -23,8 +23,7 @@ MAX_RECORD_STEPS = 1_000_000
 def register(sub):
     p = sub.add_parser("generate", help="generate the Verilog, design JSON and report",
                        description="Build the hardware for a model on L MAC lanes and write "
-                                   "<top>.v, <top>.json and report.md (deltanet_core for the "
-                                   "event-driven core) into OUT, all together or none (they "
+                                   "deltanet_core.v, deltanet_core.json and report.md into OUT, all together or none (they "
                                    "are written beside OUT first). The report's cycle figures "
                                    "come from a recorded episode of the model's env (the "
                                    "reference as the policy) unless --no-episode.")
@@ -37,9 +36,9 @@ def register(sub):
                    help="record at most this many env steps for the report")
     p.add_argument("--no-episode", action="store_true",
                    help="use a deterministic synthetic observation sequence instead of the env")
-    add_arch_arguments(p)
+    add_obs_words_argument(p)
     p.add_argument("--memory-files", action="store_true",
-                   help="core and seq: memory contents in $readmemh files beside the Verilog")
+                   help="memory contents in $readmemh files beside the Verilog")
     p.set_defaults(func=run)
 
 
@@ -65,20 +64,13 @@ def record_episode(model, seed: int, max_steps: int) -> np.ndarray:
         env.close()
 
 
-def write_design(model, lanes: int, out_dir, *, arch: str, obs_words: int | None,
+def write_design(model, lanes: int, out_dir, *, obs_words: int,
                  memory_files: bool = False, observations=None) -> dict:
-    """Run ``arch``'s generator into ``out_dir``; its ``{kind: path(s)}``."""
-    from hw.generate import generate
+    """Run the generator into ``out_dir``; its ``{kind: path(s)}``."""
     from hw.generate_core import generate_core
-    from hw.generate_seq import generate_seq
 
-    if arch == "core":
-        return generate_core(model, lanes, out_dir, obs_words=obs_words,
-                             memory_files=memory_files, observations=observations)
-    if arch == "seq":
-        return generate_seq(model, lanes, out_dir, obs_words=obs_words,
-                            observations=observations, memory_files=memory_files)
-    return generate(model, lanes, out_dir, observations=observations)
+    return generate_core(model, lanes, out_dir, obs_words=obs_words,
+                         memory_files=memory_files, observations=observations)
 
 
 def _moved(paths: dict, tmp: Path, out: Path) -> dict:
@@ -93,15 +85,14 @@ def _moved(paths: dict, tmp: Path, out: Path) -> dict:
 def run(args) -> int:
     check_output_dir(args.out, "--out", staged=True)
     model = load_model(args.model)
-    arch = choose_arch(model, args.arch)
-    obs_words = check_obs_words(model, arch, args.obs_words)
-    cycle_model(model, args.lanes, arch, obs_words)  # validates --lanes with a clear message
+    obs_words = check_obs_words(model, args.obs_words)
+    CorePlan.build(model, args.lanes, obs_words)  # validates --lanes with a clear message
     obs = None
     if not args.no_episode and model.meta.get("env_id"):
         obs = record_episode(model, args.seed, args.steps)
     # every file in a fresh folder beside OUT first: OUT gets all of them or none
     with atomic_dir(args.out) as tmp:
-        paths = write_design(model, args.lanes, tmp, arch=arch, obs_words=obs_words,
+        paths = write_design(model, args.lanes, tmp, obs_words=obs_words,
                              memory_files=args.memory_files, observations=obs)
     for kind, path in _moved(paths, Path(tmp), args.out).items():
         if kind == "memory_files":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pysim import load_model, save_model
-from pysim.cycles import MAX_LANES
+from pysim.coreplan import MAX_LANES
 
 from .options import MAX_STEPS, CliError, check_output_file, float_in, int_in, path_arg
 from .prune import mask_stats, prune_finetune, prune_oneshot

@@ -6,10 +6,9 @@ from rich.console import Console
 from rich.table import Table
 
 from pysim import load_model
-from pysim.cycles import MAX_LANES
+from pysim.coreplan import MAX_LANES
 
-from .arch import ARCH_NAMES, add_arch_arguments, resolve_arch
-from .closed_loop import performance, run
+from .closed_loop import add_obs_words_argument, performance, run
 from .envs import check_model_env
 from .io import write_json_atomic
 from .options import (
@@ -48,10 +47,10 @@ def register(sub):
                    help="clock for the latency figures")
     p.add_argument("--max-steps", type=int_in(0, MAX_STEPS), default=0,
                    help="cut episodes after this many steps (0: never)")
-    add_arch_arguments(p)
+    add_obs_words_argument(p)
     p.add_argument("--obs-writes", choices=("changed", "all"),
-                   help="core and seq: write only the observation words that changed since the "
-                        "last step, or all of them (default: core changed, seq all)")
+                   help="write only the observation words that changed since the last step, "
+                        "or all of them (default: changed)")
     p.add_argument("--waves", type=path_arg, help="write a waveform (VCD) of the run here")
     p.add_argument("--json", type=path_arg, help="write the report as JSON here")
     p.set_defaults(func=main)
@@ -59,7 +58,7 @@ def register(sub):
 
 def print_report(perf: dict, res: dict, console=None):
     con = console or Console()
-    t = Table(title=f"closed loop on {res['simulator']}, {ARCH_NAMES[res['arch']]}, "
+    t = Table(title=f"closed loop on {res['simulator']}, event-driven core, "
                     f"{perf['lanes']} lanes, {perf['clock_mhz']:g} MHz")
     t.add_column("figure")
     t.add_column("value", justify="right")
@@ -98,7 +97,6 @@ def main(args) -> int:
         check_build_dir("simulate")
         check_simulator(args.engine, "--engine")
     model = load_model(args.model)
-    arch = resolve_arch(model, args.arch)
     check_model_env(model)  # (the verilator and icarus runs check it too; amaranth later)
     from sim.runner import SimulationError
 
@@ -108,14 +106,14 @@ def main(args) -> int:
 
             res = run_amaranth(args.model, lanes=args.lanes, episodes=args.episodes,
                                seed=args.seed, max_steps=args.max_steps, waves=args.waves,
-                               arch=arch, obs_words=args.obs_words, obs_writes=args.obs_writes)
+                               obs_words=args.obs_words, obs_writes=args.obs_writes)
         else:
             res = run(args.model, lanes=args.lanes, sim=args.engine, episodes=args.episodes,
-                      seed=args.seed, max_steps=args.max_steps, waves=args.waves, arch=arch,
+                      seed=args.seed, max_steps=args.max_steps, waves=args.waves,
                       obs_words=args.obs_words, obs_writes=args.obs_writes)
     except SimulationError as e:
         raise RunFailed(str(e)) from None
-    perf = performance(res, model, args.lanes, args.clock_mhz, arch)
+    perf = performance(res, model, args.lanes, args.clock_mhz)
     print_report(perf, res)
     if res.get("waves"):
         print(f"waves: {res['waves']} (open with gtkwave or surfer)")

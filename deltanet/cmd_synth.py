@@ -9,9 +9,9 @@ from rich.table import Table
 
 from pysim import load_model
 from pysim.atomic import atomic_dir
-from pysim.cycles import MAX_LANES
+from pysim.coreplan import MAX_LANES, CorePlan
 
-from .arch import ARCH_NAMES, add_arch_arguments, check_obs_words, choose_arch, cycle_model
+from .closed_loop import add_obs_words_argument, check_obs_words
 from .cmd_generate import write_design
 from .io import write_json_atomic
 from .options import (
@@ -42,25 +42,22 @@ def register(sub):
                    help="FPGA (default ecp5-25k)")
     p.add_argument("--freq-mhz", type=float_in(0, MAX_CLOCK_MHZ, lo_open=True), default=100.0,
                    help="timing target for nextpnr")
-    add_arch_arguments(p)
+    add_obs_words_argument(p)
     p.add_argument("--json", type=path_arg, help="write the result as JSON here")
     p.set_defaults(func=main)
 
 
 def synth_model(model_path, lanes: int, target: str, freq_mhz: float = 100.0, status=None,
-                arch: str = "auto", obs_words: int | None = None):
-    """Generate ``arch``'s Verilog for the model (inline memory contents) under
+                obs_words: int | None = None):
+    """Generate the core's Verilog for the model (inline memory contents) under
     build/synth/designs (all its files at once, :func:`pysim.atomic.atomic_dir`) and
     synthesize it for ``target``."""
     model = load_model(model_path)
-    arch = choose_arch(model, arch)
-    obs_words = check_obs_words(model, arch, obs_words)
-    cycle_model(model, lanes, arch, obs_words)  # validates lanes with a clear message
-    name = {"core": f"core{obs_words}", "seq": "seq", "parallel": None}[arch]
-    out = BUILD_DIR / "synth" / "designs" / "-".join(
-        [Path(model_path).stem] + ([name] if name else []) + [f"L{lanes}"])
+    obs_words = check_obs_words(model, obs_words)
+    CorePlan.build(model, lanes, obs_words)  # validates lanes with a clear message
+    out = BUILD_DIR / "synth" / "designs" / f"{Path(model_path).stem}-core{obs_words}-L{lanes}"
     with atomic_dir(out) as tmp:
-        paths = write_design(model, lanes, tmp, arch=arch, obs_words=obs_words)
+        paths = write_design(model, lanes, tmp, obs_words=obs_words)
     verilog = out / Path(paths["verilog"]).name  # <top>.v
     return synth(verilog, target, freq_mhz=freq_mhz, status=status, top_name=verilog.stem)
 
@@ -68,23 +65,22 @@ def synth_model(model_path, lanes: int, target: str, freq_mhz: float = 100.0, st
 def main(args) -> int:
     check_output_file(args.json, "--json")
     check_build_dir("synth")
-    arch = choose_arch(load_model(args.model), args.arch)
     con = Console()
     try:
         with con.status("synthesizing") as st:
             res = synth_model(args.model, args.lanes, args.target, args.freq_mhz,
-                              status=lambda m: st.update(m), arch=arch,
+                              status=lambda m: st.update(m),
                               obs_words=args.obs_words)
     except DoesNotFit as e:
         if args.json:
             write_json_atomic(args.json, {**e.result, "fits": False, "model": str(args.model),
-                                          "arch": arch, "lanes": args.lanes,
+                                          "lanes": args.lanes,
                                           "freq_target_mhz": args.freq_mhz})
         raise RunFailed(str(e)) from None
     except SynthError as e:
         raise RunFailed(str(e)) from None
     res.setdefault("fits", True)  # (results cached before the field existed)
-    t = Table(title=f"{Path(args.model).name}, {ARCH_NAMES[arch]}, {args.lanes} lanes, "
+    t = Table(title=f"{Path(args.model).name}, event-driven core, {args.lanes} lanes, "
                     f"{args.target}{' (cached)' if res.get('cached') else ''}")
     t.add_column("resource")
     t.add_column("used", justify="right")

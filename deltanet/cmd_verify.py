@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from pysim.cycles import MAX_LANES
+from pysim.coreplan import MAX_LANES
 from sim.check import describe
 
-from .arch import ARCH_NAMES, add_arch_arguments
-from .closed_loop import MUTATIONS, run
+from .closed_loop import MUTATIONS, add_obs_words_argument, run
 from .io import write_json_atomic
 from .options import (
     MAX_EPISODES,
@@ -29,9 +28,8 @@ def register(sub):
         description="Generate Verilog from the model, run closed-loop gymnasium episodes in "
                     "which the simulated hardware chooses the actions, and compare outputs, "
                     "action, per-layer events and MACs and cycles with pysim at every step. "
-                    "Dense models run on the event-driven core (--arch core), models with conv "
-                    "layers on the sequential core (--arch seq); both stop at the first "
-                    "mismatching step. Exit code 0 only with zero mismatches.")
+                    "The run stops at the first mismatching step. Exit code 0 only with zero "
+                    "mismatches.")
     p.add_argument("--model", required=True, type=path_arg, help="model artifact (.npz)")
     p.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=1,
                    help="closed-loop episodes")
@@ -42,10 +40,10 @@ def register(sub):
     p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=4, help="MAC lanes")
     p.add_argument("--max-steps", type=int_in(0, MAX_STEPS), default=0,
                    help="cut episodes after this many steps (0: never)")
-    add_arch_arguments(p)
+    add_obs_words_argument(p)
     p.add_argument("--obs-writes", choices=("changed", "all"),
-                   help="core and seq: write only the observation words that changed since the "
-                        "last step, or all of them (default: core changed, seq all)")
+                   help="write only the observation words that changed since the last step, "
+                        "or all of them (default: changed)")
     p.add_argument("--json", type=path_arg, help="write the results as JSON here")
     p.add_argument("--mutate", choices=MUTATIONS,
                    help="self-check: build the hardware from a deliberately corrupted model; "
@@ -62,12 +60,12 @@ def main(args) -> int:
     try:
         res = run(args.model, lanes=args.lanes, sim=args.sim, episodes=args.episodes,
                   seed=args.seed, max_steps=args.max_steps, mutation=args.mutate,
-                  arch=args.arch, obs_words=args.obs_words, obs_writes=args.obs_writes)
+                  obs_words=args.obs_words, obs_writes=args.obs_writes)
     except SimulationError as e:
         raise RunFailed(str(e)) from None
     summary = {k: res[k] for k in ("steps", "mismatches", "mismatched_values", "hw_return",
                                    "ref_return", "returns_equal", "first_mismatch", "episodes",
-                                   "simulator", "arch", "lanes", "seed", "mutation", "model",
+                                   "simulator", "lanes", "seed", "mutation", "model",
                                    "env_steps_per_s")}
     for k in ("cycles_per_step", "latency_per_step", "sim_cycles", "sim_cycles_per_s",
               "step_cycles_per_s", "obs_words", "obs_writes", "obs_writes_per_step", "wall_s",
@@ -82,7 +80,7 @@ def main(args) -> int:
     if res.get("sim_cycles_per_s"):
         speed += f", {res['sim_cycles_per_s']:,.0f} cycles/s"
     con.print(f"[bold]{'PASS' if ok else 'FAIL'}[/bold]: {res['steps']} steps checked on "
-              f"{args.sim} ({ARCH_NAMES[res['arch']]}), {res['mismatches']} mismatching steps; "
+              f"{args.sim} (event-driven core), {res['mismatches']} mismatching steps; "
               f"return hw {res['hw_return']:.2f} / reference {ref_ret} ({speed})")
     if res.get("cycles_per_step") and res["cycles_per_step"]["mean"] is not None:
         c = res["cycles_per_step"]

@@ -146,6 +146,9 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
         res["cached"] = True
         return res
     work.mkdir(parents=True, exist_ok=True)
+    if t["family"] == "ice40":
+        # iCE40 has no LUT RAM: memories the design asks to keep in LUTs go to block RAM
+        verilog = verilog.replace('ram_style = "distributed"', 'ram_style = "block"')
     (work / "top.v").write_text(verilog)
     top, shim_ffs, sources = top_name, 0, ["top.v"]
     if t["family"] == "ice40":

@@ -1,22 +1,26 @@
 """hw: the Amaranth hardware of deltanet (sparse delta network, bit-exact with ``pysim``).
 
-Blocks, one concept per file; each is a ``wiring.Component``:
+One core, :class:`hw.core.DeltaCore` (toplevel ``deltanet_core``), built from components, one
+concept per file, each a ``wiring.Component`` with stream ports:
 
-* :mod:`hw.shapes`      - pysim ``FixedFormat`` -> Amaranth shapes (the only such mapping).
-* :mod:`hw.encoder`     - :class:`DeltaEncoder`: thresholded delta events, lowest index first.
-* :mod:`hw.eventmux`    - :class:`EventMux`: picks the active layer's event stream.
-* :mod:`hw.weights`     - :class:`WeightPlan`: column-compressed per-lane weight layout (numpy).
-* :mod:`hw.mac`         - :class:`SparseMAC`: L lanes streaming the event's weight column.
-* :mod:`hw.accumulator` - :class:`DeltaAccumulator`: pre-activation registers, bias at reset.
-* :mod:`hw.activation`  - :class:`Activation`: requantize (rounding, overflow) + ReLU/identity.
-* :mod:`hw.argmax`      - :class:`Argmax`: lowest index among the maxima.
-* :mod:`hw.sequencer`   - :class:`Sequencer`: the per-step layer FSM and the cycle counter.
-* :mod:`hw.top`         - :class:`DeltanetTop`: wires the blocks; the port contract.
-* :mod:`hw.generate`    - :func:`generate`: Verilog + config JSON + report.
+* :mod:`hw.shapes`     - pysim ``FixedFormat`` -> Amaranth shapes and stream payloads (the only
+  such mapping).
+* :mod:`hw.delta`      - the threshold comparator (window and difference forms).
+* :mod:`hw.activation` - requantize (rounding, overflow) + ReLU/identity.
+* :mod:`hw.intake`     - :class:`Intake`: delta-encodes observation words as the host writes them.
+* :mod:`hw.queue`      - :class:`EventQueue`: event groups (``amaranth.lib.fifo.SyncFIFO``).
+* :mod:`hw.eventmux`   - :class:`EventMux`: picks the queue's producer.
+* :mod:`hw.issue`      - :class:`Issuer`: weight columns (conv: kernel positions) to the lanes.
+* :mod:`hw.lane`       - :class:`MacLane`: weights, accumulator banks, dirty lists.
+* :mod:`hw.examiner`   - :class:`Examiner`: re-examines the neurons whose accumulator changed.
+* :mod:`hw.gather`     - :class:`Gather`: an examination round's events as one group.
+* :mod:`hw.control`    - :class:`Controller`: phases, rounds, thresholds, counters.
+* :mod:`hw.core`       - :class:`DeltaCore`: wires them; the port contract.
+* :mod:`hw.generate_core` - Verilog + design JSON + report.
 
 hw imports only amaranth, numpy and pysim.
 """
 
-from .top import DeltanetTop
+from .core import DeltaCore
 
-__all__ = ["DeltanetTop"]
+__all__ = ["DeltaCore"]

@@ -6,7 +6,7 @@
   emit_src=False)`` after a comment header (model checksum, env, lanes, obs_words, formats, the
   port contract in brief); with ``memory_files=True`` every memory's contents go to
   ``deltanet_core_<module>_<memory>.hex`` files read by ``$readmemh``
-  (:func:`hw.generate_seq.split_memory_init`), so designs that differ only in memory contents
+  (:func:`split_memory_init`), so designs that differ only in memory contents
   (weights, biases) share a simulator build;
 * ``deltanet_core.json`` - everything a bench needs: the fields of
   :class:`sim.driver.CoreDesign` (``n_layers``, ``n_in``, ``n_out``, ``in_width``,
@@ -25,6 +25,7 @@ identical bytes.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +35,12 @@ from amaranth.lib import memory
 
 from pysim import DeltaNetwork
 from pysim import corecycles as cc
+from pysim.artifact import model_meta
 from pysim.atomic import write_text_atomic
 from pysim.model import Model
 
 from .control import COUNTER_WIDTH
 from .core import DeltaCore
-from .generate import default_observations, model_checksum
-from .generate_seq import split_memory_init
 from .shapes import obs_layout
 
 __all__ = ["DEFAULT_STEPS", "TOPLEVEL", "design_fields", "design_info", "generate_core",
@@ -50,6 +50,85 @@ TOPLEVEL = "deltanet_core"
 SCHEMA = "deltanet-core-design"
 SCHEMA_VERSION = 1
 DEFAULT_STEPS = 32
+_MEM_DECL = re.compile(r"  reg \[(\d+):0\] ([A-Za-z_][A-Za-z0-9_]*) \[(\d+):0\];")
+_MODULE = re.compile(r"module \\?([^\s(]+)")
+_MEM_WORD = re.compile(r"    ([A-Za-z_][A-Za-z0-9_]*)\[(\d+)\] = (\d+)'h([0-9a-f]+);")
+
+
+def model_checksum(model: Model) -> str:
+    """The artifact checksum (``sha256:...``) of ``model`` as it is: computed from its arrays
+    and config, not read from ``meta`` (a modified copy, ``Model.replace``, inherits the
+    loaded file's checksum there). Equals the file's checksum for a loaded model."""
+    return model_meta(model)["checksum"]
+
+
+def default_observations(model: Model, steps: int = DEFAULT_STEPS) -> np.ndarray:
+    """A deterministic, smooth observation sequence ``(steps, n_in)`` (float, observation units).
+
+    Each input follows a slow sinusoid with its own phase, spanning a quarter of the input
+    format's range (before ``input_scale``), like consecutive observations of a control task.
+    """
+    cfg = model.config
+    n = cfg.n_in
+    t = np.arange(steps, dtype=np.float64)[:, None]
+    phase = np.arange(n, dtype=np.float64)[None, :]
+    amp = 0.25 * cfg.input_fmt.max_value / np.asarray(cfg.input_scale)[None, :]
+    return np.asarray(cfg.input_offset)[None, :] + amp * np.sin(0.15 * t + 1.3 * phase)
+
+
+def split_memory_init(text: str, prefix: str = TOPLEVEL) -> tuple:
+    """Move every memory's ``initial`` block out of the Verilog into a ``$readmemh`` file.
+
+    Yosys writes a memory's initial contents as one assignment per word
+    (``initial begin m[0] = 26'h3ffffbc; ... end``): for a Nature-DQN that is ~10**5 lines,
+    which Verilator turns into tens of MB of C++ to compile. Each such block whose words are
+    exactly addresses ``0..depth-1`` in order becomes ``initial $readmemh("<file>", m, 0,
+    depth-1);`` and the file holds the same words, one per line in address order (the
+    memory's contents at time 0 are the same; blocks of any other shape are kept as they are).
+    The file is ``<module>_<m>.hex`` with the Verilog module's name (``\\top.lane0`` ->
+    ``top_lane0``; prefixed by ``<prefix>_`` unless it starts with it), so memories of the same
+    name in several modules (one per lane) get files of their own.
+    The simulator reads the files from its working directory.
+    Returns ``(verilog, {file name: file text})``.
+    """
+    lines = text.split("\n")
+    out, files = [], {}
+    module = prefix
+    i = 0
+    while i < len(lines):
+        mod = _MODULE.match(lines[i])
+        if mod is not None:
+            module = re.sub(r"[^A-Za-z0-9_]", "_", mod.group(1))
+            if not module.startswith(prefix):
+                module = f"{prefix}_{module}"
+        m = _MEM_DECL.fullmatch(lines[i])
+        if m is None or i + 1 >= len(lines) or lines[i + 1] != "  initial begin":
+            out.append(lines[i])
+            i += 1
+            continue
+        width, name, depth = int(m.group(1)) + 1, m.group(2), int(m.group(3)) + 1
+        words, j = [], i + 2
+        while j < len(lines) and len(words) < depth:
+            w = _MEM_WORD.fullmatch(lines[j])
+            if w is None or w.group(1) != name or int(w.group(2)) != len(words) \
+                    or int(w.group(3)) != width:
+                break
+            words.append(w.group(4))
+            j += 1
+        if len(words) != depth or j >= len(lines) or lines[j] != "  end":
+            out.append(lines[i])  # not the shape this rewrite knows: leave it alone
+            i += 1
+            continue
+        digits = -(-width // 4)
+        fname = f"{module}_{name}.hex"
+        if fname in files:
+            raise ValueError(f"split_memory_init: two memories map to {fname}")
+        files[fname] = "".join(v.rjust(digits, "0") + "\n" for v in words)
+        out += [lines[i], f'  initial $readmemh("{fname}", {name}, 0, {depth - 1});']
+        i = j + 1
+    return "\n".join(out), files
+
+
 
 #: the port contract in brief (the full text: :mod:`hw.core`'s docstring)
 PORT_CONTRACT = (
@@ -312,7 +391,7 @@ def generate_core(model: Model, lanes: int, out_dir, obs_words: int | None = Non
     ``memory_files``: memory contents in ``$readmemh`` files beside the Verilog (listed in the
     JSON under ``memory_init_files``; the simulator reads them from its working folder);
     ``observations``: ``(steps, n_in)`` float observations for the report's cycle figures
-    (default :func:`hw.generate.default_observations`, ``DEFAULT_STEPS`` steps).
+    (default :func:`default_observations`, ``DEFAULT_STEPS`` steps).
     Returns ``{"verilog": path, "json": path, "report": path}`` (plus ``"memory_files"``: a
     list of paths, with ``memory_files``).
     """

@@ -2,14 +2,13 @@
 
 from .artifact import ModelFormatError, load_model, save_model
 from .config import Conv2dLayer, Decoder, DenseLayer, NetworkConfig, mlp_config
-from .cycles import CycleModel
 from .fixed import FixedFormat
 from .model import LayerParams, Model
 from .network import DeltaNetwork
 from .policy import DeltaPolicy
 
 __all__ = [
-    "Conv2dLayer", "CycleModel", "Decoder", "DeltaNetwork", "DeltaPolicy", "DenseLayer", "FixedFormat",
+    "Conv2dLayer", "Decoder", "DeltaNetwork", "DeltaPolicy", "DenseLayer", "FixedFormat",
     "LayerParams", "Model", "ModelFormatError", "NetworkConfig", "load_model", "mlp_config",
     "save_model",
 ]

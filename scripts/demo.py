@@ -24,7 +24,6 @@ from rich.console import Console
 from rich.table import Table
 
 from deltanet import bundled_model
-from deltanet.arch import ARCH_NAMES
 from deltanet.closed_loop import performance, run
 from deltanet.cmd_simulate import print_report
 from deltanet.cmd_synth import synth_model
@@ -32,7 +31,7 @@ from deltanet.io import write_text_atomic
 from deltanet.rollout import run_episodes
 from deltanet.synth import SynthError
 from pysim import load_model
-from sim.runner import ARCHS
+from sim.runner import TOPLEVEL
 
 #: the part whose reached clock the demo's latency figures use
 DEMO_TARGET = "ecp5-25k"
@@ -102,10 +101,10 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
     clock, clock_src = args.clock_mhz, "given"
     if clock is None:
-        con.print(f"[bold]synthesis[/bold] for the latency figures: {ARCH_NAMES[res['arch']]} on "
+        con.print(f"[bold]synthesis[/bold] for the latency figures: the event-driven core on "
                   f"{DEMO_TARGET} (yowasp yosys + nextpnr; minutes the first time, then cached)")
         try:
-            syn = synth_model(model_path, args.lanes, DEMO_TARGET, arch=res["arch"])
+            syn = synth_model(model_path, args.lanes, DEMO_TARGET)
             clock = float(syn["fmax_mhz"])
             clock_src = (f"fmax on {DEMO_TARGET}: {syn.get('luts')} LUT, {syn.get('bram')} "
                          f"BRAM, {syn.get('dsp')} DSP")
@@ -113,7 +112,7 @@ def main(argv=None) -> int:
             con.print(f"synthesis failed ({e}); latency at an assumed 100 MHz")
             clock, clock_src = 100.0, "assumed: synthesis failed"
     args.clock_mhz = clock
-    perf = performance(res, model, args.lanes, args.clock_mhz, res["arch"])
+    perf = performance(res, model, args.lanes, args.clock_mhz)
     print_report(perf, res, con)
     ok = res["mismatches"] == 0 and res["returns_equal"]
     con.print(f"[bold]4. verification: {'PASS' if ok else 'FAIL'}[/bold] - {res['steps']} "
@@ -139,8 +138,7 @@ def main(argv=None) -> int:
                      f"{s['significant_mults_per_step']:.1f} | {s['reduction']:.1f}x |")
     lines += [
         "", f"## Hardware closed loop (Verilator, {args.lanes} lanes)", "",
-        (f"Generated Verilog: `{design / (ARCHS[res['arch']][0] + '.v')}` "
-        f"({ARCH_NAMES[res['arch']]})."), "",
+        f"Generated Verilog: `{design / (TOPLEVEL + '.v')}` (event-driven core).", "",
         "| figure | value |", "|---|---|",
         f"| env steps checked | {res['steps']} |",
         f"| mismatching steps | {res['mismatches']} |",

@@ -21,8 +21,7 @@ Each env step :meth:`CoreBench.run`
 4. steps the env with the action decoded from **the hardware's** outputs.
 
 The run stops at the first mismatching step (a timeout waiting for ``done`` is one) and
-reports it. The result has the keys of :func:`sim.check.result` plus the run's figures (the
-same as :mod:`sim.bench_seq`'s).
+reports it. The result has the keys of :func:`sim.check.result` plus the run's figures.
 """
 
 from __future__ import annotations
@@ -213,7 +212,6 @@ class CoreBench:
         d = self.design
         sim_cycles = edges() - e_start if edges else None
         res.update({
-            "arch": "core",
             "stopped_at_first_mismatch": stopped,
             "first_mismatch_text": describe(res["first_mismatch"]),
             "lanes": d.lanes,

@@ -4,16 +4,12 @@ Uses cocotb's Python runner (``cocotb_tools.runner.get_runner``). Each design/si
 builds in its own folder named by a hash of the Verilog (its leading ``//`` comment header
 excluded), so a rebuild happens only when the design changes.
 
-Three architectures (:data:`ARCHS`): ``core`` (:class:`hw.core.DeltaCore`, the event-driven
-core, dense layers, toplevel ``deltanet_core``, bench :mod:`sim.bench_core`), ``parallel``
-(:class:`hw.top.DeltanetTop`, dense layers only, toplevel ``deltanet_top``, bench
-:mod:`sim.bench_top`) and ``seq`` (:class:`hw.seqtop.DeltaSeqTop`, conv2d and dense layers,
-toplevel ``deltanet_seq``, bench :mod:`sim.bench_seq`). The core and seq designs are generated
-with their memory contents in ``$readmemh`` files (``memory_files=True``): the simulators read
-them at time 0 from the run folder, where the runner copies them, so the build does not depend
-on them (a design that differs only in weights reuses the build) and the Verilog stays small (a
-Nature-DQN's inline memory contents are ~10**5 lines that Verilator would compile into tens of
-MB of C++).
+The design is the event-driven core (:class:`hw.core.DeltaCore`, toplevel ``deltanet_core``,
+bench :mod:`sim.bench_core`), generated with its memory contents in ``$readmemh`` files
+(``memory_files=True``): the simulators read them at time 0 from the run folder, where the
+runner copies them, so the build does not depend on them (a design that differs only in weights
+reuses the build) and the Verilog stays small (a Nature-DQN's inline memory contents are
+~10**5 lines that Verilator would compile into tens of MB of C++).
 """
 
 from __future__ import annotations
@@ -27,20 +23,13 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from hw.generate import generate
-from hw.generate_core import generate_core
-from hw.generate_seq import generate_seq
+from hw.generate_core import TOPLEVEL, generate_core
 from pysim import Model, save_model
 
 from .tools import ensure_on_path
 
-TOPLEVEL = "deltanet_top"
-SEQ_TOPLEVEL = "deltanet_seq"
-CORE_TOPLEVEL = "deltanet_core"
+BENCH = "sim.bench_core"
 DEFAULT_BUILD_ROOT = Path("build") / "sim"
-#: architecture -> (toplevel, cocotb bench module)
-ARCHS = {"core": (CORE_TOPLEVEL, "sim.bench_core"), "parallel": (TOPLEVEL, "sim.bench_top"),
-         "seq": (SEQ_TOPLEVEL, "sim.bench_seq")}
 #: memory images beside the Verilog, read by the simulator at run time (``$readmemh``)
 INIT_SUFFIXES = (".mem", ".hex")
 
@@ -49,39 +38,22 @@ class SimulationError(RuntimeError):
     """The simulator did not produce results; the message names the log to read."""
 
 
-def generate_design(model: Model, lanes: int, out_dir: Path, *, arch: str = "core",
+def generate_design(model: Model, lanes: int, out_dir: Path, *,
                     obs_words: int | None = None) -> Path:
-    """Verilog + JSON of ``arch`` for ``model`` in ``out_dir``: :func:`hw.generate_core.
-    generate_core` (``obs_words`` default ``min(n_in, 8)``), :func:`hw.generate.generate` or
-    :func:`hw.generate_seq.generate_seq` (``obs_words`` default 8); core and seq with their
-    memory contents in ``$readmemh`` files."""
+    """Verilog + JSON of the core for ``model`` in ``out_dir`` (:func:`hw.generate_core.
+    generate_core`, ``obs_words`` default ``min(n_in, 8)``), memory contents in ``$readmemh``
+    files."""
     out_dir = Path(out_dir)
-    obs_words = default_obs_words(model, arch, obs_words)
-    if arch == "core":
-        generate_core(model, lanes, out_dir, obs_words=obs_words, memory_files=True)
-    elif arch == "seq":
-        generate_seq(model, lanes, out_dir, obs_words=obs_words, memory_files=True)
-    else:
-        generate(model, lanes, out_dir)
+    generate_core(model, lanes, out_dir, obs_words=default_obs_words(model, obs_words),
+                  memory_files=True)
     return out_dir
 
 
-def default_obs_words(model: Model, arch: str, obs_words: int | None = None) -> int | None:
-    """Input codes per observation write of ``arch``: ``obs_words`` if given, else
-    ``min(n_in, 8)`` for the core and 8 for seq (None for parallel, which takes the whole
-    observation at once)."""
-    _arch(arch)
-    if arch == "parallel":
-        return None
+def default_obs_words(model: Model, obs_words: int | None = None) -> int:
+    """Input codes per observation write: ``obs_words`` if given, else ``min(n_in, 8)``."""
     if obs_words is not None:
         return obs_words
-    return min(model.config.n_in, 8) if arch == "core" else 8
-
-
-def _arch(arch: str) -> tuple:
-    if arch not in ARCHS:
-        raise ValueError(f"arch must be one of {tuple(ARCHS)}, got {arch!r}")
-    return ARCHS[arch]
+    return min(model.config.n_in, 8)
 
 
 def _design_hash(design_dir: Path, sim: str, waves: bool, toplevel: str = TOPLEVEL) -> str:
@@ -171,22 +143,20 @@ def build(design_dir, sim: str = "verilator", *, waves: bool = False,
 def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes: int = 1,
                     seed: int = 0, max_steps: int = 0, waves: Path | None = None,
                     build_root: Path | None = None, work_dir: Path | None = None,
-                    arch: str = "core", obs_writes: str | None = None) -> dict:
+                    obs_writes: str | None = None) -> dict:
     """Run ``episodes`` closed-loop episodes; returns the bench's result dict.
 
     ``model_path`` is the model the *reference* runs; pass a different one from the design's
-    to check that the checker catches a corrupted design. ``arch`` names the design in
-    ``design_dir`` (``core``: ``deltanet_core``; ``parallel``: ``deltanet_top``; ``seq``:
-    ``deltanet_seq``; the core and seq benches stop at the first mismatching step).
-    ``obs_writes`` (core and seq): ``all`` writes every observation word every step,
+    to check that the checker catches a corrupted design. The bench stops at the first
+    mismatching step. ``obs_writes``: ``all`` writes every observation word every step,
     ``changed`` only the words that changed since the last step (an episode start writes
-    all); None: the bench's default (core ``changed``, seq ``all``).
+    all); None: the bench's default (``changed``).
     """
     import time
 
     from cocotb_tools.runner import get_runner
 
-    toplevel, bench = _arch(arch)
+    toplevel, bench = TOPLEVEL, BENCH
     design_dir = Path(design_dir).resolve()
     t0 = time.perf_counter()
     cached = (build_dir(design_dir, sim, waves=waves is not None, build_root=build_root,
@@ -234,7 +204,6 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
             if p.suffix in INIT_SUFFIXES:
                 p.unlink()
     out["simulator"] = sim
-    out["arch"] = arch
     out["log"] = str(log)
     out["build_dir"] = str(bdir)
     out["build_s"] = build_s
@@ -249,16 +218,16 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     return out
 
 
-def _generation_key(model: Model, lanes: int, arch: str, obs_words: int | None) -> str:
+def _generation_key(model: Model, lanes: int, obs_words: int) -> str:
     """What the generated design depends on: the model's arrays and config (a fresh checksum,
-    not the one in ``meta``, which a modified copy inherits), lanes, the architecture, and the
+    not the one in ``meta``, which a modified copy inherits), lanes, the observation word, the
     generator's sources (this file's generation options included) and Amaranth version."""
     import amaranth
 
     from pysim.artifact import model_meta
 
     root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256(f"{model_meta(model)['checksum']}:{lanes}:{arch}:{obs_words}:"
+    h = hashlib.sha256(f"{model_meta(model)['checksum']}:{lanes}:{obs_words}:"
                        f"{amaranth.__version__}".encode())
     for p in [Path(__file__).resolve()] + sorted(root.glob("hw/*.py")) \
             + sorted(root.glob("pysim/*.py")):
@@ -267,28 +236,28 @@ def _generation_key(model: Model, lanes: int, arch: str, obs_words: int | None) 
 
 
 def prepare(model: Model, lanes: int, root: Path, *, design_model: Model | None = None,
-            arch: str = "core", obs_words: int | None = None):
+            obs_words: int | None = None):
     """Write the reference model and the generated design under ``root``.
 
-    ``design_model`` (default: ``model``) is what the hardware is built from; ``arch`` and
-    ``obs_words`` pick the generator (:func:`generate_design`). A design generated before from
+    ``design_model`` (default: ``model``) is what the hardware is built from, with observation
+    words of ``obs_words`` codes (:func:`generate_design`). A design generated before from
     the same model, lanes and generator sources is kept (``design/.generated`` holds the key).
     Returns ``(design_dir, model_path)``.
     """
-    toplevel, _ = _arch(arch)
+    toplevel = TOPLEVEL
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     model_path = save_model(model, root / "reference.npz")
     dm = design_model or model
     design_dir = root / "design"
-    obs_words = default_obs_words(dm, arch, obs_words)
-    key = _generation_key(dm, lanes, arch, obs_words)
+    obs_words = default_obs_words(dm, obs_words)
+    key = _generation_key(dm, lanes, obs_words)
     stamp = design_dir / ".generated"
     if stamp.exists() and stamp.read_text().strip() == key \
             and (design_dir / f"{toplevel}.v").exists():
         return design_dir, model_path
     if stamp.exists():
         stamp.unlink()
-    generate_design(dm, lanes, design_dir, arch=arch, obs_words=obs_words)
+    generate_design(dm, lanes, design_dir, obs_words=obs_words)
     stamp.write_text(key + "\n")
     return design_dir, model_path

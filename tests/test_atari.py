@@ -129,13 +129,18 @@ def test_atari_training_resumes_from_a_checkpoint(tmp_path):
     assert m.config.layers[0].kind == "conv2d"
 
 
-def test_generate_chooses_the_seq_core_for_conv_models(sb3_dqn):
-    from deltanet.cmd_generate import choose_arch
+def test_exported_dqn_plans_on_the_core(sb3_dqn):
+    """An exported Nature-CNN lays out on the event-driven core: every conv input with a
+    kernel position on the output grid has a key, and a full step's schedule is consistent."""
+    from pysim import DeltaNetwork
+    from pysim.corecycles import CoreCycleModel
 
     conv = export_dqn_cnn(sb3_dqn, GAME)
-    dense = load_model("deltanet/models/cartpole.npz")
-    assert choose_arch(conv, "auto") == "seq" and choose_arch(dense, "auto") == "core"
-    assert choose_arch(dense, "seq") == "seq" and choose_arch(dense, "parallel") == "parallel"
-    for arch in ("core", "parallel"):
-        with pytest.raises(ValueError, match="dense layers only"):
-            choose_arch(conv, arch)
+    cm = CoreCycleModel(conv, 4, 8)
+    assert [g.conv for g in cm.plan.geometry] == [True, True, True, False, False]
+    assert (cm.plan.keys(0) != 0).mean() > 0.9
+    net = DeltaNetwork(conv)
+    x = net.quantize_obs(np.random.default_rng(0).integers(0, 255, (1, conv.config.n_in)))
+    net.step(x)
+    sch = cm.schedule(net.last_events, True)
+    assert sch.cycles > cm.plan.init_steps and sch.rounds[:4] == list(cm.plan.rows[:4])

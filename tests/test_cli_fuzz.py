@@ -197,7 +197,7 @@ def _variants() -> list:
                      "--engine", "amaranth"], "env-amaranth")
     for cmd, opt, v in [("eval", "--mode", "half"), ("verify", "--sim", "xcelium"),
                         ("simulate", "--engine", "spice"), ("synth", "--target", "virtex"),
-                        ("generate", "--arch", "gpu"), ("verify", "--mutate", "bias"),
+                        ("simulate", "--obs-writes", "some"), ("verify", "--mutate", "bias"),
                         ("train", "--algo", "a2c"), ("eval", "--bogus", "1")]:
         add(cmd, with_option(BASE[cmd], opt, [v]), "choice")
     add("import", with_option(BASE["import"], "--input-shape", ["4", "84"]), "input-shape")
@@ -261,7 +261,7 @@ HEAVY = [*([(importlib.import_module("deltanet.cmd_import"), "import_policy")]
          (cmd_quantize, "quantize_model"), (cmd_calibrate, "calibrate"), (cmd_sweep, "sweep"),
          (cmd_eval, "run_episodes"), (cmd_generate, "write_design"), (cmd_synth, "synth"),
          (cmd_synth, "write_design"), (sim.runner, "prepare"), (sim.runner, "run_closed_loop"),
-         (amaranth_engine, "_run_core"), (amaranth_engine, "_run_parallel")]
+         (amaranth_engine, "_run_core")]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from pysim import (
     Conv2dLayer,
-    CycleModel,
     DeltaNetwork,
     DenseLayer,
     LayerParams,
@@ -323,16 +322,6 @@ def test_conv_config_errors():
     m = random_params(wide, 0)
     with pytest.raises(ValueError, match="52"):
         DeltaNetwork(m)
-    small = random_params(cfg, 0)
-    with pytest.raises(ValueError, match="conv2d"):
-        CycleModel(small, 2)
-
-
-def test_hardware_still_refuses_conv():
-    from hw.top import DeltanetTop
-    m = random_params(conv_net([(1, 4, 4), (2, 2, 2, 0)], n_dense=(2,)), 0)
-    with pytest.raises(ValueError, match="only 'dense'"):
-        DeltanetTop(model=m, lanes=2)
 
 
 def test_nature_dqn_shape_steps(capsys):

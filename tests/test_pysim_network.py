@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pysim import CycleModel, DeltaNetwork
+from pysim import DeltaNetwork
+from pysim.coreplan import CorePlan
 
 from .conftest import random_model, random_walk
 
@@ -180,23 +181,24 @@ def test_decoders():
     assert DeltaNetwork(m3).decode(np.array([[5, 7, 7]]))[0] == 1  # tie -> lowest index
 
 
-def test_cycle_model_counts():
+def test_core_plan_lane_counts():
     m = random_model(7, [6, 9, 4], sparsity=0.3)
     for lanes in (1, 2, 3, 4):
-        cm = CycleModel(m, lanes)
+        plan = CorePlan.build(m, lanes, 2)
         for i in range(2):
             nz = m.nonzero(i)
-            ln = cm.lane_nnz(i)
+            ln = plan.lane_nnz[i].T  # (n_in, L)
             np.testing.assert_array_equal(ln.sum(axis=1), nz.sum(axis=0))
+            np.testing.assert_array_equal(plan.col_len[i], ln.max(axis=1))
             for j in range(nz.shape[1]):
                 for k in range(lanes):
                     assert ln[j, k] == sum(nz[r, j] for r in range(k, nz.shape[0], lanes))
     with pytest.raises(ValueError, match="lanes"):
-        CycleModel(m, 0)
+        CorePlan.build(m, 0, 2)
 
 
 def test_pysim_imports_no_heavy_packages():
-    code = ("import sys, pysim, pysim.cycles, pysim.policy, pysim.artifact\n"
+    code = ("import sys, pysim, pysim.corecycles, pysim.coreplan, pysim.policy, pysim.artifact\n"
             "bad = [m for m in ('amaranth', 'cocotb', 'gymnasium', 'torch', 'stable_baselines3')"
             " if m in sys.modules]\n"
             "assert not bad, bad\n")

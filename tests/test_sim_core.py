@@ -11,7 +11,7 @@
 * Icarus (skipped with its reason when ``iverilog`` is absent);
 * a design with one corrupted weight must FAIL at the step pysim predicts, naming the field,
   and stop there;
-* ``deltanet verify --arch core``.
+* ``deltanet verify``.
 
 Designs are generated once per session under build/closed_loop (the key ``deltanet verify``
 uses, so the CLI test finds them), builds are cached by the runner under build/sim; a corrupted
@@ -52,9 +52,9 @@ def design(path, lanes: int, obs_words: int | None = None):
     from sim.runner import default_obs_words, prepare
 
     model = load_model(path)
-    p = default_obs_words(model, "core", obs_words)
+    p = default_obs_words(model, obs_words)
     design_dir, ref = prepare(model, lanes, work_dir(model, lanes, f"core{p}-clean"),
-                              arch="core", obs_words=p)
+                              obs_words=p)
     return model, design_dir, ref
 
 
@@ -63,7 +63,7 @@ def closed_loop(path, lanes: int, tmp_path, sim: str = "verilator", obs_words=No
     from sim.runner import run_closed_loop
 
     _, design_dir, ref = design(path, lanes, obs_words)
-    return run_closed_loop(design_dir, ref, sim=sim, arch="core", work_dir=tmp_path / sim, **kw)
+    return run_closed_loop(design_dir, ref, sim=sim, work_dir=tmp_path / sim, **kw)
 
 
 def pysim_run(model, lanes: int, seed: int, steps: int) -> list:
@@ -87,7 +87,7 @@ def pysim_run(model, lanes: int, seed: int, steps: int) -> list:
 def check_passed(r: dict, steps: int) -> None:
     assert r["first_mismatch"] is None, r["first_mismatch_text"]
     assert r["steps"] == steps and r["mismatches"] == 0 and not r["stopped_at_first_mismatch"]
-    assert r["arch"] == "core" and r["returns_equal"] and r["hw_return"] == r["ref_return"]
+    assert r["returns_equal"] and r["hw_return"] == r["ref_return"]
 
 
 # ---- the generator ---------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def predicted_weight_mismatch(model, seed: int, max_steps: int) -> dict:
 def test_corrupted_weight_fails_at_the_predicted_step(tmp_path):
     want = predicted_weight_mismatch(load_model(CARTPOLE), seed=3, max_steps=150)
     out = tmp_path / "m.json"
-    rc = main(["verify", "--model", str(CARTPOLE), "--arch", "core", "--lanes", "4",
+    rc = main(["verify", "--model", str(CARTPOLE), "--lanes", "4",
                "--seed", "3", "--max-steps", "150", "--mutate", "weight", "--json", str(out)])
     r = json.loads(out.read_text())
     assert rc == 1
@@ -255,15 +255,15 @@ def test_corrupted_weight_fails_at_the_predicted_step(tmp_path):
 
 # ---- the CLI ---------------------------------------------------------------------------------
 @pytest.mark.verilator
-def test_cli_verify_arch_core(tmp_path, capsys):
+def test_cli_verify(tmp_path, capsys):
     out = tmp_path / "v.json"
-    rc = main(["verify", "--model", str(CARTPOLE), "--arch", "core", "--lanes", "4",
+    rc = main(["verify", "--model", str(CARTPOLE), "--lanes", "4",
                "--seed", "3", "--max-steps", "60", "--json", str(out)])
     r = json.loads(out.read_text())
     text = " ".join(capsys.readouterr().out.split())
     assert rc == 0, r["first_mismatch"]
     assert "PASS: 60 steps checked on verilator (event-driven core)" in text
-    assert r["arch"] == "core" and r["steps"] == 60 and r["mismatches"] == 0
+    assert r["steps"] == 60 and r["mismatches"] == 0
     assert r["obs_words"] == 4 and r["obs_writes"] == "changed"
     assert r["latency_per_step"]["mean"] > r["cycles_per_step"]["mean"]
 
