@@ -69,48 +69,16 @@ def make_train_env(env_id: str, n_envs: int, seed: int):
 
 
 def export_dqn_cnn(sb3_model, env_id: str, provenance: dict | None = None):
-    """SB3 DQN CnnPolicy (NatureCNN) -> float :class:`pysim.Model` with conv layers."""
-    from torch import nn
+    """SB3 CnnPolicy (NatureCNN) -> float :class:`pysim.Model` with conv layers, through the one
+    conversion path (:func:`deltanet.export.export_sb3`), with the Atari setting's placeholder
+    formats and the eval env's flat CHW observation space."""
+    from .export import export_sb3
 
-    from pysim import Conv2dLayer, Decoder, DenseLayer, LayerParams, Model, NetworkConfig
-    from pysim.fixed import fmt
-
-    from .envs import space_to_dict
-
-    qnet = sb3_model.policy.q_net
-    fe = qnet.features_extractor
-    mods = [m for m in list(fe.cnn) + list(fe.linear) + list(qnet.q_net)
-            if not isinstance(m, (nn.ReLU, nn.Flatten))]
-    c, h, w = sb3_model.policy.observation_space.shape
-    if c > h:  # HWC (no transpose wrapper): SB3 would have transposed it
-        h, w, c = c, h, w
-    layers, params = [], []
-    wf, af = fmt("SQ2.6"), fmt("SQ8.8")
-    in_fmt = fmt("SQ2.8")
-    for i, m in enumerate(mods):
-        last = i == len(mods) - 1
-        act = "identity" if last else "relu"
-        wgt = m.weight.detach().cpu().numpy().astype(np.float32)
-        b = m.bias.detach().cpu().numpy().astype(np.float32)
-        if isinstance(m, nn.Conv2d):
-            k, s, p = m.kernel_size[0], m.stride[0], m.padding[0]
-            layer = Conv2dLayer(c, h, w, m.out_channels, k, s, p, wf, af, 32, act)
-            c, h, w = layer.out_shape
-        elif isinstance(m, nn.Linear):
-            layer = DenseLayer(m.in_features, m.out_features, wf, af, 32, act)
-        else:
-            raise ValueError(f"cannot export layer {m}: NatureCNN is Conv2d/Linear + ReLU")
-        layers.append(layer)
-        params.append(LayerParams(wgt, b, np.ones_like(wgt, dtype=bool)))
-    n_in = layers[0].n_in
-    cfg = NetworkConfig(in_fmt, tuple(layers), Decoder("argmax"),
-                        input_scale=(1.0 / 255.0,) * n_in)
-    meta = {"env_id": env_id,
-            "observation_space": {"type": "Box", "shape": [n_in], "low": [0.0], "high": [255.0],
-                                  "layout": f"{FRAME_STACK}x84x84 CHW uint8 frames"},
-            "action_space": space_to_dict(sb3_model.action_space),
-            "provenance": dict(provenance or {})}
-    return Model(cfg, tuple(params), meta)
+    n_in = int(np.prod(sb3_model.policy.observation_space.shape))
+    obs = {"type": "Box", "shape": [n_in], "low": [0.0], "high": [255.0],
+           "layout": f"{FRAME_STACK}x84x84 CHW uint8 frames"}
+    return export_sb3(sb3_model, env_id, provenance, observation_space=obs, input_fmt="SQ2.8",
+                      acc_bits=32)
 
 
 # ---- quantization ------------------------------------------------------------------------------

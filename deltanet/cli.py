@@ -21,6 +21,7 @@ __all__ = ["COMMAND_MODULES", "CliError", "build_parser", "main"]
 COMMAND_MODULES = [
     "deltanet.cmd_eval",
     "deltanet.cmd_train",
+    "deltanet.cmd_import",
     "deltanet.cmd_prune",
     "deltanet.cmd_quantize",
     "deltanet.cmd_calibrate",
