@@ -125,6 +125,23 @@ def _versions() -> str:
     return ",".join(out)
 
 
+_LUTRAM_DECL = re.compile(r'\(\* ram_style = "distributed" \*\)\n(\s*reg \[(\d+):0\] \S+ \[(\d+):0\];)')
+#: iCE40 memories up to this many bits become flip-flops, larger ones block RAM
+ICE40_LOGIC_MAX_BITS = 64
+
+
+def ice40_memories(verilog: str) -> str:
+    """iCE40 has no LUT RAM: a memory the design asks to keep in LUTs becomes flip-flops when
+    tiny (up to :data:`ICE40_LOGIC_MAX_BITS` bits, e.g. a dirty-bit memory) and block RAM
+    otherwise."""
+    def repl(m):
+        bits = (int(m.group(2)) + 1) * (int(m.group(3)) + 1)
+        style = "logic" if bits <= ICE40_LOGIC_MAX_BITS else "block"
+        return f'(* ram_style = "{style}" *)\n{m.group(1)}'
+
+    return _LUTRAM_DECL.sub(repl, verilog)
+
+
 def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq_mhz=100.0,
           status=None, top_name: str = TOP) -> dict:
     """Synthesize + place and route; returns resources, fmax and paths (cached)."""
@@ -132,6 +149,8 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
         raise ValueError(f"--target must be one of {sorted(TARGETS)}, got {target!r}")
     t = TARGETS[target]
     verilog = Path(verilog_path).read_text()
+    if t["family"] == "ice40":
+        verilog = ice40_memories(verilog)
     key = hashlib.sha256((verilog + target + str(freq_mhz) + _versions()
                           + ("" if top_name == _UNNAMED_TOP else top_name)).encode()
                          ).hexdigest()
@@ -146,9 +165,6 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
         res["cached"] = True
         return res
     work.mkdir(parents=True, exist_ok=True)
-    if t["family"] == "ice40":
-        # iCE40 has no LUT RAM: memories the design asks to keep in LUTs go to block RAM
-        verilog = verilog.replace('ram_style = "distributed"', 'ram_style = "block"')
     (work / "top.v").write_text(verilog)
     top, shim_ffs, sources = top_name, 0, ["top.v"]
     if t["family"] == "ice40":

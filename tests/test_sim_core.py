@@ -291,3 +291,24 @@ def test_parallel_verify_runs_never_mix_results(tmp_path):
         res = json.loads(out.read_text())
         assert res["steps"] == 40 + seed, res
         assert res["mismatches"] == 0
+
+
+# ---- the Nature-DQNs (conv layers) -------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.parametrize("game", ["breakout", "spaceinvaders"])
+def test_verify_bundled_atari_agents_100_steps(game, tmp_path, capsys):
+    """Each bundled combined Atari agent (conv2d + dense) plays 100 consecutive steps on the
+    generated core in Verilator, bit-exact with pysim, its cycles equal to the model's."""
+    path = MODELS_DIR / "atari" / f"{game}.npz"
+    out = tmp_path / "v.json"
+    rc = main(["verify", "--model", str(path), "--max-steps", "100", "--seed", "0",
+               "--lanes", "4", "--json", str(out)])
+    r = json.loads(out.read_text())
+    text = " ".join(capsys.readouterr().out.split())
+    assert rc == 0, r["first_mismatch"]
+    assert r["steps"] == 100 and r["mismatches"] == 0 and r["first_mismatch"] is None
+    assert r["hw_return"] == r["ref_return"] and r["returns_equal"]
+    assert "PASS: 100 steps checked on verilator (event-driven core)" in text
+    c = r["cycles_per_step"]
+    assert c["first"] == c["max"] > c["min"] > 0  # the first step: bias init + full pass

@@ -76,3 +76,16 @@ def test_synth_another_top_name(tmp_path):
     assert res["top"] == "my_top" and res["ffs"] >= 9
     shim, _ = io_shim(v.read_text(), "my_top")
     assert "module my_top_shim(" in shim
+
+
+def test_ice40_memories_tiny_to_logic_others_to_block():
+    from deltanet.synth import ice40_memories
+
+    v = ('  (* ram_style = "distributed" *)\n  reg [0:0] dirty [16:0];\n'
+         '  (* ram_style = "distributed" *)\n  reg [30:0] acc [16:0];\n'
+         '  (* ram_style = "block" *)\n  reg [14:0] w [99:0];\n')
+    out = ice40_memories(v)
+    assert 'distributed' not in out
+    assert '(* ram_style = "logic" *)\n  reg [0:0] dirty [16:0];' in out
+    assert '(* ram_style = "block" *)\n  reg [30:0] acc [16:0];' in out
+    assert out.count('ram_style = "block"') == 2
