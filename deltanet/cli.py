@@ -13,6 +13,7 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from .options import CliError, Parser, one_line
 
 __all__ = ["COMMAND_MODULES", "CliError", "build_parser", "main"]
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="RL policies as sparse delta networks: train, prune, quantize, calibrate, "
                     "evaluate, generate Verilog, simulate and verify.",
     )
+    parser.add_argument("--version", action="version", version=f"deltanet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
