@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
 
 from pysim import Model, load_model
 from pysim.corecycles import CoreCycleModel
@@ -76,7 +77,7 @@ def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps
     :func:`sim.runner.default_obs_words`); ``obs_writes``: ``changed`` or ``all`` observation
     words per step (default: the bench's, ``changed``).
     """
-    from sim.runner import prepare, run_closed_loop
+    from sim.runner import build, prepare, run_closed_loop
 
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
@@ -89,11 +90,19 @@ def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps
     design_model = mutate(model, mutation) if mutation else model
     tag = mutation or "clean"
     root = work_dir(model, lanes, f"core{obs_words}-{tag}")
-    design_dir, ref_path = prepare(model, lanes, root, design_model=design_model,
-                                   obs_words=obs_words)
-    res = run_closed_loop(design_dir, ref_path, sim=sim, episodes=episodes, seed=seed,
-                          max_steps=max_steps, waves=waves, work_dir=root / f"run-{sim}",
-                          obs_writes=obs_writes)
+    # the long phases show where they are (on stderr, only on a terminal)
+    with Console(stderr=True).status("generating the Verilog (cached after the first run)") \
+            as st:
+        design_dir, ref_path = prepare(model, lanes, root, design_model=design_model,
+                                       obs_words=obs_words)
+        st.update(f"building the design for {sim} (cached after the first build; about a "
+                  "minute for a control model)")
+        build(design_dir, sim, waves=waves is not None)
+        st.update(f"running {episodes} closed-loop episode(s) on {sim}, every step checked "
+                  "against pysim")
+        res = run_closed_loop(design_dir, ref_path, sim=sim, episodes=episodes, seed=seed,
+                              max_steps=max_steps, waves=waves, work_dir=root / f"run-{sim}",
+                              obs_writes=obs_writes)
     res["model"] = str(model_path)
     res["lanes"] = lanes
     res["seed"] = seed
