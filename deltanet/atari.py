@@ -162,6 +162,7 @@ def quantize_atari(model, frames: np.ndarray, *, act_bits: int = 16, weight_bits
     prov["quantization"] = {"method": "deltanet.atari.quantize_atari", "act_bits": act_bits,
                             "weight_bits": weight_bits, "headroom": headroom,
                             "frames": len(frames), "float_max_per_layer": maxes,
-                            "mask_nonzero_fixed": int(changed)}
+                            "kept_weights_raised": changed,
+                            "mask_nonzero_fixed": sum(changed)}
     meta["provenance"] = prov
     return q.replace(meta=meta)

@@ -2,9 +2,13 @@
 
 The rule (also in ``deltanet calibrate --help``)
 ------------------------------------------------
-* **Reference**: ``ref`` = mean return of the reference model (by default the model being
-  calibrated; ``reference=`` names another, e.g. the dense float model) run in **float with dense
+* **Reference**: ``ref`` = mean return of the reference model run in **float with dense
   updates**, over the same episodes as the candidate (paired: same seeds, same initial states).
+  ``deltanet calibrate`` takes as the reference, unless ``--reference`` names one, the dense
+  float model the artifact was pruned from (:func:`dense_reference`: the provenance's
+  ``pruning.source``, followed back through repeated prunings, checked by its checksum), and
+  only when that cannot be found the model itself (with a warning line): judged against the
+  pruned model, a search would accept the loss that pruning already caused.
 * **Target**: ``target = ref - (1 - fraction) * |ref|``; for a positive ``ref`` that is
   ``fraction * ref``, and it stays meaningful for negative returns (Pendulum, MountainCar).
 * **Acceptable**: a threshold setting is acceptable when the mean return of the model with those
@@ -22,20 +26,85 @@ The rule (also in ``deltanet calibrate --help``)
   grid step in one layer at a time (the passing candidate with the fewest multiplications, else
   the best-returning one) until a setting passes or all thresholds are 0 (the bit-accurate
   model without thresholds, reported as it is).
+* **Log**: every evaluated setting goes into the report (``candidates``) with its thresholds,
+  return, multiplications, status and reason; the rejected ones (return below the target, or
+  acceptable but beaten by another step, or failing the held-out check) also under
+  ``rejected``.
 Benchmarks use other seeds again (``scripts/bench_reduction.py``: 0 ...).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
-from pysim import Model
+from pysim import Model, load_model
+from pysim.artifact import ModelFormatError
 
 from .rollout import run_episodes
 
 SELECT_SEED = 100_000
 HOLDOUT_SEED = 200_000
 MIN_EPISODES = 20
+
+
+#: most prunings followed back to the dense model; sibling files searched by checksum
+MAX_HOPS = 8
+MAX_SIBLINGS = 256
+
+
+def _source_file(src: str, checksum, artifact_path) -> Path | None:
+    """The file a ``pruning.source`` entry names: the path as recorded (relative to the
+    working folder at pruning time), beside the artifact, or - when a checksum is recorded - a
+    sibling ``.npz`` with that checksum (bundled models: ``X_dense.npz`` beside ``X.npz``)."""
+    here = Path(artifact_path).parent
+    cands = [Path(src), here / src, here / Path(src).name]
+    if checksum:
+        cands += sorted(here.glob("*.npz"))[:MAX_SIBLINGS]
+    for c in cands:
+        try:
+            if not c.is_file() or c.resolve() == Path(artifact_path).resolve():
+                continue
+            m = load_model(c)
+        except (OSError, ModelFormatError):
+            continue
+        if not checksum or m.meta.get("checksum") == checksum:
+            return c
+    return None
+
+
+def dense_reference(model: Model, artifact_path, log=print) -> Model | None:
+    """The dense float model ``model`` was pruned from (its provenance's ``pruning.source``,
+    followed back through repeated prunings), or None with a warning line when the provenance
+    names none or the file is gone or changed (see :func:`_source_file`)."""
+    cur, cur_path = model, Path(artifact_path)
+    for _ in range(MAX_HOPS):
+        pr = cur.meta.get("provenance", {}).get("pruning")
+        if not isinstance(pr, dict):
+            break  # not pruned: the dense model
+        src = pr.get("source")
+        if not src:
+            log(f"warning: {cur_path} names no source model in its provenance; judging the "
+                "return against the model itself (pass --reference DENSE to compare against "
+                "the dense model)")
+            return None
+        found = _source_file(str(src), pr.get("source_checksum"), cur_path)
+        if found is None:
+            log(f"warning: {cur_path} was pruned from {src}, which is missing or has changed "
+                "(checksum); judging the return against the model itself (pass --reference "
+                "DENSE)")
+            return None
+        cur, cur_path = load_model(found), found
+    else:
+        log(f"warning: more than {MAX_HOPS} prunings back from {artifact_path}; judging the "
+            "return against the model itself (pass --reference DENSE)")
+        return None
+    if cur is model:
+        log(f"warning: {artifact_path} records no pruning, so no dense model to compare "
+            "against; judging the return against the model itself")
+        return None
+    log(f"reference: the dense model {cur_path} (from the provenance)")
+    return cur
 
 
 def target_return(ref: float, fraction: float) -> float:
@@ -73,7 +142,10 @@ def threshold_grid(model: Model, steps_per_octave: int = 2) -> list:
 
 def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
               reference: Model | None = None, max_evals: int = 400, log=print) -> tuple:
-    """Returns ``(calibrated model, report)``; see the module docstring for the rule."""
+    """Returns ``(calibrated model, report)``; see the module docstring for the rule.
+
+    The report lists every evaluated candidate (``candidates``: phase, thresholds, return,
+    multiplications, status and the reason) and, apart, the rejected ones (``rejected``)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"--fraction must lie in (0, 1], got {fraction}")
     if episodes < MIN_EPISODES:
@@ -90,22 +162,45 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
     grids = threshold_grid(model)
     idx = [0] * n
     cache = {}
+    log_ = {}  # (phase, setting) -> candidate entry, in evaluation order
+
+    def thresholds(ix):
+        return [grids[i][k] for i, k in enumerate(ix)]
+
+    def note(phase, ix, r, status, reason):
+        e = log_.setdefault((phase, tuple(ix)), {
+            "phase": phase, "thresholds": thresholds(ix),
+            "thresholds_lsb": [round(t / model.config.in_fmt(i).lsb)
+                               for i, t in enumerate(thresholds(ix))],
+            "mean_return": r["mean_return"], "std_return": r["std_return"],
+            "significant": r["significant"], "reduction": r["reduction"]})
+        e["status"], e["reason"] = status, reason
 
     def ev(ix):
         key = tuple(ix)
         if key not in cache:
-            cache[key] = evaluate(model, [grids[i][k] for i, k in enumerate(ix)], episodes,
-                                  SELECT_SEED)
+            cache[key] = evaluate(model, thresholds(ix), episodes, SELECT_SEED)
         return cache[key]
+
+    def fmt_thr(ix):
+        return [f"{t:.4g}" for t in thresholds(ix)]
 
     cur = ev(idx)
     if cur["mean_return"] < target:
         log(f"warning: without thresholds the bit-accurate model returns "
             f"{cur['mean_return']:.2f} < target {target:.2f}; keeping all thresholds at 0")
+        note("select", idx, cur, "rejected", f"return {cur['mean_return']:.2f} < target "
+             f"{target:.2f} even without thresholds (kept: nothing lower to try)")
+    else:
+        note("select", idx, cur, "accepted", "start (no thresholds)")
     path = [(tuple(idx), cur)]
     frozen = [cur["mean_return"] < target] * n
-    while not all(frozen) and len(cache) < max_evals:
-        best = None
+    stop = "every layer frozen" if all(frozen) else None
+    while not all(frozen):
+        if len(cache) >= max_evals:
+            stop = f"evaluation budget reached (--max-evals {max_evals})"
+            break
+        best, tried = None, []
         for i in range(n):
             if frozen[i]:
                 continue
@@ -117,14 +212,33 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
             r = ev(cand)
             if r["mean_return"] < target:
                 frozen[i] = True
-            elif best is None or r["significant"] < best[1]["significant"]:
-                best = (cand, r)
-        if best is None or best[1]["significant"] > cur["significant"]:
-            break  # nothing acceptable, or every acceptable step costs more multiplications
+                note("select", cand, r, "rejected", f"return {r['mean_return']:.2f} < target "
+                     f"{target:.2f} (layer {i} frozen)")
+                log(f"  rejected {fmt_thr(cand)}: return {r['mean_return']:.2f} < target "
+                    f"{target:.2f}")
+            else:
+                tried.append((cand, r))
+                if best is None or r["significant"] < best[1]["significant"]:
+                    best = (cand, r)
+        for cand, r in tried:
+            if cand is not best[0]:
+                note("select", cand, r, "rejected",
+                     f"acceptable, but not taken: the step taken this round needs no more "
+                     f"multiplications ({best[1]['significant']:.1f} <= {r['significant']:.1f} "
+                     "per step)")
+        if best is None:
+            stop = "no acceptable step left"
+            break
+        if best[1]["significant"] > cur["significant"]:
+            note("select", best[0], best[1], "rejected",
+                 f"acceptable, but every acceptable step costs more multiplications "
+                 f"({best[1]['significant']:.1f} > {cur['significant']:.1f} per step)")
+            stop = "every acceptable step costs more multiplications"
+            break
         idx, cur = best
+        note("select", idx, cur, "accepted", "acceptable, fewest multiplications of its round")
         path.append((tuple(idx), cur))
-        thr = [grids[i][k] for i, k in enumerate(idx)]
-        log(f"  thresholds {[f'{t:.4g}' for t in thr]}: return {cur['mean_return']:.2f}, "
+        log(f"  thresholds {fmt_thr(idx)}: return {cur['mean_return']:.2f}, "
             f"{cur['significant']:.1f} significant mults/step ({cur['reduction']:.1f}x)")
     # held-out check, stepping back along the path
     ref_h = evaluate(ref_model, [0.0] * len(ref_model.config.layers), episodes, HOLDOUT_SEED,
@@ -135,10 +249,13 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
     def hold(ix):
         key = tuple(ix)
         if key not in hcache:
-            thr = [grids[i][k] for i, k in enumerate(ix)]
-            hcache[key] = evaluate(model, thr, episodes, HOLDOUT_SEED)
+            hcache[key] = evaluate(model, thresholds(ix), episodes, HOLDOUT_SEED)
             h = hcache[key]
-            log(f"held-out check {[f'{t:.4g}' for t in thr]}: return {h['mean_return']:.2f} "
+            ok = h["mean_return"] >= target_h
+            note("holdout", ix, h, "passed" if ok else "rejected",
+                 "held-out return >= target" if ok else
+                 f"held-out return {h['mean_return']:.2f} < target {target_h:.2f}")
+            log(f"held-out check {fmt_thr(ix)}: return {h['mean_return']:.2f} "
                 f"(target {target_h:.2f}), {h['reduction']:.1f}x")
         return hcache[key]
 
@@ -155,11 +272,20 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
         ok = [c for c in cands if hold(c)["mean_return"] >= target_h]
         if ok:
             ix = min(ok, key=lambda c: hold(c)["significant"])
+            for c in ok:
+                if c != ix:
+                    note("holdout", c, hold(c), "rejected",
+                         f"passes held out, but another back-off step needs fewer "
+                         f"multiplications ({hold(ix)['significant']:.1f} < "
+                         f"{hold(c)['significant']:.1f} per step)")
         else:
             ix = max(cands, key=lambda c: hold(c)["mean_return"])
-    thr = [grids[i][k] for i, k in enumerate(ix)]
-    chosen = (thr, ev(ix), hold(ix))
-    thr, sel, hold = chosen
+    thr = thresholds(ix)
+    sel, held = ev(ix), hold(ix)
+    passed = held["mean_return"] >= target_h
+    note("holdout", ix, held, "chosen", "passes held out" if passed else
+         "all thresholds 0: the bit-accurate model as it is (held-out return below target)")
+    candidates = list(log_.values())
     report = {
         "rule": "mean fixed-point delta return over N seeded episodes >= ref - (1-fraction)|ref|"
                 ", ref = float dense-update return of the reference on the same seeds; "
@@ -169,9 +295,12 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
                       "model": reference.meta.get("path") if reference is not None else "self"},
         "target": {"select": target, "holdout": target_h},
         "thresholds": thr,
-        "thresholds_lsb": [int(round(t / model.config.in_fmt(i).lsb)) for i, t in
+        "thresholds_lsb": [round(t / model.config.in_fmt(i).lsb) for i, t in
                            enumerate(thr)],
-        "select": sel, "holdout": hold, "evaluations": len(cache) + len(hcache),
+        "select": sel, "holdout": held, "evaluations": len(cache) + len(hcache),
+        "search_stopped": stop or "every layer frozen",
+        "candidates": candidates,
+        "rejected": [c for c in candidates if c["status"] == "rejected"],
         "seconds": round(time.time() - t0, 1),
     }
     meta = dict(model.meta)
@@ -180,7 +309,8 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
     meta["provenance"] = prov
     out = model.replace(config=model.config.with_thresholds(thr), meta=meta)
     log(f"chosen thresholds {[f'{t:.4g}' for t in thr]} ({report['thresholds_lsb']} LSB): "
-        f"held-out return {hold['mean_return']:.2f} +/- {hold['std_return']:.2f}, "
-        f"{hold['significant']:.1f} significant mults/step, {hold['reduction']:.1f}x "
-        f"({len(cache) + len(hcache)} evaluations, {time.time() - t0:.0f} s)")
+        f"held-out return {held['mean_return']:.2f} +/- {held['std_return']:.2f}, "
+        f"{held['significant']:.1f} significant mults/step, {held['reduction']:.1f}x "
+        f"({len(cache) + len(hcache)} evaluations, {len(report['rejected'])} candidates "
+        f"rejected, {time.time() - t0:.0f} s)")
     return out, report

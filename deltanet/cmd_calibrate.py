@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pysim import Model, load_model, save_model
 
-from .calibrate import HOLDOUT_SEED, MIN_EPISODES, SELECT_SEED, calibrate
+from .calibrate import HOLDOUT_SEED, MIN_EPISODES, SELECT_SEED, calibrate, dense_reference
 from .io import write_json_atomic
 from .options import MAX_EPISODES, CliError, check_output_file, float_in, int_in, path_arg
 
@@ -21,9 +21,12 @@ def register(sub):
                     "Rule: a setting is acceptable when the bit-accurate (fixed-point, delta) "
                     f"mean return over N >= {MIN_EPISODES} episodes seeded {SELECT_SEED}+ is "
                     ">= ref - (1 - FRACTION) * |ref|, ref being the float dense-update return "
-                    "of the reference (MODEL itself, or --reference) on the same seeds. The "
+                    "of the reference on the same seeds: --reference, else the dense model "
+                    "MODEL was pruned from (named in its provenance), else MODEL itself (with a "
+                    "warning). The "
                     f"chosen setting must pass again on held-out seeds {HOLDOUT_SEED}+, else "
-                    "the search backs off one layer at a time until one passes.")
+                    "the search backs off one layer at a time until one passes. Every "
+                    "candidate, the rejected ones with the reason, goes into the report.")
     p.add_argument("--model", required=True, type=path_arg, help="quantized artifact")
     p.add_argument("--out", required=True, type=path_arg, help="calibrated artifact to write")
     p.add_argument("--fraction", type=float_in(0, 1, lo_open=True), default=0.95,
@@ -32,7 +35,7 @@ def register(sub):
                    help="episodes per evaluation")
     p.add_argument("--reference", type=path_arg, default=None,
                    help="model of the same task whose float dense return sets the target "
-                        "(default: MODEL)")
+                        "(default: the dense model MODEL was pruned from, else MODEL)")
     p.add_argument("--max-evals", type=int_in(1, MAX_EVALS), default=400,
                    help="evaluation budget")
     p.add_argument("--json", type=path_arg, help="also write the calibration report as JSON")
@@ -56,10 +59,13 @@ def run(args) -> int:
     check_output_file(args.out, "--out")
     check_output_file(args.json, "--json")
     model = load_model(args.model)
-    ref = None
     if args.reference:
         ref = load_model(args.reference)
         check_same_task(model, ref, args.model, args.reference)
+    else:
+        ref = dense_reference(model, args.model)
+        if ref is not None:
+            check_same_task(model, ref, args.model, ref.meta.get("path"))
     out, rep = calibrate(model, fraction=args.fraction, episodes=args.episodes, reference=ref,
                          max_evals=args.max_evals)
     save_model(out, args.out)

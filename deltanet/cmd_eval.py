@@ -10,12 +10,15 @@ from pysim import load_model
 from .io import write_json_atomic
 from .options import MAX_EPISODES, SEED_MAX, check_output_file, int_in, path_arg
 from .rollout import run_episodes
+from .weight_memory import kbits, summary_line, weight_memory
 
 
 def register(sub):
     p = sub.add_parser("eval", help="evaluate a model with the reference (float or fixed point)",
                        description="Run gymnasium episodes with the pysim reference as the "
-                                   "policy; print returns and multiplication counts.")
+                                   "policy; print returns, multiplication counts and the "
+                                   "weight memory (dense float32 vs non-zero fixed-point "
+                                   "weights, raw and in the 4-lane core's column words).")
     p.add_argument("--model", required=True, type=path_arg, help="model artifact (.npz)")
     p.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=10,
                    help="number of episodes")
@@ -30,20 +33,33 @@ def register(sub):
 
 
 def print_summary(title: str, s: dict, console=None):
-    console = console or Console()
+    console = console or Console(width=max(Console().width, 110))
     t = Table(title=title)
-    for col in ("layer", "dense/step", "significant/step", "events/step", "reduction"):
+    mem = s.get("weight_memory")
+    cols = ["layer", "dense/step", "significant/step", "events/step", "reduction"]
+    if mem:
+        cols += ["non-zero weights", "weight memory (core)"]
+    for col in cols:
         t.add_column(col, justify="right")
     for row in s["per_layer"]:
         sig = row["significant_mults_per_step"]
-        t.add_row(str(row["layer"]), f"{row['dense_mults_per_step']:,}", f"{sig:,.1f}",
-                  f"{row['events_per_step']:.1f}",
-                  f"{row['dense_mults_per_step'] / sig:,.1f}x" if sig else "inf")
-    t.add_row("all", f"{s['dense_mults_per_step']:,.0f}", f"{s['significant_mults_per_step']:,.1f}",
-              "", f"{s['reduction']:,.1f}x", style="bold")
+        cells = [str(row["layer"]), f"{row['dense_mults_per_step']:,}", f"{sig:,.1f}",
+                 f"{row['events_per_step']:.1f}",
+                 f"{row['dense_mults_per_step'] / sig:,.1f}x" if sig else "inf"]
+        if mem:
+            m = mem["per_layer"][row["layer"]]
+            cells += [f"{m['nonzero']:,}", kbits(m["hw_bits"])]
+        t.add_row(*cells)
+    cells = ["all", f"{s['dense_mults_per_step']:,.0f}", f"{s['significant_mults_per_step']:,.1f}",
+             "", f"{s['reduction']:,.1f}x"]
+    if mem:
+        cells += [f"{mem['nonzero']:,}", kbits(mem["hw_bits"])]
+    t.add_row(*cells, style="bold")
     console.print(t)
     console.print(f"return {s['mean_return']:.2f} +/- {s['std_return']:.2f} over "
                   f"{s['episodes']} episodes ({s['steps']} steps)")
+    if mem:
+        console.print(summary_line(mem))
 
 
 def run(args) -> int:
@@ -53,7 +69,8 @@ def run(args) -> int:
                        progress=not args.no_progress)
     s = res.summary()
     s.update({"model": str(args.model), "env_id": model.meta["env_id"], "mode": args.mode,
-              "delta": not args.dense, "seed": args.seed})
+              "delta": not args.dense, "seed": args.seed,
+              "weight_memory": weight_memory(model)})
     print_summary(f"{model.meta['env_id']} - {args.mode}{' dense' if args.dense else ' delta'}",
                   s)
     if args.json:

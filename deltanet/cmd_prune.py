@@ -6,8 +6,8 @@ from pysim import load_model, save_model
 from pysim.coreplan import MAX_LANES
 
 from .options import MAX_STEPS, CliError, check_output_file, float_in, int_in, path_arg
-from .prune import mask_stats, prune_finetune, prune_oneshot
-from .train import sb3_paths
+from .prune import apply_cleanup, mask_stats, prune_finetune, prune_oneshot
+from .train import sb3_paths, vecnormalize_path
 
 SPARSITY = float_in(0, 1, hi_open=True)
 
@@ -20,7 +20,10 @@ def register(sub):
                     "train`; masks are re-applied after every gradient step and stored in the "
                     "artifact. --finetune-steps 0 prunes one-shot (works on any artifact, no SB3 "
                     "model needed). --balanced-lanes L keeps the same number of weights in every "
-                    "lane's slice of every column (lane k owns output rows r % L == k).")
+                    "lane's slice of every column (lane k owns output rows r % L == k). "
+                    "Then hidden neurons (conv: channels) whose outgoing weights are all zero, "
+                    "or whose incoming weights are all zero (their constant output folded into "
+                    "the next layer's bias), are removed; --no-cleanup keeps them.")
     p.add_argument("--model", required=True, type=path_arg, help="float artifact from `train`")
     p.add_argument("--sparsity", required=True, type=SPARSITY, help="target sparsity")
     g = p.add_mutually_exclusive_group()
@@ -43,6 +46,8 @@ def register(sub):
     p.add_argument("--sb3", type=path_arg, default=None,
                    help="SB3 model to fine-tune (default: the one recorded in MODEL)")
     p.add_argument("--out", required=True, type=path_arg, help="pruned artifact to write")
+    p.add_argument("--no-cleanup", action="store_true",
+                   help="keep the hidden units that nothing reads (see deltanet.cleanup)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run, scope="per-layer")
 
@@ -69,20 +74,23 @@ def run(args) -> int:
         raise ValueError("--out-sparsity needs fine-tuning (--finetune-steps > 0)")
     check_output_file(args.out, "--out")
     if args.finetune_steps != 0:
-        for path in sb3_paths(args.out):
+        for path in (*sb3_paths(args.out), vecnormalize_path(args.out)):
             check_output_file(path, "--out (its SB3 model)")
     model = load_model(args.model)
     check_lanes(model, args.balanced_lanes, args.model)
     if args.finetune_steps == 0:
         m = prune_oneshot(model, args.sparsity, args.scope, args.balanced_lanes,
-                          args.whole_columns)
-        save_model(m, args.out)
+                          args.whole_columns, source=args.model)
         st = mask_stats([p.mask for p in m.params], args.balanced_lanes)
-        print(f"wrote {args.out}: one-shot sparsity {st['sparsity']:.3f} "
-              f"per layer {st['per_layer_sparsity']}")
+        print(f"one-shot sparsity {st['sparsity']:.3f} per layer {st['per_layer_sparsity']}")
+        if not args.no_cleanup:
+            m = apply_cleanup(m, args.balanced_lanes)
+        save_model(m, args.out)
+        print(f"wrote {args.out}")
         return 0
     prune_finetune(args.model, args.sparsity, args.out, scope=args.scope,
                    lanes=args.balanced_lanes, finetune_steps=args.finetune_steps,
                    sb3_path=args.sb3, progress=not args.no_progress,
-                   whole_columns=args.whole_columns, out_sparsity=args.out_sparsity)
+                   whole_columns=args.whole_columns, out_sparsity=args.out_sparsity,
+                   cleanup=not args.no_cleanup)
     return 0

@@ -18,7 +18,8 @@ def register(sub):
         description="Record observations in float rollouts of MODEL, scale small-range inputs "
                     "by powers of two, choose per-layer activation formats (integer bits from "
                     "the observed maximum x headroom) and weight formats (from max |w|), with "
-                    "accumulators that cannot overflow; print the per-layer error of the "
+                    "accumulators that cannot overflow; a kept weight that rounds to 0 is set to "
+                    "+/-1 LSB (counted per layer). Print the per-layer error of the "
                     "bit-accurate outputs against float.")
     p.add_argument("--model", required=True, type=path_arg, help="float (pruned) artifact")
     p.add_argument("--out", required=True, type=path_arg, help="quantized artifact to write")
@@ -58,6 +59,13 @@ def print_report(rep: dict, console=None):
                       f"max {rep['action_max_error']:.3g}")
     console.print(f"input scale {rep['input_scale']}; equalisation: "
                   f"{rep.get('equalization', 'none')}")
+    raised = rep.get("kept_weights_raised", [])
+    if any(raised):
+        per = ", ".join(f"layer {i}: {n} (weights {r['weight_fmt']})"
+                        for i, (n, r) in enumerate(zip(raised, rep["layers"])) if n)
+        console.print(f"kept weights that rounded to 0, set to +/-1 LSB: {per}")
+    else:
+        console.print("no kept weight rounds to 0")
 
 
 def run(args) -> int:

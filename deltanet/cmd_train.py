@@ -15,23 +15,25 @@ from .options import (
     int_in,
     path_arg,
 )
-from .train import ALGOS, HYPERPARAMS, ckpt_dir, sb3_paths, train
+from .train import ALGOS, ckpt_dir, sb3_paths, train, vecnormalize_path
 
 
 def register(sub):
-    known = ", ".join(f"{e}/{a}" for e, a in HYPERPARAMS)
     p = sub.add_parser(
         "train", help="train a policy with stable-baselines3 and export a float artifact",
         description="Train a ReLU MLP policy with stable-baselines3 on the CPU (seeded, one "
                     "torch thread), checkpoint it into OUT.ckpt/ as it goes, save the SB3 "
                     "model beside OUT (OUT-stem.sb3.zip, needed by `deltanet prune`) and export "
                     "the float policy to OUT. Envs need a Box observation space and a Discrete "
-                    "or Box action space. Tuned hyper-parameters exist for: " + known +
-                    "; other envs get the algorithm's defaults.")
+                    "or Box action space. Hyper-parameters come from rl-zoo3's tuned files "
+                    "(the rl_zoo3 package's hyperparams/<algo>.yml) for every env they cover "
+                    "(VecNormalize entries are folded into the artifact's input map; the "
+                    "activation is always ReLU), else from the algorithm's defaults; the "
+                    "command prints which.")
     p.add_argument("--env", required=True, help="gymnasium env id, e.g. CartPole-v1")
     p.add_argument("--algo", required=True, choices=ALGOS, help="RL algorithm")
     p.add_argument("--steps", type=int_in(1, MAX_STEPS), default=None,
-                   help="total env steps (default: the hyper-parameter table's budget)")
+                   help="total env steps (default: rl-zoo3's n_timesteps, else the defaults')")
     p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
                    help="seed for SB3, torch and the envs")
     p.add_argument("--out", required=True, type=path_arg, help="artifact to write (.npz)")
@@ -39,7 +41,7 @@ def register(sub):
                    help="continue from the newest checkpoint in OUT.ckpt/ (with replay buffer)")
     # a hidden layer as wide as this squared is already the artifact's whole weight budget
     p.add_argument("--net", type=int_in(1, isqrt(MAX_WEIGHTS)), nargs="+", default=None,
-                   metavar="N", help="hidden layer sizes (default from the table, e.g. 64 64)")
+                   metavar="N", help="hidden layer sizes (default: rl-zoo3's net_arch, else 64 64)")
     p.add_argument("--checkpoint-every", type=int_in(1, MAX_STEPS), default=None,
                    metavar="STEPS",
                    help="checkpoint period in env steps (default steps/10, at least 1000)")
@@ -50,7 +52,7 @@ def register(sub):
 def run(args) -> int:
     check_output_file(args.out, "--out")
     check_output_dir(ckpt_dir(args.out), "--out (its checkpoint folder)")
-    for path in sb3_paths(args.out):
+    for path in (*sb3_paths(args.out), vecnormalize_path(args.out)):
         check_output_file(path, "--out (its SB3 model)")
     if args.net is not None:
         if len(args.net) > MAX_LAYERS - 1:

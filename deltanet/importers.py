@@ -61,7 +61,7 @@ from .export import (
     torch_chain,
 )
 from .options import one_line
-from .train import versions
+from .versions import versions
 
 __all__ = ["FORMATS", "ONNX_OPSETS", "ONNX_SUPPORTED", "SPEC_HELP", "SPEC_LAYERS",
            "ImportRefused", "detect_format", "import_policy", "load_vecnormalize"]

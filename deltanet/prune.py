@@ -34,6 +34,13 @@ Choices (the paper does not publish its schedule)
   lane-filled) output layer. The schedule ramps every layer with the same cubic.
 * **One-shot** pruning (``finetune_steps=0``, used by ``deltanet sweep``) masks the artifact's
   weights directly and keeps its formats, scaling and thresholds.
+* **Source**: the pruned artifact's provenance names the artifact it was pruned from
+  (``pruning.source``, its path as given, and ``pruning.source_checksum``); ``deltanet
+  calibrate`` takes it as the dense reference.
+* **Clean-up** (``cleanup=True``; on by default in ``deltanet prune``, ``--no-cleanup`` turns it
+  off): hidden units that nothing reads (or that only add a constant) are then removed, see
+  :mod:`deltanet.cleanup`. Removing rows renumbers the lanes' rows, so a lane-balanced mask may
+  be less balanced afterwards (the provenance records the balance after the clean-up).
 """
 
 from __future__ import annotations
@@ -168,8 +175,9 @@ def mask_stats(masks, lanes: int | None = None) -> dict:
 
 # ---- one-shot pruning of an artifact -----------------------------------------------------------
 def prune_oneshot(model, sparsity: float, scope: str = "per-layer", lanes: int | None = None,
-                  whole_columns: bool = False):
-    """Mask ``model``'s weights by magnitude (no fine-tuning); config and meta are kept."""
+                  whole_columns: bool = False, source=None):
+    """Mask ``model``'s weights by magnitude (no fine-tuning); config and meta are kept.
+    ``source``: the path ``model`` was read from (recorded in the provenance)."""
     from pysim import LayerParams
 
     sparsity = check_sparsity(sparsity)
@@ -183,6 +191,9 @@ def prune_oneshot(model, sparsity: float, scope: str = "per-layer", lanes: int |
     prov["pruning"] = {"method": "one-shot magnitude", "target": sparsity, "scope": scope,
                        "lanes": lanes, "whole_columns": whole_columns,
                        **mask_stats([p.mask for p in params], lanes)}
+    if source is not None:
+        prov["pruning"].update({"source": str(source),
+                                "source_checksum": model.meta.get("checksum")})
     meta["provenance"] = prov
     return model.replace(params=params, meta=meta)
 
@@ -243,15 +254,25 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
                    lanes: int | None = None, finetune_steps: int | None = None,
                    sb3_path=None, progress: bool = True, log=print,
                    whole_columns: bool = False, out_sparsity: float | None = None,
-                   overrides: dict | None = None):
-    """Gradual magnitude pruning of the policy in an artifact's SB3 model, with fine-tuning."""
+                   overrides: dict | None = None, cleanup: bool = False):
+    """Gradual magnitude pruning of the policy in an artifact's SB3 model, with fine-tuning;
+    ``cleanup``: then remove the hidden units nothing reads (:func:`apply_cleanup`)."""
     import torch
     from stable_baselines3.common.utils import ConstantSchedule, set_random_seed
 
     from pysim import LayerParams, load_model, save_model
 
-    from .export import export_sb3, policy_linears
-    from .train import algo_class, find_sb3, make_vec_env, save_sb3_atomic, sb3_paths, versions
+    from .export import policy_linears
+    from .train import (
+        algo_class,
+        export_policy,
+        find_sb3,
+        make_vec_env,
+        save_sb3_atomic,
+        sb3_paths,
+        vecnormalize_path,
+        versions,
+    )
 
     sparsity = check_sparsity(sparsity)
     if out_sparsity is not None:
@@ -263,14 +284,25 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
         raise FileNotFoundError(f"SB3 model {sb3_path} not found")
     env_id = src.meta["env_id"]
     algo = prov.get("algo", "").lower()
-    if algo not in ("ppo", "dqn", "sac"):
+    if algo not in ("ppo", "a2c", "dqn", "sac", "td3"):
         raise ValueError(f"{model_path}: provenance names algorithm {prov.get('algo')!r}; "
-                         "fine-tuning supports PPO, DQN, SAC")
+                         "fine-tuning supports PPO, A2C, DQN, SAC, TD3")
     seed = int(prov.get("seed", 0))
     steps = finetune_steps if finetune_steps is not None else max(1000, prov.get("steps", 0) // 2)
     torch.set_num_threads(1)
     set_random_seed(seed + 1)
-    env = make_vec_env(env_id, int(prov.get("n_envs", 1)), seed + 1)
+    # VecNormalize statistics saved beside the SB3 model (by train or an earlier prune): the
+    # fine-tuning sees the observations normalised as in training, with the statistics frozen
+    # so that the exported input map is the one the policy was fine-tuned with
+    vn_rec = prov.get("vecnormalize")
+    vn_src = (Path(model_path).parent / vn_rec["file"]
+              if isinstance(vn_rec, dict) and vn_rec.get("file") else None)
+    if vn_src is not None and not vn_src.exists():
+        raise FileNotFoundError(f"{model_path}: its VecNormalize statistics {vn_src} are "
+                                "missing")
+    env = make_vec_env(env_id, int(prov.get("n_envs", 1)), seed + 1, vecnormalize=vn_src)
+    if vn_src is not None:
+        env.training = False
     # overrides: hyper-parameters for the fine-tuning (SB3 custom_objects, applied before the
     # model is set up), e.g. a shorter PPO rollout (n_steps) for more updates per env step
     model = algo_class(algo).load(sb3_path, env=env, device="cpu",
@@ -288,7 +320,8 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
     linears = policy_linears(model)
     cb = make_prune_callback(linears, sparsity, steps, scope, lanes, log=log,
                              whole_columns=whole_columns, out_final=out_sparsity)
-    optimizers = [model.policy.optimizer] if algo != "sac" else [model.policy.actor.optimizer]
+    optimizers = ([model.actor.optimizer] if algo in ("sac", "td3")
+                  else [model.policy.optimizer])
     hooks = [o.register_step_post_hook(cb.apply) for o in optimizers]
     t0 = time.time()
     log(f"pruning {env_id} {algo.upper()} policy to sparsity {sparsity} ({scope}"
@@ -308,7 +341,8 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
     cb.apply()
     out = Path(out)
     zpath, rbpath = sb3_paths(out)
-    save_sb3_atomic(model, zpath, rbpath if hasattr(model, "replay_buffer") else None)
+    vnpath = vecnormalize_path(out) if vn_src is not None else None
+    save_sb3_atomic(model, zpath, rbpath if hasattr(model, "replay_buffer") else None, vnpath)
     masks = [mk.cpu().numpy().astype(bool) for mk in cb.masks]
     new_prov = dict(prov)
     new_prov.update({
@@ -322,10 +356,11 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
                     "seconds": round(time.time() - t0, 1), **mask_stats(masks, lanes)},
         "versions": versions(),
     })
-    from .atari import export_dqn_cnn, is_atari
-
-    m = (export_dqn_cnn if is_atari(env_id) else export_sb3)(model, env_id, new_prov)
+    new_prov.pop("vecnormalize", None)  # export_policy records the saved copy
+    m = export_policy(model, env_id, new_prov, vnpath, log)
     m = m.replace(params=[LayerParams(p.weight, p.bias, mk) for p, mk in zip(m.params, masks)])
+    if cleanup:
+        m = apply_cleanup(m, lanes, log)
     save_model(m, out)
     env.close()
     st = new_prov["pruning"]
@@ -333,3 +368,22 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
     log(f"wrote {out}: sparsity {st['sparsity']:.3f} per layer {st['per_layer_sparsity']}"
         f"{bal} ({time.time() - t0:.0f} s)")
     return m
+
+
+def apply_cleanup(model, lanes: int | None = None, log=print):
+    """:func:`deltanet.cleanup.cleanup` on a pruned model, logging how many units each layer
+    lost; with ``lanes`` the lane balance after the clean-up is recorded beside it."""
+    from .cleanup import cleanup, cleanup_summary
+
+    out, rep = cleanup(model)
+    log(cleanup_summary(rep))
+    if lanes:
+        st = mask_stats([p.mask for p in out.params], lanes)
+        log(f"lane balance after the clean-up (rows renumbered): {st['lane_balance']}")
+        meta = dict(out.meta)
+        prov = dict(meta["provenance"])
+        prov["cleanup"] = {**rep, "lane_balance": st["lane_balance"],
+                           "balanced": st["balanced"]}
+        meta["provenance"] = prov
+        out = out.replace(meta=meta)
+    return out

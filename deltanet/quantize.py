@@ -24,6 +24,14 @@ Rules (documented choices)
   its outputs (post-ReLU for hidden layers, raw outputs for the last layer).
 * **Weight formats** (``weight_bits`` wide, signed, one per layer): the fewest integer bits whose
   range holds ``max |w|`` after rounding (at least the sign bit), the rest fraction bits.
+* **A kept weight never rounds to zero** (:func:`keep_mask_nonzero`): the weight format above
+  already has the finest LSB of its width that still holds the layer's largest weight, so no
+  format of that width keeps a smaller weight without saturating the largest one. A kept
+  (mask True) weight that rounds to 0 in it is therefore set to +/-1 LSB (the sign of the
+  float weight; an error below 1 LSB, like any rounding), so the bit-accurate non-zero pattern
+  is the pruning mask (a lane-balanced mask stays balanced). The count per layer is in the
+  report (``kept_weights_raised``), printed by ``deltanet quantize`` and recorded in the
+  provenance. Every equalisation variant is fixed this way before its error is measured.
 * **Accumulators**: :func:`pysim.config.default_acc_bits` (cannot overflow).
 * **Report**: per layer, outputs of the bit-accurate dense network vs the float dense network on
   every recorded observation (errors accumulate through the layers, as in the hardware): RMS and
@@ -270,7 +278,10 @@ def quantize_model(model: Model, *, episodes: int = 10, seed: int = QUANT_SEED,
         q = choose_formats(m, obs, act_bits=act_bits, weight_bits=weight_bits,
                            headroom=headroom, max_input_shift=max_input_shift,
                            scale_inputs=scale_inputs)
+        q, raised = keep_mask_nonzero(q)
         rep = error_report(q, obs)
+        rep["kept_weights_raised"] = raised
+        rep["mask_nonzero_fixed"] = sum(raised)
         err = rep["layers"][-1]["relative_rms"]
         if best is None or err < best[0] - 1e-12:
             best = (err, name, q, rep)
@@ -293,21 +304,22 @@ def keep_mask_nonzero(model: Model):
     """Set every kept weight (mask True) that rounds to zero in its layer's weight format to
     +/-1 LSB (the sign of the float weight), so the bit-accurate non-zero pattern equals the
     pruning mask (a lane-balanced mask stays balanced; the error stays below 1 LSB).
-    Returns ``(model, number of weights changed)``."""
-    params, changed = list(model.params), 0
+    Returns ``(model, per-layer counts of the weights changed)``; the counts are recorded in
+    the provenance (``quantization.kept_weights_raised``, total ``mask_nonzero_fixed``)."""
+    params, raised = list(model.params), []
     for i, p in enumerate(params):
         lsb = model.config.layers[i].weight_fmt.lsb
         lost = np.asarray(p.mask, dtype=bool) & (model.w_raw[i] == 0)
+        raised.append(int(lost.sum()))
         if lost.any():
             w = np.array(p.weight, copy=True)
             w[lost] = np.where(w[lost] < 0, -lsb, lsb)
             params[i] = LayerParams(w.astype(p.weight.dtype), p.bias, p.mask)
-            changed += int(lost.sum())
-    out = model.replace(params=params) if changed else model
-    if changed:
-        meta = dict(out.meta)
-        prov = dict(meta.get("provenance", {}))
-        prov["quantization"] = {**prov.get("quantization", {}), "mask_nonzero_fixed": changed}
-        meta["provenance"] = prov
-        out = out.replace(meta=meta)
-    return out, changed
+    if not any(raised):
+        return model, raised
+    meta = dict(model.meta)
+    prov = dict(meta.get("provenance", {}))
+    prov["quantization"] = {**prov.get("quantization", {}), "kept_weights_raised": raised,
+                            "mask_nonzero_fixed": sum(raised)}
+    meta["provenance"] = prov
+    return model.replace(params=params, meta=meta), raised

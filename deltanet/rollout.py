@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from pysim import DeltaNetwork, Model
 
+from .cleanup import dense_mults
 from .envs import check_model_fits_env, make_env
 
 
@@ -77,7 +78,7 @@ def run_episodes(model: Model, episodes: int, seed: int, *, mode: str = "fixed",
         envs = [make_env(env_id, seed + i, **(env_kwargs or {}))() for i in idx]
         check_model_fits_env(model, envs[0])
         net = DeltaNetwork(model, mode=mode, delta=delta, batch=len(idx))
-        dense = net.dense_per_layer
+        dense = dense_mults(model)  # the trained network's, also after a clean-up
         obs = np.stack([np.asarray(e.reset(seed=seed + i)[0], dtype=np.float64).ravel()
                         for e, i in zip(envs, idx)])
         active = np.ones(len(idx), dtype=bool)

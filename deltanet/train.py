@@ -21,14 +21,19 @@ What ``deltanet train`` does
    placeholder formats until ``deltanet quantize``) with provenance: algorithm, steps, seed,
    hyper-parameters, library versions, training time.
 
-Hyper-parameters come from :data:`HYPERPARAMS` (one table, rl-zoo values where rl-zoo has them,
-with our smaller nets where those reach the reward) and :data:`ALGO_DEFAULTS` for other envs.
+Hyper-parameters come from rl-zoo3's tuned files (:mod:`deltanet.zoo`: the YAML files of the
+installed ``rl_zoo3`` package) for every env they cover, else from :data:`ALGO_DEFAULTS`
+(Atari: :data:`deltanet.atari.DQN_ATARI`); ``hyperparams()["source"]`` names the one used
+("rl-zoo3 2.7.0 dqn.yml MountainCar-v0" or "algorithm defaults ..."), and ``deltanet train``
+prints it with the notes (activation switched to ReLU, an aliased env id, an overridden net or
+budget). An entry with ``normalize`` trains inside SB3's VecNormalize; its statistics are saved
+beside the SB3 model (``<out stem>.sb3.vecnormalize.pkl``, in the checkpoints too) and folded
+into the artifact's input affine map (:func:`export_policy`).
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import re
 import time
 from pathlib import Path
@@ -37,60 +42,37 @@ import gymnasium as gym
 import numpy as np
 
 from .envs import check_supported, make_env
+from .importers import load_vecnormalize
+from .versions import versions
+from .zoo import SCHEDULE_KEYS, ZOO_VERSION, schedule, zoo_folder, zoo_hyperparams
 
-ALGOS = ("ppo", "dqn", "sac")
+__all__ = ["ALGOS", "ALGO_DEFAULTS", "algo_class", "check_env_algo", "export_policy",
+           "find_sb3", "hyperparams", "sb3_paths", "train", "versions"]
 
-#: Defaults for any env without its own entry (SB3 defaults with ReLU 64-64 nets).
+ALGOS = ("ppo", "a2c", "dqn", "sac", "td3")
+#: action spaces each algorithm takes
+DISCRETE_ONLY = ("dqn",)
+BOX_ONLY = ("sac", "td3")
+
+#: Defaults for any env without a usable rl-zoo3 entry (SB3 defaults with ReLU 64-64 nets).
 ALGO_DEFAULTS = {
     "ppo": {"n_envs": 4, "steps": 100_000, "net_arch": [64, 64], "kwargs": {}},
+    "a2c": {"n_envs": 4, "steps": 100_000, "net_arch": [64, 64], "kwargs": {}},
     "dqn": {"n_envs": 1, "steps": 100_000, "net_arch": [64, 64],
             "kwargs": {"learning_starts": 1000}},
     "sac": {"n_envs": 1, "steps": 50_000, "net_arch": [64, 64], "kwargs": {}},
+    "td3": {"n_envs": 1, "steps": 50_000, "net_arch": [64, 64], "kwargs": {}},
 }
-
-#: Per-env hyper-parameters (rl-zoo style). ``lin_X`` means a learning rate (or clip range)
-#: decaying linearly from X to 0; ``kwargs`` go to the SB3 constructor unchanged.
-HYPERPARAMS = {
-    ("CartPole-v1", "ppo"): {  # rl-zoo ppo.yml CartPole-v1
-        "n_envs": 8, "steps": 100_000, "net_arch": [64, 64],
-        "kwargs": {"n_steps": 32, "batch_size": 256, "gae_lambda": 0.8, "gamma": 0.98,
-                   "n_epochs": 20, "ent_coef": 0.0, "learning_rate": "lin_0.001",
-                   "clip_range": "lin_0.2"}},
-    ("CartPole-v1", "dqn"): {  # rl-zoo dqn.yml CartPole-v1
-        "n_envs": 1, "steps": 50_000, "net_arch": [256, 256],
-        "kwargs": {"learning_rate": 2.3e-3, "batch_size": 64, "buffer_size": 100_000,
-                   "learning_starts": 1000, "gamma": 0.99, "target_update_interval": 10,
-                   "train_freq": 256, "gradient_steps": 128, "exploration_fraction": 0.16,
-                   "exploration_final_eps": 0.04}},
-    ("MountainCar-v0", "dqn"): {  # rl-zoo dqn.yml MountainCar-v0
-        "n_envs": 1, "steps": 120_000, "net_arch": [256, 256],
-        "kwargs": {"learning_rate": 4e-3, "batch_size": 128, "buffer_size": 10_000,
-                   "learning_starts": 1000, "gamma": 0.98, "target_update_interval": 600,
-                   "train_freq": 16, "gradient_steps": 8, "exploration_fraction": 0.2,
-                   "exploration_final_eps": 0.07}},
-    ("LunarLander-v3", "dqn"): {  # rl-zoo dqn.yml LunarLander-v2
-        "n_envs": 1, "steps": 100_000, "net_arch": [256, 256],
-        "kwargs": {"learning_rate": 6.3e-4, "batch_size": 128, "buffer_size": 50_000,
-                   "learning_starts": 0, "gamma": 0.99, "target_update_interval": 250,
-                   "train_freq": 4, "gradient_steps": -1, "exploration_fraction": 0.12,
-                   "exploration_final_eps": 0.1}},
-    ("LunarLander-v3", "ppo"): {  # rl-zoo ppo.yml LunarLander-v2
-        "n_envs": 16, "steps": 1_000_000, "net_arch": [64, 64],
-        "kwargs": {"n_steps": 1024, "batch_size": 64, "gae_lambda": 0.98, "gamma": 0.999,
-                   "n_epochs": 4, "ent_coef": 0.01}},
-    ("Pendulum-v1", "sac"): {  # rl-zoo sac.yml Pendulum-v1 (64-64 instead of 256-256)
-        "n_envs": 1, "steps": 20_000, "net_arch": [64, 64],
-        "kwargs": {"learning_rate": 1e-3}},
-    ("Pendulum-v1", "ppo"): {  # rl-zoo ppo.yml Pendulum-v1
-        "n_envs": 4, "steps": 100_000, "net_arch": [64, 64],
-        "kwargs": {"n_steps": 1024, "gae_lambda": 0.95, "gamma": 0.9, "n_epochs": 10,
-                   "ent_coef": 0.0, "learning_rate": 1e-3, "clip_range": 0.2,
-                   "use_sde": True, "sde_sample_freq": 4}},
-}
+#: SB3's MlpPolicy net of each algorithm: used for an rl-zoo3 entry that names no net_arch
+SB3_DEFAULT_NET = {"ppo": [64, 64], "a2c": [64, 64], "dqn": [64, 64], "sac": [256, 256],
+                   "td3": [400, 300]}
 
 
-def hyperparams(env_id: str, algo: str) -> dict:
-    """The table entry for ``(env_id, algo)`` or the algorithm's defaults (a deep copy)."""
+def hyperparams(env_id: str, algo: str, *, log=None) -> dict:
+    """Hyper-parameters for ``(env_id, algo)`` (a fresh dict): ``source``, ``notes``,
+    ``n_envs``, ``steps``, ``net_arch``, ``policy_kwargs``, ``normalize``, ``noise``,
+    ``kwargs``; from rl-zoo3's file when it has a usable entry, else the defaults (see the
+    module doc). ``log``: also print the source line and the notes."""
     from .atari import DQN_ATARI, is_atari
 
     algo = algo.lower()
@@ -101,18 +83,42 @@ def hyperparams(env_id: str, algo: str) -> dict:
             raise ValueError(f"{env_id}: Atari games are trained with DQN (the paper's agent), "
                              f"not {algo.upper()}")
         hp = DQN_ATARI
-        return {"n_envs": hp["n_envs"], "steps": hp["steps"], "net_arch": hp["net_arch"],
-                "kwargs": {k: (dict(v) if isinstance(v, dict) else v)
-                           for k, v in hp["kwargs"].items()}}
-    hp = HYPERPARAMS.get((env_id, algo), ALGO_DEFAULTS[algo])
-    return {"n_envs": hp["n_envs"], "steps": hp["steps"], "net_arch": list(hp["net_arch"]),
-            "kwargs": dict(hp["kwargs"])}
+        out = {"source": "deltanet Atari DQN (rl-zoo3 dqn.yml atari entry, learning starts "
+                         "after 20k steps)", "notes": [],
+               "n_envs": hp["n_envs"], "steps": hp["steps"], "net_arch": hp["net_arch"],
+               "policy_kwargs": {}, "normalize": None, "noise": None,
+               "kwargs": {k: (dict(v) if isinstance(v, dict) else v)
+                          for k, v in hp["kwargs"].items()}}
+    else:
+        zoo = zoo_hyperparams(env_id, algo)
+        d = ALGO_DEFAULTS[algo]
+        if zoo is None or "unusable" in zoo:
+            why = ("rl_zoo3 is not installed (make install; or pip install --no-deps "
+                   f"rl_zoo3=={ZOO_VERSION})" if zoo is None and zoo_folder() is None else
+                   f"rl-zoo3 has no {algo}.yml entry for {env_id}" if zoo is None else
+                   f"{zoo['source']} {zoo['unusable']}")
+            out = {"source": f"algorithm defaults ({why})", "notes": [],
+                   "n_envs": d["n_envs"], "steps": d["steps"], "net_arch": list(d["net_arch"]),
+                   "policy_kwargs": {}, "normalize": None, "noise": None,
+                   "kwargs": dict(d["kwargs"])}
+        else:
+            out = dict(zoo)
+            if out["steps"] is None:
+                out["steps"] = d["steps"]
+            if out["net_arch"] is None:
+                out["net_arch"] = list(SB3_DEFAULT_NET[algo])
+                out["notes"] = out["notes"] + [f"net_arch {out['net_arch']} (SB3's default)"]
+    if log is not None:
+        log(f"hyper-parameters: {out['source']}")
+        for n in out["notes"]:
+            log(f"  note: {n}")
+    return out
 
 
 def algo_class(algo: str):
-    from stable_baselines3 import DQN, PPO, SAC
+    from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 
-    return {"ppo": PPO, "dqn": DQN, "sac": SAC}[algo.lower()]
+    return {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC, "td3": TD3}[algo.lower()]
 
 
 def check_env_algo(env_id: str, algo: str) -> None:
@@ -130,41 +136,74 @@ def check_env_algo(env_id: str, algo: str) -> None:
     try:
         check_supported(env)
         act = env.action_space
-        if algo == "dqn" and not isinstance(act, gym.spaces.Discrete):
-            raise ValueError(f"{env_id}: DQN needs a Discrete action space, {env_id} has {act}")
-        if algo == "sac" and not isinstance(act, gym.spaces.Box):
-            raise ValueError(f"{env_id}: SAC needs a Box action space, {env_id} has {act}")
+        if algo in DISCRETE_ONLY and not isinstance(act, gym.spaces.Discrete):
+            raise ValueError(f"{env_id}: {algo.upper()} needs a Discrete action space, "
+                             f"{env_id} has {act}")
+        if algo in BOX_ONLY and not isinstance(act, gym.spaces.Box):
+            raise ValueError(f"{env_id}: {algo.upper()} needs a Box action space, {env_id} "
+                             f"has {act}")
     finally:
         env.close()
 
 
-def _schedule(v):
-    if isinstance(v, str) and v.startswith("lin_"):
-        start = float(v[4:])
-        return lambda progress_remaining: progress_remaining * start
-    return v
+def _kwargs(hp: dict) -> dict:
+    """The SB3 constructor kwargs of ``hp``: ``lin_X`` schedules as functions."""
+    return {k: (schedule(v, k) if k in SCHEDULE_KEYS else v) for k, v in hp["kwargs"].items()}
 
 
-def versions() -> dict:
-    import stable_baselines3
-    import torch
+def action_noise(noise: dict | None, action_space):
+    """SB3 action noise for TD3 (rl-zoo's noise_type / noise_std), or None."""
+    if noise is None:
+        return None
+    from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 
-    from . import __version__
-
-    return {"deltanet": __version__, "stable_baselines3": stable_baselines3.__version__,
-            "torch": torch.__version__, "gymnasium": gym.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+    n = int(np.prod(action_space.shape))
+    cls = NormalActionNoise if noise["type"] == "normal" else OrnsteinUhlenbeckActionNoise
+    return cls(mean=np.zeros(n), sigma=noise["std"] * np.ones(n))
 
 
-def make_vec_env(env_id: str, n_envs: int, seed: int):
+def make_vec_env(env_id: str, n_envs: int, seed: int, normalize: dict | None = None,
+                 vecnormalize=None):
+    """SB3's vectorised env; ``normalize`` (VecNormalize options) wraps it in a new
+    VecNormalize, ``vecnormalize`` (a saved one's path) in that one."""
     from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
 
     from .atari import is_atari, make_train_env
 
     if is_atari(env_id):
         return make_train_env(env_id, n_envs, seed)
+    env = sb3_make_vec_env(lambda: make_env(env_id)(), n_envs=n_envs, seed=seed)
+    if vecnormalize is not None:
+        return VecNormalize.load(str(vecnormalize), env)
+    if normalize is not None:
+        return VecNormalize(env, **normalize)
+    return env
 
-    return sb3_make_vec_env(lambda: make_env(env_id)(), n_envs=n_envs, seed=seed)
+
+def vecnormalize_path(out) -> Path:
+    """VecNormalize statistics saved beside the artifact ``out`` (with its SB3 model)."""
+    out = Path(out)
+    return out.with_name(out.stem + ".sb3.vecnormalize.pkl")
+
+
+def export_policy(model, env_id: str, provenance: dict, vecnormalize=None, log=print):
+    """Export an SB3 model trained here; ``vecnormalize`` (its saved statistics) is folded into
+    the input affine map with :func:`deltanet.importers.load_vecnormalize` and recorded in
+    ``provenance["vecnormalize"]`` (file name relative to the artifact's folder)."""
+    from .atari import export_dqn_cnn, is_atari
+    from .export import export_sb3
+
+    if is_atari(env_id):
+        return export_dqn_cnn(model, env_id, provenance)
+    offset = scale = None
+    if vecnormalize is not None:
+        n = int(np.prod(model.observation_space.shape))
+        offset, scale, rec = load_vecnormalize(vecnormalize, n)
+        provenance["vecnormalize"] = rec
+        if "note" in rec:
+            log(f"note: {rec['note']}")
+    return export_sb3(model, env_id, provenance, obs_offset=offset, obs_scale=scale)
 
 
 # ---- checkpoints ----------------------------------------------------------------------------
@@ -199,14 +238,26 @@ def latest_checkpoint(folder) -> tuple[int, Path, Path | None] | None:
     return steps, z, (rb if rb.exists() else None)
 
 
-def save_sb3_atomic(model, path, replay_path=None) -> None:
-    """Save the SB3 model (and replay buffer) so that a crash never leaves a partial zip."""
+def ckpt_vecnormalize(zip_path) -> Path:
+    """The VecNormalize statistics saved with checkpoint ``model_<steps>.zip``."""
+    m = _CKPT_RE.match(Path(zip_path).name)
+    return Path(zip_path).with_name(f"vecnormalize_{m.group(1) if m else 'x'}.pkl")
+
+
+def save_sb3_atomic(model, path, replay_path=None, vecnormalize_path=None) -> None:
+    """Save the SB3 model (and replay buffer, and its env's VecNormalize statistics if it has
+    them) so that a crash never leaves a partial zip (the zip is written last)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if replay_path is not None and hasattr(model, "save_replay_buffer"):
         tmp_rb = Path(replay_path).with_name("." + Path(replay_path).name + ".tmp.pkl")
         model.save_replay_buffer(tmp_rb)
         os.replace(tmp_rb, replay_path)
+    vn = model.get_vec_normalize_env()
+    if vecnormalize_path is not None and vn is not None:
+        tmp_vn = Path(vecnormalize_path).with_name("." + Path(vecnormalize_path).name + ".tmp")
+        vn.save(str(tmp_vn))
+        os.replace(tmp_vn, vecnormalize_path)
     tmp = path.with_name("." + path.stem + ".tmp.zip")
     model.save(tmp)
     os.replace(tmp, path)
@@ -236,7 +287,8 @@ def make_checkpoint_callback(folder, every: int, keep: int = 2):
             if (self.folder / f"model_{n}.zip").exists():
                 return
             rb = self.folder / f"replay_{n}.pkl" if hasattr(self.model, "replay_buffer") else None
-            save_sb3_atomic(self.model, self.folder / f"model_{n}.zip", rb)
+            z = self.folder / f"model_{n}.zip"
+            save_sb3_atomic(self.model, z, rb, ckpt_vecnormalize(z))
             eps = [e["r"] for e in getattr(self.model, "ep_info_buffer", None) or []]
             if eps:  # Monitor returns (whole games for Atari: Monitor sits below AtariWrapper)
                 print(f"checkpoint {n:,} steps: mean return of the last {len(eps)} episodes "
@@ -246,6 +298,7 @@ def make_checkpoint_callback(folder, every: int, keep: int = 2):
             for s, p in olds[:-keep]:
                 p.unlink(missing_ok=True)
                 (self.folder / f"replay_{s}.pkl").unlink(missing_ok=True)
+                ckpt_vecnormalize(p).unlink(missing_ok=True)
 
     return Checkpoints()
 
@@ -261,31 +314,38 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
 
     from pysim import save_model
 
-    from .export import export_sb3
-
     algo = algo.lower()
     if steps is not None and (not isinstance(steps, int) or steps < 1):
         raise ValueError(f"--steps must be a positive integer, got {steps!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {seed!r}")
     check_env_algo(env_id, algo)
-    hp = hyperparams(env_id, algo)
-    from .atari import export_dqn_cnn, is_atari
+    hp = hyperparams(env_id, algo, log=log)
+    from .atari import is_atari
 
     atari = is_atari(env_id)
     if net_arch is not None:
         if atari:
             raise ValueError("--net does not apply to Atari: the network is the Nature DQN")
+        if list(net_arch) != hp["net_arch"]:
+            log(f"  note: net {list(net_arch)} instead of {hp['net_arch']} (--net)")
         hp["net_arch"] = list(net_arch)
     hp["kwargs"].update(overrides or {})
+    if steps is not None and steps != hp["steps"]:
+        log(f"  note: {steps:,} env steps instead of {hp['steps']:,} (--steps)")
     steps = steps or hp["steps"]
     out = Path(out)
     folder = ckpt_dir(out)
     every = checkpoint_every or max(1000, steps // 10)
     torch.set_num_threads(1)
     cls = algo_class(algo)
-    env = make_vec_env(env_id, hp["n_envs"], seed)
     ck = latest_checkpoint(folder) if resume else None
+    vn_ck = ckpt_vecnormalize(ck[1]) if ck is not None else None
+    if hp["normalize"] is not None and vn_ck is not None and not vn_ck.exists():
+        raise ValueError(f"{ck[1]}: its VecNormalize statistics {vn_ck} are missing; "
+                         "train from scratch (without --resume)")
+    env = make_vec_env(env_id, hp["n_envs"], seed, hp["normalize"],
+                       vn_ck if hp["normalize"] is not None and ck is not None else None)
     t0 = time.time()
     if ck is not None:
         done, zpath, rb = ck
@@ -301,34 +361,45 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
         if resume:
             log(f"no checkpoint in {folder}: starting {env_id} {algo.upper()} from scratch")
         set_random_seed(seed)
-        kwargs = {k: _schedule(v) for k, v in hp["kwargs"].items()}
+        kwargs = _kwargs(hp)
         if atari:  # SB3's NatureCNN with the default 512-unit head = the Nature DQN
             policy, policy_kwargs = "CnnPolicy", {}
         else:
             policy = "MlpPolicy"
-            policy_kwargs = {"net_arch": hp["net_arch"], "activation_fn": nn.ReLU}
+            policy_kwargs = {**hp["policy_kwargs"], "net_arch": hp["net_arch"],
+                             "activation_fn": nn.ReLU}
+            noise = action_noise(hp["noise"], env.action_space)
+            if noise is not None:
+                kwargs["action_noise"] = noise
         model = cls(policy, env, seed=seed, device="cpu", verbose=0,
                     policy_kwargs=policy_kwargs, **kwargs)
         remaining = steps
         reset = True
     log(f"training {env_id} with {algo.upper()} for {steps:,} env steps, net "
-        f"{hp['net_arch']}, seed {seed}; checkpoints every {every:,} steps in {folder}/")
+        f"{hp['net_arch']}, {hp['n_envs']} envs{', VecNormalize' if hp['normalize'] else ''}, "
+        f"seed {seed}; checkpoints every {every:,} steps in {folder}/")
     if remaining > 0:
         cb = make_checkpoint_callback(folder, every)
         model.learn(total_timesteps=remaining, callback=cb, progress_bar=progress,
                     reset_num_timesteps=reset)
         cb.save()
     zpath, rbpath = sb3_paths(out)
-    save_sb3_atomic(model, zpath, rbpath if hasattr(model, "replay_buffer") else None)
+    vnpath = vecnormalize_path(out) if hp["normalize"] is not None else None
+    save_sb3_atomic(model, zpath, rbpath if hasattr(model, "replay_buffer") else None, vnpath)
     provenance = {
         "algo": algo.upper(), "env_id": env_id, "steps": int(model.num_timesteps),
         "seed": seed, "n_envs": hp["n_envs"], "net_arch": hp["net_arch"],
-        "activation": "relu", "hyperparams": hp["kwargs"], "sb3_zip": zpath.name,
-        "train_seconds": round(time.time() - t0, 1), "resumed": ck is not None,
-        "versions": versions(),
+        "activation": "relu", "hyperparams": hp["kwargs"],
+        "hyperparams_source": hp["source"], "hyperparams_notes": hp["notes"],
+        "sb3_zip": zpath.name, "train_seconds": round(time.time() - t0, 1),
+        "resumed": ck is not None, "versions": versions(),
     }
-    m = export_dqn_cnn(model, env_id, provenance) if atari else export_sb3(model, env_id,
-                                                                             provenance)
+    if hp["normalize"] is not None:  # {} = VecNormalize with SB3's defaults
+        provenance["normalize"] = hp["normalize"]
+    for key in ("policy_kwargs", "noise"):
+        if hp[key]:
+            provenance[key] = hp[key]
+    m = export_policy(model, env_id, provenance, vnpath, log)
     save_model(m, out)
     env.close()
     log(f"wrote {out} ({model.num_timesteps:,} steps, {time.time() - t0:.0f} s); "

@@ -22,9 +22,10 @@ lanes and a column costs the busiest lane's non-zeros, so the models are pruned 
 weights; balanced for 4 lanes is balanced for 2 and 1 too). Layers in which every lane owns at
 most one row (the output layers: 1-4 actions at 4 lanes) are pruned by whole columns
 (``whole_columns=True``, :data:`WHOLE_COLUMNS`): kept dense they would run their many delta
-events at ``n_out / 4`` MAC utilisation (CartPole: 66% overall). After quantization a kept weight that
-rounds to zero is set to +/-1 LSB so the bit-accurate non-zero pattern stays the balanced mask,
-and the bundled model is checked with :func:`deltanet.prune.check_balance`.
+events at ``n_out / 4`` MAC utilisation (CartPole: 66% overall). Quantization
+(:func:`deltanet.quantize.quantize_model`, as ``deltanet quantize``) sets a kept weight that
+rounds to zero to +/-1 LSB so the bit-accurate non-zero pattern stays the balanced mask, and the
+bundled model is checked with :func:`deltanet.prune.check_balance`.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def stage_settings(task: dict, lanes) -> dict:
                   "lanes": lanes or None, "whole_columns": bool(lanes) and WHOLE_COLUMNS,
                   "out_sparsity": task.get("out_sparsity"),
                   "overrides": task.get("finetune_overrides", {})},
-        "quantize": {"quant": task.get("quant", {}), "keep_mask_nonzero": bool(lanes)},
+        # kept weights never round to zero (deltanet.quantize, also without lanes)
+        "quantize": {"quant": task.get("quant", {}), "keep_mask_nonzero": True},
         "calibrate": {"fraction": FRACTION,
                       "episodes": task.get("cal_episodes", CAL_EPISODES)},
     }
@@ -176,8 +178,7 @@ def build(name: str, task: dict, work: Path, progress: bool, lanes=LANES,
                                                  overrides=task.get("finetune_overrides"),
                                                  progress=progress)),
         ("quantize", quant, lambda: _quantize(pruned, quant, quantize_model, print_report,
-                                              save_model, load_model, task.get("quant", {}),
-                                              bool(lanes))),
+                                              save_model, load_model, task.get("quant", {}))),
         ("calibrate", final, lambda: save_model(calibrate(
             load_model(quant), fraction=FRACTION, episodes=task.get("cal_episodes", CAL_EPISODES),
             reference=load_model(dense))[0], final)),
@@ -225,16 +226,11 @@ def build(name: str, task: dict, work: Path, progress: bool, lanes=LANES,
         print(f"bundled {dst} ({dst.stat().st_size / 1024:.0f} kB)")
 
 
-def _quantize(src, dst, quantize_model, print_report, save_model, load_model, kwargs,
-              keep_mask_nonzero=False):
-    from deltanet.quantize import keep_mask_nonzero as keep_nonzero
-
+def _quantize(src, dst, quantize_model, print_report, save_model, load_model, kwargs):
+    # quantize_model sets a kept weight that rounds to zero to +/-1 LSB (keeps the lane
+    # balance), the same code as `deltanet quantize`; print_report says how many per layer
     q, rep = quantize_model(load_model(src), **kwargs)
     print_report(rep)
-    if keep_mask_nonzero:
-        q, n = keep_nonzero(q)
-        if n:
-            print(f"{n} kept weights rounded to zero: set to +/-1 LSB (keeps the lane balance)")
     save_model(q, dst)
 
 

@@ -198,7 +198,7 @@ def _variants() -> list:
     for cmd, opt, v in [("eval", "--mode", "half"), ("verify", "--sim", "xcelium"),
                         ("simulate", "--engine", "spice"), ("synth", "--target", "virtex"),
                         ("simulate", "--obs-writes", "some"), ("verify", "--mutate", "bias"),
-                        ("train", "--algo", "a2c"), ("eval", "--bogus", "1")]:
+                        ("train", "--algo", "ddpg"), ("eval", "--bogus", "1")]:
         add(cmd, with_option(BASE[cmd], opt, [v]), "choice")
     add("import", with_option(BASE["import"], "--input-shape", ["4", "84"]), "input-shape")
     add("eval", [], "missing-model")
