@@ -119,7 +119,8 @@ def quantize_atari(model, frames: np.ndarray, *, act_bits: int = 16, weight_bits
     """Fixed-point formats for an exported Atari DQN, chosen from the float layer outputs on
     ``frames``: pixels in :data:`PIXEL_FMT` (exact), per-layer weights in ``weight_bits`` (fewest
     integer bits that hold the largest kept weight; 12 bits because the DQN's weights are small,
-    ~0.01 in the dense layers, and 8 bits would leave them 1-2 LSB), activations in ``act_bits`` (integer bits
+    ~0.01 in the dense layers, and 8 bits would leave them 1-2 LSB), activations in
+    ``act_bits`` (integer bits
     for ``headroom`` x the largest output seen), accumulators wide enough never to overflow."""
     import dataclasses
 

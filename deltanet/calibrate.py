@@ -130,7 +130,7 @@ def threshold_grid(model: Model, steps_per_octave: int = 2) -> list:
         top = max(2, f.max_raw // 2)
         mults, k = [], 0
         while True:
-            m = int(round(2 ** (k / steps_per_octave)))
+            m = round(2 ** (k / steps_per_octave))
             if m > top:
                 break
             if not mults or m != mults[-1]:

@@ -23,7 +23,8 @@ MAX_RECORD_STEPS = 1_000_000
 def register(sub):
     p = sub.add_parser("generate", help="generate the Verilog, design JSON and report",
                        description="Build the hardware for a model on L MAC lanes and write "
-                                   "deltanet_core.v, deltanet_core.json and report.md into OUT, all together or none (they "
+                                   "deltanet_core.v, deltanet_core.json and report.md into "
+                                   "OUT, all together or none (they "
                                    "are written beside OUT first). The report's cycle figures "
                                    "come from a recorded episode of the model's env (the "
                                    "reference as the policy) unless --no-episode.")

@@ -84,9 +84,9 @@ def balanced_mask(w: np.ndarray, sparsity: float, lanes: int,
     n_out, n_in = w.shape
     rows_max = math.ceil(n_out / lanes)
     if whole_columns and rows_max == 1:
-        keep = _keep_largest(np.abs(w).sum(axis=0), max(1, int(round((1.0 - sparsity) * n_in))))
+        keep = _keep_largest(np.abs(w).sum(axis=0), max(1, round((1.0 - sparsity) * n_in)))
         return np.broadcast_to(keep[None, :], w.shape).copy()
-    k = max(1, int(round((1.0 - sparsity) * rows_max)))
+    k = max(1, round((1.0 - sparsity) * rows_max))
     mask = np.zeros(w.shape, dtype=bool)
     for lane in range(lanes):
         rows = np.arange(lane, n_out, lanes)
@@ -151,9 +151,9 @@ def compute_masks(weights, sparsity: float, scope: str = "per-layer",
             raise ValueError("--balanced-lanes needs per-layer sparsity (not --global)")
         return [balanced_mask(w, sparsity, lanes, whole_columns) for w in weights]
     if scope == "per-layer":
-        return [_keep_largest(w, int(round((1 - sparsity) * w.size))) for w in weights]
+        return [_keep_largest(w, round((1 - sparsity) * w.size)) for w in weights]
     flat = np.concatenate([np.abs(w).ravel() for w in weights])
-    keep = _keep_largest(flat, int(round((1 - sparsity) * flat.size)))
+    keep = _keep_largest(flat, round((1 - sparsity) * flat.size))
     out, pos = [], 0
     for w in weights:
         out.append(keep[pos:pos + w.size].reshape(w.shape))

@@ -125,7 +125,8 @@ def _versions() -> str:
     return ",".join(out)
 
 
-_LUTRAM_DECL = re.compile(r'\(\* ram_style = "distributed" \*\)\n(\s*reg \[(\d+):0\] \S+ \[(\d+):0\];)')
+_LUTRAM_DECL = re.compile(
+    r'\(\* ram_style = "distributed" \*\)\n(\s*reg \[(\d+):0\] \S+ \[(\d+):0\];)')
 #: iCE40 memories up to this many bits become flip-flops, larger ones block RAM
 ICE40_LOGIC_MAX_BITS = 64
 
@@ -179,7 +180,7 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
     def step(msg, cmd):
         if status is not None:
             status(msg)
-        p = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+        p = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
         (work / f"{cmd[0].split('/')[-1]}.out").write_text(p.stdout + p.stderr)
         return p
 
@@ -240,7 +241,8 @@ def _stat_cells(stat: Path) -> dict:
     """Cell type -> count from yosys ``stat`` output."""
     cells = {}
     if stat.exists():
-        for m in re.finditer(r"^\s*(\d+)\s+\$?([A-Za-z_][\w$]*)\s*$", stat.read_text(), re.MULTILINE):
+        for m in re.finditer(r"^\s*(\d+)\s+\$?([A-Za-z_][\w$]*)\s*$", stat.read_text(),
+                             re.MULTILINE):
             cells[m.group(2)] = cells.get(m.group(2), 0) + int(m.group(1))
         for m in re.finditer(r"^\s*([A-Za-z_][\w$]*)\s+(\d+)\s*$", stat.read_text(), re.MULTILINE):
             cells[m.group(1)] = cells.get(m.group(1), 0) + int(m.group(2))

@@ -27,7 +27,8 @@ class Controller(wiring.Component):
     start, first: In(1) a step starts at an edge where ``ready & start``; ``first``: episode
     start (the first step after ``rst`` is one too). ready: Out(1) idle and the intake has
     queued its last word (also in the ``done`` cycle); intake_busy: In(1) the intake has a word
-    in flight; idle: Out(1) no step runs (the intake owns the event queue). done: Out(1) one-cycle pulse; cycles, events, macs: Out, the last step's figures,
+    in flight; idle: Out(1) no step runs (the intake owns the event queue). done: Out(1)
+    one-cycle pulse; cycles, events, macs: Out, the last step's figures,
     valid from ``done`` until the next ``done`` (``events[l]``: propagated non-zero deltas of
     layer ``l``'s input, ``macs[l]``: significant multiplications of layer ``l``).
     obs_en: Out(1) observation writes are accepted (idle and not ``start``); intake_first: Out(1)

@@ -28,7 +28,8 @@ class Examiner(wiring.Component):
 
     Ports
     -----
-    go, index, index1: In round ``index`` starts in this cycle (X0); ``index1 = index + 1``. more: Out(1) this lane has a
+    go, index, index1: In round ``index`` starts in this cycle (X0); ``index1 = index + 1``.
+    more: Out(1) this lane has a
     neuron in round ``index + 1`` (the controller runs a round while any lane has one).
     layer, full, first: In the examined layer (constant during an examination); ``full``:
     every neuron is examined (round ``r`` = row ``r``), else entry ``r`` of the dirty list;
@@ -171,7 +172,8 @@ class Examiner(wiring.Component):
         nx3 = Signal(nw)
         addr3 = Signal(aw)
         xaddr3 = Signal.like(xaddr1)
-        m.d.sync += [v3.eq(v2), q3.eq(q2), rnd3.eq(rnd2), xh3.eq(xn_rd.data[:xw]), nx3.eq(xn_rd.data[xw:]),
+        m.d.sync += [v3.eq(v2), q3.eq(q2), rnd3.eq(rnd2), xh3.eq(xn_rd.data[:xw]),
+                     nx3.eq(xn_rd.data[xw:]),
                      addr3.eq(addr2), xaddr3.eq(xaddr2)]
 
         # ---- X3: round, saturate/wrap, activation -----------------------------------------------

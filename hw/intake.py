@@ -28,7 +28,8 @@ class Intake(wiring.Component):
     first: In(1) with a write: an episode start (``x_hat`` reads as 0 and every code is stored).
     threshold: In layer 0's threshold register (raw code of the input format).
     o: Out(stream of ``group_layout``) one group per word that holds work (an event whose
-    key is not 0: it reaches a non-empty weight column); slot ``p`` is input ``addr * P + p``. The queue behind it never
+    key is not 0: it reaches a non-empty weight column); slot ``p`` is input ``addr * P + p``.
+    The queue behind it never
     fills, so ``o.ready`` is not waited for.
     events: Out(range(P + 1)) events found in this cycle (including those with empty columns).
     busy: Out(1) a word is in flight (the core does not start a step until it has been queued).

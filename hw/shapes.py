@@ -15,7 +15,8 @@ from amaranth.lib import data
 from pysim.config import NetworkConfig
 from pysim.fixed import FixedFormat
 
-__all__ = ["BLOCK_RAM", "DISTRIBUTED_MAX_BITS", "acc_shape", "delta_shape", "group_layout", "mac_command_layout", "obs_layout", "pack",
+__all__ = ["BLOCK_RAM", "DISTRIBUTED_MAX_BITS", "acc_shape", "delta_shape", "group_layout",
+           "mac_command_layout", "obs_layout", "pack",
            "ram_attrs", "raw_shape", "raw_vector", "slot_layout", "threshold_shape", "unpack"]
 
 

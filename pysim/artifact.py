@@ -163,7 +163,8 @@ def save_model(model: Model, path) -> Path:
 
 # ---- the header schema --------------------------------------------------------------------------
 # Two project-specific rules on top of JSON Schema 2020-12: "integer" and "number" exclude
-# booleans and "number" means a finite float64 (no NaN/inf, no integer beyond it); the keyword "reals" checks a (possibly long) list of
+# booleans and "number" means a finite float64 (no NaN/inf, no integer beyond it); the keyword
+# "reals" checks a (possibly long) list of
 # numbers in one pass instead of one sub-validation per item.
 
 def _is_int(x) -> bool:
@@ -323,7 +324,8 @@ def _describe(error: ValidationError) -> str:
     if what == "const":
         return f"{got} is not {want!r}"
     if what in ("minimum", "maximum"):
-        return f"{got} is {'below the minimum' if what == 'minimum' else 'above the maximum'} {want}"
+        side = "below the minimum" if what == "minimum" else "above the maximum"
+        return f"{got} is {side} {want}"
     if what in ("minItems", "maxItems", "minLength", "maxLength", "maxProperties"):
         unit = "characters" if what.endswith("Length") else "entries"
         bound = "at least" if what.startswith("min") else "at most"
@@ -333,7 +335,7 @@ def _describe(error: ValidationError) -> str:
     return error.message.replace("\n", " ")
 
 
-# ---- reading --------------------------------------------------------------------------------------
+# ---- reading ----------------------------------------------------------------------------
 def _fail(path, where: str, problem: str) -> ModelFormatError:
     return ModelFormatError(f"{path}: {where}: {problem}")
 

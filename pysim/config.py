@@ -309,7 +309,7 @@ class NetworkConfig:
     def threshold_raw(self, i: int) -> int:
         """Threshold of layer ``i`` in raw codes of its input format (round half to even)."""
         f = self.in_fmt(i)
-        return int(round(self.layers[i].threshold * (1 << f.frac_bits)))
+        return round(self.layers[i].threshold * (1 << f.frac_bits))
 
     def with_thresholds(self, thresholds) -> NetworkConfig:
         thresholds = list(thresholds)

@@ -29,7 +29,8 @@ conv layer the sum over its events' kernel positions that land on the output gri
   order, a group's slots in order, a conv event's positions in order, a column's words in
   channel order). Round ``r`` takes entry
   ``r`` of every lane: ``R_l = max_k len(dirty_k)`` rounds, one per cycle from
-  ``x_l = f_l + MAC_LATENCY - 1`` (the cycle of the last accumulator write). An episode start or the step after a threshold write examines every
+  ``x_l = f_l + MAC_LATENCY - 1`` (the cycle of the last accumulator write). An episode start
+  or the step after a threshold write examines every
   neuron instead (``R_l = rows_l``, round ``r`` = row ``r``). Round ``r`` requantizes,
   activates and delta-encodes its neurons and, if it holds work, pushes its group, available to
   the MAC of layer ``l + 1`` from ``x_l + r + EXAM_LATENCY + QUEUE_LATENCY``.
@@ -38,7 +39,8 @@ conv layer the sum over its events' kernel positions that land on the output gri
   its cycle, as whether it holds a neuron is known only then); ``D_0 = S_0``.
 * The last layer's examination writes the output registers ``OUT_LATENCY`` cycles after a
   round starts (``D_N = x_{N-1} + R_{N-1} + OUT_LATENCY``, or ``x_{N-1} + 1`` if no round);
-  ``done`` is high in cycle ``D_N + 1``: that number is ``cycles``. ``ready`` is high in the ``done`` cycle, so
+  ``done`` is high in cycle ``D_N + 1``: that number is ``cycles``. ``ready`` is high in the
+  ``done`` cycle, so
   back-to-back steps take exactly ``cycles`` each. The host's observation writes come before
   ``start`` (one word per cycle); ``ready`` (and so ``start``) waits ``INTAKE_LATENCY``
   cycles after the last write, until that word is queued: the latency of a step from its

@@ -352,7 +352,8 @@ def measure(model: Model, name: str, args, targets: list, *, yosys_s: float,
             continue
         fmax = res.get("fmax_mhz")
         yosys = synth_counts(Path(res["work_dir"]) / "stat.txt", TARGETS[target]["family"])
-        row.update({"fits": True, "yosys_luts": yosys["luts"], "target": target, "error": None, "timeout": False,
+        row.update({"fits": True, "yosys_luts": yosys["luts"], "target": target, "error": None,
+                    "timeout": False,
                     "luts": res.get("luts"), "ffs": res.get("ffs"), "dsp": res.get("dsp", 0),
                     "bram": res.get("bram", 0), "fmax_mhz": fmax,
                     "latency_ns": cycles * 1e3 / fmax if fmax else None,

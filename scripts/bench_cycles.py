@@ -75,7 +75,8 @@ def measure(model, steps, summary, lanes_list) -> list:
             ideal.append(int(cm.ideal_cycles(s["sig"][:, None])[0]))
             # words whose codes the host must write: those holding an input that fired
             fired = np.flatnonzero(s["events"][0])
-            words = len(set((fired // P).tolist())) if not s["first"] else -(-model.config.n_in // P)
+            words = (len(set((fired // P).tolist())) if not s["first"]
+                     else -(-model.config.n_in // P))
             writes.append(words)
             prev = s
         del prev

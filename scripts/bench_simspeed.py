@@ -174,7 +174,8 @@ def main(argv=None):
 
     lines = ["# Closed-loop simulation speed: pysim, Amaranth, Icarus, Verilator", "",
              f"Bundled {meta['env_id']} model (`{meta['model']}`, checksum "
-             f"`{meta['model_checksum']}`), event-driven core, {args.lanes} MAC lanes, seed {args.seed}, "
+             f"`{meta['model_checksum']}`), event-driven core, {args.lanes} MAC lanes, "
+             f"seed {args.seed}, "
              f"{args.episodes} episode(s) cut at {args.max_steps} steps (the Amaranth "
              f"simulator is too slow for whole episodes in a benchmark run)"
              + (f"; pysim and Verilator also on the same episode cut at {args.full_steps} "

@@ -1,6 +1,7 @@
 """The checker every closed-loop engine shares: a hardware step against pysim, field by field.
 
-The cocotb bench (:mod:`sim.bench_core`) and the Amaranth engine report with these functions, so a mismatch reads the same whatever ran it:
+The cocotb bench (:mod:`sim.bench_core`) and the Amaranth engine report with these functions,
+so a mismatch reads the same whatever ran it:
 
 * :func:`compare` lists every difference of one step as ``(step, layer, field, index, hw,
   ref)``, ordered from the earliest place a fault shows: per-layer ``events`` and ``macs`` from

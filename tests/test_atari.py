@@ -1,4 +1,5 @@
-"""Atari glue: whole-game eval env, Nature-DQN export, conv pruning, pixel quantization, training."""
+"""Atari glue: whole-game eval env, Nature-DQN export, conv pruning, pixel quantization,
+training."""
 
 from __future__ import annotations
 
