@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.table import Table
 
 from pysim import Model, load_model
 from pysim.corecycles import CoreCycleModel
@@ -18,7 +19,7 @@ from .envs import check_model_env
 from .options import int_in
 
 __all__ = ["MUTATIONS", "add_obs_words_argument", "check_obs_words", "mutate", "performance",
-           "run", "work_dir"]
+           "print_performance", "run", "work_dir"]
 
 MUTATIONS = ("weight", "threshold")
 
@@ -148,3 +149,38 @@ def performance(res: dict, model: Model, lanes: int, clock_mhz: float) -> dict:
         # the network as trained (before a structural clean-up), as `deltanet eval` counts it
         "dense_mults_per_step": int(dense_mults(model).sum()),
     }
+
+
+def print_performance(perf: dict, res: dict, console=None):
+    """The performance table of a closed-loop run (:func:`performance`)."""
+    con = console or Console()
+    t = Table(title=f"closed loop on {res['simulator']}, event-driven core, "
+                    f"{perf['lanes']} lanes, {perf['clock_mhz']:g} MHz")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    rows = [
+        ("env steps", f"{perf['steps']}"),
+        ("return (hardware / reference)", f"{res['hw_return']:.2f} / "
+         + ("-" if res["ref_return"] is None else f"{res['ref_return']:.2f}")),
+        ("mismatching steps", f"{res['mismatches']}"),
+        ("cycles/step mean, p50, p99, max",
+         (f"{perf['cycles_mean']:.1f}, {perf['cycles_p50']:.0f}, {perf['cycles_p99']:.0f}, "
+         f"{perf['cycles_max']:.0f}")),
+        ("latency mean / max", (f"{perf['latency_us_mean']:.3f} us / "
+                               f"{perf['latency_us_max']:.3f} us")),
+        ("cycles/step with the observation writes", "-" if perf["latency_cycles_mean"] is None
+         else f"{perf['latency_cycles_mean']:.1f}"),
+        ("useful MACs/step (dense mults)", (f"{perf['useful_macs_per_step']:.1f} "
+                                           f"({perf['dense_mults_per_step']})")),
+        ("MAC-lane utilisation", f"{perf['mac_utilisation']:.1%}"
+         if perf["mac_utilisation"] is not None else "-"),
+        ("lane balance (mean/worst)", f"{perf['balance']:.3f}" if perf["balance"] else "-"),
+        ("dense schedule cycles/step", f"{perf['dense_schedule_cycles']}"),
+        ("speed-up vs dense schedule", f"{perf['speedup_vs_dense']:.1f}x"),
+        ("simulation speed", f"{res['env_steps_per_s']:.1f} env steps/s"
+         + (f", {res['sim_cycles_per_s']:,.0f} cycles/s"
+            if res.get("sim_cycles_per_s") else "")),
+    ]
+    for a, b in rows:
+        t.add_row(a, b)
+    con.print(t)

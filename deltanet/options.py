@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 from pysim.atomic import staging_folder
+from pysim.coreplan import MAX_LANES
 from sim.tools import SIMULATORS, have
 
 __all__ = ["BUILD_DIR", "MAX_CLOCK_MHZ", "MAX_EPISODES", "MAX_STEPS", "SEED_MAX", "CliError",
@@ -305,3 +306,28 @@ def check_simulator(sim: str, option: str = "--sim") -> None:
     if sim in SIMULATORS and not have(sim):
         raise CliError(f"{option} {sim}: {_INSTALL[sim]}; or use {option} {_OTHER[sim]}")
 
+
+# ---- the options every command shares, defined once -------------------------------------------
+def add_model(p, help: str = "model artifact (.npz)", **kwargs) -> None:
+    """``--model``: the artifact a command reads."""
+    p.add_argument("--model", required=True, type=path_arg, help=help, **kwargs)
+
+
+def add_episodes(p, default: int, lo: int = 1, help: str = "episodes") -> None:
+    """``--episodes``: how many episodes, ``lo``..:data:`MAX_EPISODES`."""
+    p.add_argument("--episodes", type=int_in(lo, MAX_EPISODES), default=default, help=help)
+
+
+def add_seed(p, default: int = 0, help: str = "episode i is reset with seed + i") -> None:
+    """``--seed``: 0..:data:`SEED_MAX`."""
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=default, help=help)
+
+
+def add_lanes(p) -> None:
+    """``--lanes``: MAC lanes of the core, 1..64."""
+    p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=4, help="MAC lanes")
+
+
+def add_json(p, help: str = "write the results as JSON here") -> None:
+    """``--json``: a JSON result file (checked with :func:`check_output_file`)."""
+    p.add_argument("--json", type=path_arg, help=help)

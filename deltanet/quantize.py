@@ -43,6 +43,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from pysim import Decoder, DeltaNetwork, LayerParams, Model
 from pysim.config import DenseLayer, NetworkConfig, default_acc_bits
@@ -323,3 +325,32 @@ def keep_mask_nonzero(model: Model):
                             "mask_nonzero_fixed": sum(raised)}
     meta["provenance"] = prov
     return model.replace(params=params, meta=meta), raised
+
+
+def print_quantize_report(rep: dict, console=None):
+    """The quantization report of :func:`quantize_model` as a table."""
+    console = console or Console(width=max(Console().width, 110))
+    t = Table(title=f"quantization error over {rep['observations']} recorded observations "
+                    "(bit-accurate dense vs float dense)")
+    for col in ("layer", "in", "weights", "out", "acc", "float max", "RMS err", "max err",
+                "rel RMS"):
+        t.add_column(col, justify="right")
+    for r in rep["layers"]:
+        t.add_row(str(r["layer"]), r["in_fmt"], r["weight_fmt"], r["out_fmt"],
+                  str(r["acc_bits"]), f"{r['float_max']:.3g}", f"{r['rms_error']:.2e}",
+                  f"{r['max_error']:.2e}", f"{r['relative_rms']:.2%}")
+    console.print(t)
+    if "action_agreement" in rep:
+        console.print(f"argmax action agreement {rep['action_agreement']:.2%}")
+    else:
+        console.print(f"action RMS error {rep['action_rms_error']:.3g}, "
+                      f"max {rep['action_max_error']:.3g}")
+    console.print(f"input scale {rep['input_scale']}; equalisation: "
+                  f"{rep.get('equalization', 'none')}")
+    raised = rep.get("kept_weights_raised", [])
+    if any(raised):
+        per = ", ".join(f"layer {i}: {n} (weights {r['weight_fmt']})"
+                        for i, (n, r) in enumerate(zip(raised, rep["layers"])) if n)
+        console.print(f"kept weights that rounded to 0, set to +/-1 LSB: {per}")
+    else:
+        console.print("no kept weight rounds to 0")

@@ -24,6 +24,13 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from pysim import load_model
+from pysim.coreplan import CorePlan
+
+from .closed_loop import check_obs_words
+from .design import write_design_dir
+from .options import BUILD_DIR
+
 TARGETS = {
     "ecp5-25k": {"family": "ecp5", "pnr": ["--25k", "--package", "CABGA381"],
                  "capacity": {"luts": 24288, "ffs": 24288, "dsp": 28, "bram": 56}},
@@ -273,3 +280,17 @@ def _ice40_ffs(stat: Path) -> int | None:
     for m in re.finditer(r"^\s*SB_DFF\w*\s+(\d+)", stat.read_text(), re.MULTILINE):
         n += int(m.group(1))
     return n or None
+
+
+def synth_model(model_path, lanes: int, target: str, freq_mhz: float = 100.0, status=None,
+                obs_words: int | None = None):
+    """Generate the core's Verilog for the model (inline memory contents) under
+    build/synth/designs (all its files at once, :func:`deltanet.design.write_design_dir`) and
+    synthesize it for ``target``."""
+    model = load_model(model_path)
+    obs_words = check_obs_words(model, obs_words)
+    CorePlan.build(model, lanes, obs_words)  # validates lanes with a clear message
+    out = BUILD_DIR / "synth" / "designs" / f"{Path(model_path).stem}-core{obs_words}-L{lanes}"
+    paths = write_design_dir(model, lanes, out, obs_words=obs_words)
+    verilog = Path(paths["verilog"])  # <top>.v
+    return synth(verilog, target, freq_mhz=freq_mhz, status=status, top_name=verilog.stem)

@@ -34,9 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from deltanet import bundled_model
 from deltanet.closed_loop import check_obs_words
-from deltanet.cmd_synth import synth_model
 from deltanet.rollout import run_episodes
-from deltanet.synth import SynthError
+from deltanet.synth import SynthError, synth_model
 from pysim import load_model
 from pysim.atomic import write_text_atomic
 from pysim.corecycles import CoreCycleModel

@@ -149,8 +149,8 @@ def _json(d) -> str:
 def build(name: str, task: dict, work: Path, progress: bool, lanes=LANES,
           bundle: bool = True) -> None:
     from deltanet.calibrate import calibrate
-    from deltanet.cmd_quantize import print_report
     from deltanet.prune import prune_finetune
+    from deltanet.quantize import print_quantize_report as print_report
     from deltanet.quantize import quantize_model
     from deltanet.train import train
     from pysim import load_model, save_model

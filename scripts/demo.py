@@ -24,12 +24,10 @@ from rich.console import Console
 from rich.table import Table
 
 from deltanet import bundled_model
-from deltanet.closed_loop import performance, run
-from deltanet.cmd_simulate import print_report
-from deltanet.cmd_synth import synth_model
+from deltanet.closed_loop import performance, print_performance, run
 from deltanet.io import write_text_atomic
 from deltanet.rollout import run_episodes
-from deltanet.synth import SynthError
+from deltanet.synth import SynthError, synth_model
 from pysim import load_model
 from sim.runner import TOPLEVEL
 
@@ -113,7 +111,7 @@ def main(argv=None) -> int:
             clock, clock_src = 100.0, "assumed: synthesis failed"
     args.clock_mhz = clock
     perf = performance(res, model, args.lanes, args.clock_mhz)
-    print_report(perf, res, con)
+    print_performance(perf, res, con)
     ok = res["mismatches"] == 0 and res["returns_equal"]
     con.print(f"[bold]4. verification: {'PASS' if ok else 'FAIL'}[/bold] - {res['steps']} "
               f"steps, {res['mismatches']} mismatching steps, hardware return "

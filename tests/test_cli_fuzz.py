@@ -13,7 +13,6 @@ the test if they are ever reached.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import string
@@ -23,19 +22,17 @@ import numpy as np
 import pytest
 
 import sim.runner
-from deltanet import (
-    amaranth_engine,
-    bundled_model,
-    cmd_calibrate,
-    cmd_eval,
-    cmd_generate,
-    cmd_prune,
-    cmd_quantize,
-    cmd_sweep,
-    cmd_synth,
-    cmd_train,
-)
-from deltanet.cli import COMMAND_MODULES, build_parser, main
+from deltanet import amaranth_engine, bundled_model, design
+from deltanet import synth as synth_lib
+from deltanet.cli import build_parser, main
+from deltanet.cli import calibrate as cmd_calibrate
+from deltanet.cli import eval as cmd_eval
+from deltanet.cli import import_ as cmd_import
+from deltanet.cli import prune as cmd_prune
+from deltanet.cli import quantize as cmd_quantize
+from deltanet.cli import sweep as cmd_sweep
+from deltanet.cli import synth as cmd_synth
+from deltanet.cli import train as cmd_train
 from deltanet.synth import DoesNotFit
 from pysim import load_model, save_model
 
@@ -255,12 +252,11 @@ def _heavy(name):
 
 
 #: what trains, imports, rolls out, generates, simulates or synthesizes
-HEAVY = [*([(importlib.import_module("deltanet.cmd_import"), "import_policy")]
-           if "deltanet.cmd_import" in COMMAND_MODULES else []),
+HEAVY = [(cmd_import, "import_policy"),
          (cmd_train, "train"), (cmd_prune, "prune_finetune"), (cmd_prune, "prune_oneshot"),
          (cmd_quantize, "quantize_model"), (cmd_calibrate, "calibrate"), (cmd_sweep, "sweep"),
-         (cmd_eval, "run_episodes"), (cmd_generate, "write_design"), (cmd_synth, "synth"),
-         (cmd_synth, "write_design"), (sim.runner, "prepare"), (sim.runner, "run_closed_loop"),
+         (cmd_eval, "run_episodes"), (design, "write_design"), (synth_lib, "synth"),
+         (sim.runner, "prepare"), (sim.runner, "run_closed_loop"),
          (amaranth_engine, "_run_core")]
 
 
@@ -414,7 +410,7 @@ def _half_writer(exc):
 
 @pytest.mark.parametrize("exc, rc_want", [(ValueError("lanes: no"), 2), (KeyboardInterrupt(), 130)])
 def test_generate_failure_keeps_the_old_design(old_design, exc, rc_want, monkeypatch, capsys):
-    monkeypatch.setattr(cmd_generate, "write_design", _half_writer(exc))
+    monkeypatch.setattr(design, "write_design", _half_writer(exc))
     before = tree(old_design.parent)
     try:
         rc = main(["generate", "--model", CARTPOLE, "--out", str(old_design), "--no-episode"])
@@ -437,7 +433,7 @@ def test_generate_writes_all_files_together(old_design, monkeypatch, capsys):
             p.write_text(f"{lanes} lanes\n")
         return paths
 
-    monkeypatch.setattr(cmd_generate, "write_design", write)
+    monkeypatch.setattr(design, "write_design", write)
     rc = main(["generate", "--model", CARTPOLE, "--out", str(old_design), "--lanes", "4",
                "--no-episode"])
     out = capsys.readouterr().out

@@ -35,3 +35,55 @@ def test_no_folder_imports_one_above_it(layer):
         if hits:
             bad[str(path.relative_to(ROOT))] = sorted(hits)
     assert not bad, f"imports from above {layer}: {bad}"
+
+
+def _module_graph() -> dict:
+    """Module -> the project modules it imports (function-local imports included)."""
+    mods = {}
+    for layer in LAYERS:
+        for p in (ROOT / layer).rglob("*.py"):
+            parts = p.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            mods[name] = p
+    graph = {}
+    for name, p in mods.items():
+        pkg = name if p.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = pkg.split(".")[:len(pkg.split(".")) - node.level + 1] if node.level \
+                    else []
+                mod = ".".join(base + ([node.module] if node.module else []))
+                deps |= {mod} | {f"{mod}.{a.name}" for a in node.names}
+        graph[name] = {d for d in deps if d in mods and d != name}
+    return graph
+
+
+def test_no_import_cycles():
+    graph = _module_graph()
+    state = {}
+
+    def visit(v, path):
+        state[v] = "open"
+        for w in sorted(graph[v]):
+            if state.get(w) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(w):] + [w]))
+            if w not in state:
+                visit(w, path + [w])
+        state[v] = "done"
+
+    for v in sorted(graph):
+        if v not in state:
+            visit(v, [v])
+
+
+def test_command_modules_are_imported_by_nothing_else():
+    """deltanet/cli holds thin command modules over library modules: only the command itself
+    (``deltanet.cli``, ``python -m deltanet``) imports them."""
+    graph = _module_graph()
+    bad = {m: sorted(d for d in deps if d.startswith("deltanet.cli"))
+           for m, deps in graph.items()
+           if not m.startswith("deltanet.cli") and m != "deltanet.__main__"}
+    assert not {m: d for m, d in bad.items() if d}, bad

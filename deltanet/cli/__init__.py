@@ -13,24 +13,24 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
-from .options import CliError, Parser, one_line
+from .. import __version__
+from ..options import CliError, Parser, one_line
 
 __all__ = ["COMMAND_MODULES", "CliError", "build_parser", "main"]
 
 #: Modules providing subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES = [
-    "deltanet.cmd_eval",
-    "deltanet.cmd_train",
-    "deltanet.cmd_import",
-    "deltanet.cmd_prune",
-    "deltanet.cmd_quantize",
-    "deltanet.cmd_calibrate",
-    "deltanet.cmd_sweep",
-    "deltanet.cmd_generate",
-    "deltanet.cmd_verify",
-    "deltanet.cmd_simulate",
-    "deltanet.cmd_synth",
+    "deltanet.cli.eval",
+    "deltanet.cli.train",
+    "deltanet.cli.import_",
+    "deltanet.cli.prune",
+    "deltanet.cli.quantize",
+    "deltanet.cli.calibrate",
+    "deltanet.cli.sweep",
+    "deltanet.cli.generate",
+    "deltanet.cli.verify",
+    "deltanet.cli.simulate",
+    "deltanet.cli.synth",
 ]
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from pysim import load_model
 
-from .options import (
-    MAX_EPISODES,
+from ..options import (
     SEED_MAX,
+    add_episodes,
+    add_model,
     check_output_dir,
     check_output_file,
     float_in,
     int_in,
     path_arg,
 )
-from .sweep import pareto_front, sweep
+from ..sweep import pareto_front, sweep
 
 #: largest delta threshold (real units) and LocalCluster size a sweep may ask for
 MAX_THRESHOLD = 1e9
@@ -31,15 +32,14 @@ def register(sub):
                     "appends results to OUT/results.jsonl as they arrive, rewrites "
                     "OUT/results.csv, skips points already in OUT/results.jsonl, and draws "
                     "OUT/pareto.png (return vs reduction).")
-    p.add_argument("--model", required=True, type=path_arg, nargs="+", help="model artifact(s)")
+    add_model(p, help="model artifact(s)", nargs="+")
     p.add_argument("--thresholds", required=True, type=float_in(0, MAX_THRESHOLD), nargs="+",
                    help="delta thresholds (real units, same for every layer)")
     p.add_argument("--sparsities", type=float_in(0, 1, hi_open=True), nargs="+", default=[0.0],
                    help="one-shot sparsities (0 = the model's own masks)")
     p.add_argument("--seeds", type=int_in(0, SEED_MAX), nargs="+", default=[0],
                    help="episode seed groups")
-    p.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=10,
-                   help="episodes per point")
+    add_episodes(p, default=10, help="episodes per point")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler address (default: a LocalCluster)")
     p.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=2,

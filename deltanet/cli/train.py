@@ -6,16 +6,16 @@ from math import isqrt
 
 from pysim.artifact import MAX_LAYERS, MAX_WEIGHTS
 
-from .options import (
+from ..options import (
     MAX_STEPS,
-    SEED_MAX,
     CliError,
+    add_seed,
     check_output_dir,
     check_output_file,
     int_in,
     path_arg,
 )
-from .train import ALGOS, ckpt_dir, sb3_paths, train, vecnormalize_path
+from ..train import ALGOS, ckpt_dir, sb3_paths, train, vecnormalize_path
 
 
 def register(sub):
@@ -34,8 +34,7 @@ def register(sub):
     p.add_argument("--algo", required=True, choices=ALGOS, help="RL algorithm")
     p.add_argument("--steps", type=int_in(1, MAX_STEPS), default=None,
                    help="total env steps (default: rl-zoo3's n_timesteps, else the defaults')")
-    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
-                   help="seed for SB3, torch and the envs")
+    add_seed(p, help="seed for SB3, torch and the envs")
     p.add_argument("--out", required=True, type=path_arg, help="artifact to write (.npz)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in OUT.ckpt/ (with replay buffer)")

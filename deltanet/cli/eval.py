@@ -7,10 +7,16 @@ from rich.table import Table
 
 from pysim import load_model
 
-from .io import write_json_atomic
-from .options import MAX_EPISODES, SEED_MAX, check_output_file, int_in, path_arg
-from .rollout import run_episodes
-from .weight_memory import kbits, summary_line, weight_memory
+from ..io import write_json_atomic
+from ..options import (
+    add_episodes,
+    add_json,
+    add_model,
+    add_seed,
+    check_output_file,
+)
+from ..rollout import run_episodes
+from ..weight_memory import kbits, summary_line, weight_memory
 
 
 def register(sub):
@@ -19,15 +25,13 @@ def register(sub):
                                    "policy; print returns, multiplication counts and the "
                                    "weight memory (dense float32 vs non-zero fixed-point "
                                    "weights, raw and in the 4-lane core's column words).")
-    p.add_argument("--model", required=True, type=path_arg, help="model artifact (.npz)")
-    p.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=10,
-                   help="number of episodes")
-    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
-                   help="episode i is reset with seed+i")
+    add_model(p)
+    add_episodes(p, default=10, help="number of episodes")
+    add_seed(p, help="episode i is reset with seed+i")
     p.add_argument("--mode", choices=["float", "fixed"], default="fixed",
                    help="float32 twin or bit-accurate fixed point (default)")
     p.add_argument("--dense", action="store_true", help="dense network instead of delta updates")
-    p.add_argument("--json", type=path_arg, help="write the results as JSON to this file")
+    add_json(p, help="write the results as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 

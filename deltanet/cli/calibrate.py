@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from pysim import Model, load_model, save_model
 
-from .calibrate import HOLDOUT_SEED, MIN_EPISODES, SELECT_SEED, calibrate, dense_reference
-from .io import write_json_atomic
-from .options import MAX_EPISODES, CliError, check_output_file, float_in, int_in, path_arg
+from ..calibrate import HOLDOUT_SEED, MIN_EPISODES, SELECT_SEED, calibrate, dense_reference
+from ..io import write_json_atomic
+from ..options import (
+    CliError,
+    add_episodes,
+    add_json,
+    add_model,
+    check_output_file,
+    float_in,
+    int_in,
+    path_arg,
+)
 
 #: most evaluations one search may run
 MAX_EVALS = 100_000
@@ -27,18 +36,17 @@ def register(sub):
                     f"chosen setting must pass again on held-out seeds {HOLDOUT_SEED}+, else "
                     "the search backs off one layer at a time until one passes. Every "
                     "candidate, the rejected ones with the reason, goes into the report.")
-    p.add_argument("--model", required=True, type=path_arg, help="quantized artifact")
+    add_model(p, help="quantized artifact")
     p.add_argument("--out", required=True, type=path_arg, help="calibrated artifact to write")
     p.add_argument("--fraction", type=float_in(0, 1, lo_open=True), default=0.95,
                    help="keep at least this fraction of the reference return")
-    p.add_argument("--episodes", type=int_in(MIN_EPISODES, MAX_EPISODES), default=30,
-                   help="episodes per evaluation")
+    add_episodes(p, default=30, lo=MIN_EPISODES, help="episodes per evaluation")
     p.add_argument("--reference", type=path_arg, default=None,
                    help="model of the same task whose float dense return sets the target "
                         "(default: the dense model MODEL was pruned from, else MODEL)")
     p.add_argument("--max-evals", type=int_in(1, MAX_EVALS), default=400,
                    help="evaluation budget")
-    p.add_argument("--json", type=path_arg, help="also write the calibration report as JSON")
+    add_json(p, help="also write the calibration report as JSON")
     p.set_defaults(func=run)
 
 

@@ -5,9 +5,17 @@ from __future__ import annotations
 from pysim import load_model, save_model
 from pysim.coreplan import MAX_LANES
 
-from .options import MAX_STEPS, CliError, check_output_file, float_in, int_in, path_arg
-from .prune import apply_cleanup, mask_stats, prune_finetune, prune_oneshot
-from .train import sb3_paths, vecnormalize_path
+from ..options import (
+    MAX_STEPS,
+    CliError,
+    add_model,
+    check_output_file,
+    float_in,
+    int_in,
+    path_arg,
+)
+from ..prune import apply_cleanup, mask_stats, prune_finetune, prune_oneshot
+from ..train import sb3_paths, vecnormalize_path
 
 SPARSITY = float_in(0, 1, hi_open=True)
 
@@ -24,7 +32,7 @@ def register(sub):
                     "Then hidden neurons (conv: channels) whose outgoing weights are all zero, "
                     "or whose incoming weights are all zero (their constant output folded into "
                     "the next layer's bias), are removed; --no-cleanup keeps them.")
-    p.add_argument("--model", required=True, type=path_arg, help="float artifact from `train`")
+    add_model(p, help="float artifact from `train`")
     p.add_argument("--sparsity", required=True, type=SPARSITY, help="target sparsity")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--per-layer", dest="scope", action="store_const", const="per-layer",

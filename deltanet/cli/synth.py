@@ -7,24 +7,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pysim import load_model
-from pysim.atomic import atomic_dir
-from pysim.coreplan import MAX_LANES, CorePlan
-
-from .closed_loop import add_obs_words_argument, check_obs_words
-from .cmd_generate import write_design
-from .io import write_json_atomic
-from .options import (
-    BUILD_DIR,
+from ..closed_loop import add_obs_words_argument
+from ..io import write_json_atomic
+from ..options import (
     MAX_CLOCK_MHZ,
     RunFailed,
+    add_json,
+    add_lanes,
+    add_model,
     check_build_dir,
     check_output_file,
     float_in,
-    int_in,
-    path_arg,
 )
-from .synth import TARGETS, DoesNotFit, SynthError, synth
+from ..synth import TARGETS, DoesNotFit, SynthError, synth_model
 
 
 def register(sub):
@@ -36,33 +31,18 @@ def register(sub):
                     "hash under build/synth. A design that does not fit the target ends with "
                     "exit code 1 (and, with --json, a result with \"fits\": false and the "
                     "reason).")
-    p.add_argument("--model", required=True, type=path_arg, help="model artifact (.npz)")
-    p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=4, help="MAC lanes")
+    add_model(p)
+    add_lanes(p)
     p.add_argument("--target", choices=sorted(TARGETS), default="ecp5-25k",
                    help="FPGA (default ecp5-25k)")
     p.add_argument("--freq-mhz", type=float_in(0, MAX_CLOCK_MHZ, lo_open=True), default=100.0,
                    help="timing target for nextpnr")
     add_obs_words_argument(p)
-    p.add_argument("--json", type=path_arg, help="write the result as JSON here")
-    p.set_defaults(func=main)
+    add_json(p, help="write the result as JSON here")
+    p.set_defaults(func=run)
 
 
-def synth_model(model_path, lanes: int, target: str, freq_mhz: float = 100.0, status=None,
-                obs_words: int | None = None):
-    """Generate the core's Verilog for the model (inline memory contents) under
-    build/synth/designs (all its files at once, :func:`pysim.atomic.atomic_dir`) and
-    synthesize it for ``target``."""
-    model = load_model(model_path)
-    obs_words = check_obs_words(model, obs_words)
-    CorePlan.build(model, lanes, obs_words)  # validates lanes with a clear message
-    out = BUILD_DIR / "synth" / "designs" / f"{Path(model_path).stem}-core{obs_words}-L{lanes}"
-    with atomic_dir(out) as tmp:
-        paths = write_design(model, lanes, tmp, obs_words=obs_words)
-    verilog = out / Path(paths["verilog"]).name  # <top>.v
-    return synth(verilog, target, freq_mhz=freq_mhz, status=status, top_name=verilog.stem)
-
-
-def main(args) -> int:
+def run(args) -> int:
     check_output_file(args.json, "--json")
     check_build_dir("synth")
     con = Console()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pysim import save_model
 
-from .importers import FORMATS, ONNX_OPSETS, ONNX_SUPPORTED, SPEC_HELP, import_policy
-from .options import CliError, HelpFormatter, check_output_file, int_in, path_arg
+from ..importers import FORMATS, ONNX_OPSETS, ONNX_SUPPORTED, SPEC_HELP, import_policy
+from ..options import CliError, HelpFormatter, check_output_file, int_in, path_arg
 
 
 class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from pysim.coreplan import MAX_LANES
 from sim.check import describe
 
-from .closed_loop import MUTATIONS, add_obs_words_argument, run
-from .io import write_json_atomic
-from .options import (
-    MAX_EPISODES,
+from ..closed_loop import MUTATIONS, add_obs_words_argument
+from ..closed_loop import run as run_closed_loop
+from ..io import write_json_atomic
+from ..options import (
     MAX_STEPS,
-    SEED_MAX,
     RunFailed,
+    add_episodes,
+    add_json,
+    add_lanes,
+    add_model,
+    add_seed,
     check_build_dir,
     check_output_file,
     check_simulator,
     int_in,
-    path_arg,
 )
 
 
@@ -30,37 +32,36 @@ def register(sub):
                     "action, per-layer events and MACs and cycles with pysim at every step. "
                     "The run stops at the first mismatching step. Exit code 0 only with zero "
                     "mismatches.")
-    p.add_argument("--model", required=True, type=path_arg, help="model artifact (.npz)")
-    p.add_argument("--episodes", type=int_in(1, MAX_EPISODES), default=1,
-                   help="closed-loop episodes")
-    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
-                   help="episode i is reset with seed+i")
+    add_model(p)
+    add_episodes(p, default=1, help="closed-loop episodes")
+    add_seed(p, help="episode i is reset with seed+i")
     p.add_argument("--sim", choices=["verilator", "icarus"], default="verilator",
                    help="simulator (default verilator)")
-    p.add_argument("--lanes", type=int_in(1, MAX_LANES), default=4, help="MAC lanes")
+    add_lanes(p)
     p.add_argument("--max-steps", type=int_in(0, MAX_STEPS), default=0,
                    help="cut episodes after this many steps (0: never)")
     add_obs_words_argument(p)
     p.add_argument("--obs-writes", choices=("changed", "all"),
                    help="write only the observation words that changed since the last step, "
                         "or all of them (default: changed)")
-    p.add_argument("--json", type=path_arg, help="write the results as JSON here")
+    add_json(p, help="write the results as JSON here")
     p.add_argument("--mutate", choices=MUTATIONS,
                    help="self-check: build the hardware from a deliberately corrupted model; "
                         "verify must then fail and report the first mismatch")
-    p.set_defaults(func=main)
+    p.set_defaults(func=run)
 
 
-def main(args) -> int:
+def run(args) -> int:
     check_output_file(args.json, "--json")
     check_build_dir("verify")
     check_simulator(args.sim, "--sim")
     from sim.runner import SimulationError
 
     try:
-        res = run(args.model, lanes=args.lanes, sim=args.sim, episodes=args.episodes,
-                  seed=args.seed, max_steps=args.max_steps, mutation=args.mutate,
-                  obs_words=args.obs_words, obs_writes=args.obs_writes)
+        res = run_closed_loop(args.model, lanes=args.lanes, sim=args.sim,
+                              episodes=args.episodes, seed=args.seed,
+                              max_steps=args.max_steps, mutation=args.mutate,
+                              obs_words=args.obs_words, obs_writes=args.obs_writes)
     except SimulationError as e:
         raise RunFailed(str(e)) from None
     summary = {k: res[k] for k in ("steps", "mismatches", "mismatched_values", "hw_return",
