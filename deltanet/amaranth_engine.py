@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pysim import load_model
-from pysim.coreplan import CorePlan
-from sim.check import CLOCK_NS
+from deltanet.pysim import load_model
+from deltanet.pysim.coreplan import CorePlan
+from deltanet.sim.check import CLOCK_NS
 
 from .closed_loop import check_obs_words, mutate
 
@@ -70,10 +70,10 @@ def _run_core(model, design_model, *, lanes, episodes, seed, max_steps, waves, o
     """The event-driven core: :class:`sim.coreloop.CoreBench` through ``AmaranthIO``."""
     from amaranth.sim import Simulator
 
-    from hw.core import DeltaCore
-    from hw.generate_core import design_fields
-    from sim.coreloop import CoreBench
-    from sim.driver import AmaranthIO
+    from deltanet.hw.core import DeltaCore
+    from deltanet.hw.generate_core import design_fields
+    from deltanet.sim.coreloop import CoreBench
+    from deltanet.sim.driver import AmaranthIO
 
     t_build = time.perf_counter()
     top = DeltaCore(design_model, lanes=lanes, obs_words=obs_words)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.envs import (
+from deltanet.sim.envs import (
     FRAME_STACK,
     MAX_EVAL_STEPS,
     ChwFrameStack,
@@ -90,7 +90,7 @@ PIXEL_FMT = "SQ1.8"
 def record_frames(model, episodes: int = 2, seed: int = 50_000, max_steps: int = 1500,
                   max_frames: int = 600) -> np.ndarray:
     """Observations (N, n_in) uint8 seen by the float dense network (deterministic subsample)."""
-    from pysim import DeltaNetwork
+    from deltanet.pysim import DeltaNetwork
 
     env_id = model.meta["env_id"]
     envs = [make_eval_env(env_id, max_steps) for _ in range(episodes)]
@@ -124,9 +124,9 @@ def quantize_atari(model, frames: np.ndarray, *, act_bits: int = 16, weight_bits
     for ``headroom`` x the largest output seen), accumulators wide enough never to overflow."""
     import dataclasses
 
-    from pysim import LayerParams, Model, NetworkConfig
-    from pysim.config import default_acc_bits
-    from pysim.fixed import FixedFormat, fmt
+    from deltanet.pysim import LayerParams, Model, NetworkConfig
+    from deltanet.pysim.config import default_acc_bits
+    from deltanet.pysim.fixed import FixedFormat, fmt
 
     from .quantize import _int_bits_for, keep_mask_nonzero, layer_outputs, weight_format
 

@@ -38,8 +38,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pysim import Model, load_model
-from pysim.artifact import ModelFormatError
+from deltanet.pysim import Model, load_model
+from deltanet.pysim.artifact import ModelFormatError
 
 from .rollout import run_episodes
 

@@ -52,8 +52,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pysim import LayerParams, Model, NetworkConfig
-from pysim.config import Conv2dLayer, DenseLayer
+from deltanet.pysim import LayerParams, Model, NetworkConfig
+from deltanet.pysim.config import Conv2dLayer, DenseLayer
 
 __all__ = ["cleanup", "cleanup_summary", "dense_mults", "dense_weights"]
 

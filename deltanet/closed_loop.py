@@ -10,9 +10,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from pysim import Model, load_model
-from pysim.corecycles import CoreCycleModel
-from pysim.coreplan import MAX_OBS_WORDS
+from deltanet.pysim import Model, load_model
+from deltanet.pysim.corecycles import CoreCycleModel
+from deltanet.pysim.coreplan import MAX_OBS_WORDS
 
 from .cleanup import dense_mults
 from .envs import check_model_env
@@ -33,7 +33,7 @@ def add_obs_words_argument(p) -> None:
 def check_obs_words(model: Model, obs_words: int | None) -> int:
     """The observation word (:func:`sim.runner.default_obs_words` when None), validated with a
     clear message."""
-    from sim.runner import default_obs_words
+    from deltanet.sim.runner import default_obs_words
 
     if obs_words is not None and (isinstance(obs_words, bool) or not isinstance(obs_words, int)
                                   or not 1 <= obs_words <= MAX_OBS_WORDS):
@@ -79,7 +79,7 @@ def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps
     :func:`sim.runner.default_obs_words`); ``obs_writes``: ``changed`` or ``all`` observation
     words per step (default: the bench's, ``changed``).
     """
-    from sim.runner import build, prepare, run_closed_loop
+    from deltanet.sim.runner import build, prepare, run_closed_loop
 
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")

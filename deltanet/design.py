@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.generate_core import generate_core
-from pysim import DeltaNetwork
-from pysim.atomic import atomic_dir
+from deltanet.hw.generate_core import generate_core
+from deltanet.pysim import DeltaNetwork
+from deltanet.pysim.atomic import atomic_dir
 
 from .envs import check_model_fits_env, make_env
 

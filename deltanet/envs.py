@@ -6,7 +6,7 @@ nothing from ``deltanet``); re-exported here for the RL side, with :func:`check_
 
 from __future__ import annotations
 
-from sim.envs import check_model_fits_env, check_supported, make_env, space_to_dict
+from deltanet.sim.envs import check_model_fits_env, check_supported, make_env, space_to_dict
 
 __all__ = ["check_model_env", "check_model_fits_env", "check_supported", "make_env",
            "space_to_dict"]

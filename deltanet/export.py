@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pysim import Conv2dLayer, Decoder, DenseLayer, LayerParams, Model, NetworkConfig
-from pysim.config import default_acc_bits
-from pysim.fixed import fmt
+from deltanet.pysim import Conv2dLayer, Decoder, DenseLayer, LayerParams, Model, NetworkConfig
+from deltanet.pysim.config import default_acc_bits
+from deltanet.pysim.fixed import fmt
 
 from .envs import space_to_dict
 

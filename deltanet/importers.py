@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from gymnasium import spaces
 
-from pysim import Decoder, NetworkConfig
+from deltanet.pysim import Decoder, NetworkConfig
 
 from .atari import FRAME_STACK, is_atari
 from .envs import check_model_fits_env, make_env, space_to_dict

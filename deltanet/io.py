@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pysim.atomic import write_bytes_atomic, write_text_atomic
+from deltanet.pysim.atomic import write_bytes_atomic, write_text_atomic
 
 __all__ = ["write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 

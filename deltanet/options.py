@@ -26,9 +26,9 @@ import stat
 import tempfile
 from pathlib import Path
 
-from pysim.atomic import staging_folder
-from pysim.coreplan import MAX_LANES
-from sim.tools import SIMULATORS, have
+from deltanet.pysim.atomic import staging_folder
+from deltanet.pysim.coreplan import MAX_LANES
+from deltanet.sim.tools import SIMULATORS, have
 
 __all__ = ["BUILD_DIR", "MAX_CLOCK_MHZ", "MAX_EPISODES", "MAX_STEPS", "SEED_MAX", "CliError",
            "HelpFormatter", "Parser", "RunFailed", "check_build_dir", "check_output_dir",

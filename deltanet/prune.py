@@ -178,7 +178,7 @@ def prune_oneshot(model, sparsity: float, scope: str = "per-layer", lanes: int |
                   whole_columns: bool = False, source=None):
     """Mask ``model``'s weights by magnitude (no fine-tuning); config and meta are kept.
     ``source``: the path ``model`` was read from (recorded in the provenance)."""
-    from pysim import LayerParams
+    from deltanet.pysim import LayerParams
 
     sparsity = check_sparsity(sparsity)
     ws = [model.float_weight(i) for i in range(len(model.params))]
@@ -260,7 +260,7 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
     import torch
     from stable_baselines3.common.utils import ConstantSchedule, set_random_seed
 
-    from pysim import LayerParams, load_model, save_model
+    from deltanet.pysim import LayerParams, load_model, save_model
 
     from .export import policy_linears
     from .train import (

@@ -46,9 +46,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from pysim import Decoder, DeltaNetwork, LayerParams, Model
-from pysim.config import DenseLayer, NetworkConfig, default_acc_bits
-from pysim.fixed import FixedFormat
+from deltanet.pysim import Decoder, DeltaNetwork, LayerParams, Model
+from deltanet.pysim.config import DenseLayer, NetworkConfig, default_acc_bits
+from deltanet.pysim.fixed import FixedFormat
 
 from .envs import make_env
 

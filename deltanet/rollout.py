@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from pysim import DeltaNetwork, Model
+from deltanet.pysim import DeltaNetwork, Model
 
 from .cleanup import dense_mults
 from .envs import check_model_fits_env, make_env

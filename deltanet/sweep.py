@@ -34,7 +34,7 @@ def point_key(model: str, sparsity: float, threshold: float, seed: int) -> str:
 def run_point(model_path: str, sparsity: float, threshold: float, seed: int,
               episodes: int) -> dict:
     """One sweep point (runs on a Dask worker)."""
-    from pysim import load_model
+    from deltanet.pysim import load_model
 
     from .prune import prune_oneshot
     from .rollout import run_episodes

@@ -24,8 +24,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from pysim import load_model
-from pysim.coreplan import CorePlan
+from deltanet.pysim import load_model
+from deltanet.pysim.coreplan import CorePlan
 
 from .closed_loop import check_obs_words
 from .design import write_design_dir

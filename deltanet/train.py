@@ -312,7 +312,7 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
     from stable_baselines3.common.utils import set_random_seed
     from torch import nn
 
-    from pysim import save_model
+    from deltanet.pysim import save_model
 
     algo = algo.lower()
     if steps is not None and (not isinstance(steps, int) or steps < 1):

@@ -23,8 +23,8 @@ formats are still placeholders (not quantized) the figures use those placeholder
 
 from __future__ import annotations
 
-from pysim import Model
-from pysim.coreplan import CorePlan
+from deltanet.pysim import Model
+from deltanet.pysim.coreplan import CorePlan
 
 from .cleanup import dense_weights
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
-
-from pysim.corecycles import max_cycles
-from pysim.coreplan import CorePlan
+from deltanet.pysim.corecycles import max_cycles
+from deltanet.pysim.coreplan import CorePlan
 
 from .shapes import mac_command_layout, threshold_shape
 

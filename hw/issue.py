@@ -5,8 +5,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-
-from pysim.coreplan import CorePlan, bits
+from deltanet.pysim.coreplan import CorePlan, bits
 
 from .shapes import BLOCK_RAM, group_layout, mac_command_layout
 

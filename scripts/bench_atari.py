@@ -41,11 +41,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deltanet.pysim import load_model, save_model
+
 from deltanet.atari import PAPER_SPARSITY, make_eval_env, quantize_atari, record_frames
 from deltanet.io import write_json_atomic, write_text_atomic
 from deltanet.prune import prune_oneshot
 from deltanet.rollout import run_episodes
-from pysim import load_model, save_model
 
 RUNS = ROOT / "runs" / "atari"
 OUT = ROOT / "benchmarks" / "results"
@@ -176,8 +177,8 @@ def memory_lines(game: str, lanes: int = 4) -> list:
     """Memory budget of the bundled combined model on the event-driven core."""
     import re
 
-    from hw.core import DeltaCore
-    from hw.generate_core import memories
+    from deltanet.hw.core import DeltaCore
+    from deltanet.hw.generate_core import memories
 
     rows = memories(DeltaCore(load_model(BUNDLE / f"{game}.npz"), lanes=lanes))
     kinds = {}

@@ -62,10 +62,11 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deltanet.pysim import LayerParams, Model, load_model, mlp_config
+from deltanet.pysim.atomic import write_text_atomic
+
 from deltanet import bundled_model
 from deltanet.synth import TARGETS, SynthError, synth, synth_counts
-from pysim import LayerParams, Model, load_model, mlp_config
-from pysim.atomic import write_text_atomic
 
 try:
     from da4ml.codegen import VerilogModel

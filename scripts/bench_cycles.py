@@ -26,11 +26,12 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deltanet.pysim import load_model
+from deltanet.pysim.atomic import write_text_atomic
+from deltanet.pysim.corecycles import INTAKE_LATENCY, CoreCycleModel
+
 from deltanet import MODELS_DIR
 from deltanet.rollout import run_episodes
-from pysim import load_model
-from pysim.atomic import write_text_atomic
-from pysim.corecycles import INTAKE_LATENCY, CoreCycleModel
 
 LANES = (1, 2, 3, 4, 8, 16)
 CONTROL = ("cartpole", "lunarlander", "mountaincar", "pendulum")

@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pysim.atomic import write_text_atomic
-from sim.formal import find_tools, missing_tool
-from sim.proofs import PROPERTIES, run, tiny_plan
+from deltanet.pysim.atomic import write_text_atomic
+from deltanet.sim.formal import find_tools, missing_tool
+from deltanet.sim.proofs import PROPERTIES, run, tiny_plan
 
 OUT = ROOT / "benchmarks" / "results"
 FOLDER = ROOT / "build" / "formal"

@@ -32,13 +32,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deltanet.pysim import load_model
+from deltanet.pysim.atomic import write_text_atomic
+from deltanet.pysim.corecycles import CoreCycleModel
+
 from deltanet import bundled_model
 from deltanet.closed_loop import check_obs_words
 from deltanet.rollout import run_episodes
 from deltanet.synth import SynthError, synth_model
-from pysim import load_model
-from pysim.atomic import write_text_atomic
-from pysim.corecycles import CoreCycleModel
 
 E_MUL_PJ = 0.2 * 17 / 8
 E_ADD_PJ = 0.1

@@ -33,10 +33,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deltanet.pysim import load_model
+
 from deltanet import MODELS_DIR
 from deltanet.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from deltanet.rollout import run_episodes
-from pysim import load_model
 
 TASKS = ["cartpole", "lunarlander", "mountaincar", "pendulum"]
 OUT = ROOT / "benchmarks" / "results"
@@ -47,9 +48,10 @@ ROWS = ["float dense", "pruned only", "delta only", "pruned + delta float",
 
 def delta_only_model(name: str, dense):
     """The dense model quantized and calibrated on its own (cached in runs/bench_reduction/)."""
+    from deltanet.pysim import save_model
+
     from deltanet.calibrate import calibrate
     from deltanet.quantize import quantize_model
-    from pysim import save_model
 
     cache = CACHE / f"{name}_dense_calibrated.npz"
     if cache.exists():

@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pysim import DeltaNetwork, LayerParams, Model, mlp_config
+from deltanet.pysim import DeltaNetwork, LayerParams, Model, mlp_config
 
 
 def make_model(sizes, seed=0):

@@ -37,13 +37,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deltanet.pysim import DeltaNetwork, load_model
+from deltanet.pysim.corecycles import CoreCycleModel
+from deltanet.sim.tools import have
+
 from deltanet import MODELS_DIR
 from deltanet.amaranth_engine import run_amaranth
 from deltanet.closed_loop import check_obs_words, run
 from deltanet.envs import make_env
-from pysim import DeltaNetwork, load_model
-from pysim.corecycles import CoreCycleModel
-from sim.tools import have
 
 TARGET = 200.0  # env steps/s, CartPole closed loop on Verilator including the bench
 

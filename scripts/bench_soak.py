@@ -32,10 +32,11 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deltanet.pysim import Decoder, LayerParams, Model, load_model, mlp_config, save_model
+from deltanet.pysim.atomic import write_text_atomic
+
 from deltanet import MODELS_DIR
 from deltanet.closed_loop import run
-from pysim import Decoder, LayerParams, Model, load_model, mlp_config, save_model
-from pysim.atomic import write_text_atomic
 
 #: tasks of the random models: observation size, action count (Discrete) or size (Box)
 TASKS = {"CartPole-v1": (4, 2, None), "Acrobot-v1": (6, 3, None),

@@ -119,7 +119,7 @@ ADDED_DEFAULTS = {"prune": {"whole_columns": False, "out_sparsity": None, "overr
 
 def _legacy_settings(stage: str, out: Path, want: dict):
     """Settings of an output built before settings files existed (from its provenance)."""
-    from pysim import load_model
+    from deltanet.pysim import load_model
 
     prov = load_model(out).meta.get("provenance", {})
     if stage == "train":
@@ -148,12 +148,13 @@ def _json(d) -> str:
 
 def build(name: str, task: dict, work: Path, progress: bool, lanes=LANES,
           bundle: bool = True) -> None:
+    from deltanet.pysim import load_model, save_model
+
     from deltanet.calibrate import calibrate
     from deltanet.prune import prune_finetune
     from deltanet.quantize import print_quantize_report as print_report
     from deltanet.quantize import quantize_model
     from deltanet.train import train
-    from pysim import load_model, save_model
 
     lanes = task.get("lanes", lanes) or None
     work.mkdir(parents=True, exist_ok=True)

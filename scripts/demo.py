@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np
+from deltanet.pysim import load_model
+from deltanet.sim.runner import TOPLEVEL
 from rich.console import Console
 from rich.table import Table
 
@@ -28,8 +30,6 @@ from deltanet.closed_loop import performance, print_performance, run
 from deltanet.io import write_text_atomic
 from deltanet.rollout import run_episodes
 from deltanet.synth import SynthError, synth_model
-from pysim import load_model
-from sim.runner import TOPLEVEL
 
 #: the part whose reached clock the demo's latency figures use
 DEMO_TARGET = "ecp5-25k"

@@ -16,8 +16,7 @@ so a mismatch reads the same whatever ran it:
 from __future__ import annotations
 
 import numpy as np
-
-from pysim import DeltaNetwork
+from deltanet.pysim import DeltaNetwork
 
 from .envs import make_env
 

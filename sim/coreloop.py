@@ -29,9 +29,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
-from pysim import DeltaNetwork
-from pysim.corecycles import CoreCycleModel
+from deltanet.pysim import DeltaNetwork
+from deltanet.pysim.corecycles import CoreCycleModel
 
 from .check import compare, describe, first_mismatch, reference_return, result
 from .driver import CoreDesign, StepDriver

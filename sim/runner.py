@@ -23,12 +23,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from hw.generate_core import TOPLEVEL, generate_core
-from pysim import Model, save_model
+from deltanet.hw.generate_core import TOPLEVEL, generate_core
+from deltanet.pysim import Model, save_model
 
 from .tools import ensure_on_path
 
-BENCH = "sim.bench_core"
+BENCH = "deltanet.sim.bench_core"
 DEFAULT_BUILD_ROOT = Path("build") / "sim"
 #: memory images beside the Verilog, read by the simulator at run time (``$readmemh``)
 INIT_SUFFIXES = (".mem", ".hex")
@@ -223,8 +223,7 @@ def _generation_key(model: Model, lanes: int, obs_words: int) -> str:
     not the one in ``meta``, which a modified copy inherits), lanes, the observation word, the
     generator's sources (this file's generation options included) and Amaranth version."""
     import amaranth
-
-    from pysim.artifact import model_meta
+    from deltanet.pysim.artifact import model_meta
 
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256(f"{model_meta(model)['checksum']}:{lanes}:{obs_words}:"

@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-
-from pysim import LayerParams, Model, mlp_config
+from deltanet.pysim import LayerParams, Model, mlp_config
 
 
 def random_model(seed, sizes=None, *, sparsity=0.5, thresholds=None, weight_fmt="SQ2.6",

@@ -10,12 +10,12 @@ import json
 
 import numpy as np
 import pytest
+from deltanet.pysim import DeltaNetwork, load_model
+from deltanet.pysim.corecycles import CoreCycleModel
 
 from deltanet import MODELS_DIR
 from deltanet.amaranth_engine import run_amaranth
 from deltanet.cli import main
-from pysim import DeltaNetwork, load_model
-from pysim.corecycles import CoreCycleModel
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 

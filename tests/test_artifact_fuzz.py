@@ -23,9 +23,9 @@ import zlib
 
 import numpy as np
 import pytest
+from deltanet.pysim import ModelFormatError, artifact, load_model
 
 from deltanet import MODELS_DIR
-from pysim import ModelFormatError, artifact, load_model
 
 SEED = 14
 ORIGINAL = MODELS_DIR / "cartpole.npz"

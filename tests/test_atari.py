@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from deltanet.pysim import DeltaNetwork, load_model
 
 from deltanet.atari import (
     export_dqn_cnn,
@@ -17,7 +18,6 @@ from deltanet.atari import (
 from deltanet.envs import make_env
 from deltanet.prune import check_balance, prune_oneshot
 from deltanet.train import check_env_algo, hyperparams, latest_checkpoint, train
-from pysim import DeltaNetwork, load_model
 
 GAME = "BreakoutNoFrameskip-v4"
 
@@ -133,8 +133,8 @@ def test_atari_training_resumes_from_a_checkpoint(tmp_path):
 def test_exported_dqn_plans_on_the_core(sb3_dqn):
     """An exported Nature-CNN lays out on the event-driven core: every conv input with a
     kernel position on the output grid has a key, and a full step's schedule is consistent."""
-    from pysim import DeltaNetwork
-    from pysim.corecycles import CoreCycleModel
+    from deltanet.pysim import DeltaNetwork
+    from deltanet.pysim.corecycles import CoreCycleModel
 
     conv = export_dqn_cnn(sb3_dqn, GAME)
     cm = CoreCycleModel(conv, 4, 8)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from deltanet.pysim import LayerParams, load_model
 
 from deltanet import bundled_model
-from pysim import LayerParams, load_model
 
 pytest.importorskip("da4ml", reason="da4ml is an optional benchmark dependency: "
                                     "pip install -e '.[bench]'")

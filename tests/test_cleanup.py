@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from deltanet.pysim import DeltaNetwork, LayerParams, load_model
 
 from deltanet import bundled_model
 from deltanet.cleanup import cleanup
 from deltanet.cli import main
-from pysim import DeltaNetwork, LayerParams, load_model
 
 from .conftest import random_model, random_walk
 from .test_pysim_conv import conv_net, random_params

@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from deltanet.pysim import load_model, save_model
 
 from deltanet import bundled_model
 from deltanet.cli import main
-from pysim import load_model, save_model
 
 
 def test_eval_json(tmp_path, capsys):

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from deltanet.pysim import load_model, save_model
+from deltanet.sim import runner as sim_runner
 
-import sim.runner
 from deltanet import amaranth_engine, bundled_model, design
 from deltanet import synth as synth_lib
 from deltanet.cli import build_parser, main
@@ -34,7 +35,6 @@ from deltanet.cli import sweep as cmd_sweep
 from deltanet.cli import synth as cmd_synth
 from deltanet.cli import train as cmd_train
 from deltanet.synth import DoesNotFit
-from pysim import load_model, save_model
 
 from .conftest import random_model
 from .test_options import tree
@@ -256,7 +256,7 @@ HEAVY = [(cmd_import, "import_policy"),
          (cmd_train, "train"), (cmd_prune, "prune_finetune"), (cmd_prune, "prune_oneshot"),
          (cmd_quantize, "quantize_model"), (cmd_calibrate, "calibrate"), (cmd_sweep, "sweep"),
          (cmd_eval, "run_episodes"), (design, "write_design"), (synth_lib, "synth"),
-         (sim.runner, "prepare"), (sim.runner, "run_closed_loop"),
+         (sim_runner, "prepare"), (sim_runner, "run_closed_loop"),
          (amaranth_engine, "_run_core")]
 
 

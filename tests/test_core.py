@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-
-from hw.core import DeltaCore
-from pysim import (
+from deltanet.hw.core import DeltaCore
+from deltanet.pysim import (
     Conv2dLayer,
     DeltaNetwork,
     DenseLayer,
@@ -25,11 +24,11 @@ from pysim import (
     load_model,
     mlp_config,
 )
-from pysim.config import default_acc_bits
-from pysim.corecycles import CoreCycleModel
-from pysim.coreplan import CorePlan
-from pysim.fixed import fmt
-from sim.driver import AmaranthIO, CoreDesign, StepDriver
+from deltanet.pysim.config import default_acc_bits
+from deltanet.pysim.corecycles import CoreCycleModel
+from deltanet.pysim.coreplan import CorePlan
+from deltanet.pysim.fixed import fmt
+from deltanet.sim.driver import AmaranthIO, CoreDesign, StepDriver
 
 MODELS = Path(__file__).resolve().parents[1] / "deltanet" / "models"
 

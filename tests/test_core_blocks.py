@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
-
-from hw.delta import delta_difference, delta_event, delta_fire, delta_window
-from hw.intake import Intake
-from hw.issue import Issuer
-from hw.lane import MacLane
-from hw.queue import EventQueue
-from hw.shapes import group_layout
-from pysim import load_model
-from pysim.coreplan import CorePlan
+from deltanet.hw.delta import delta_difference, delta_event, delta_fire, delta_window
+from deltanet.hw.intake import Intake
+from deltanet.hw.issue import Issuer
+from deltanet.hw.lane import MacLane
+from deltanet.hw.queue import EventQueue
+from deltanet.hw.shapes import group_layout
+from deltanet.pysim import load_model
+from deltanet.pysim.coreplan import CorePlan
 
 MODELS = Path(__file__).resolve().parents[1] / "deltanet" / "models"
 

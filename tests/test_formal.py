@@ -9,10 +9,16 @@ from __future__ import annotations
 import pytest
 from amaranth.back import rtlil
 from amaranth.hdl import Assert, Module, Signal
-
-from sim import formal
-from sim.formal import FormalToolMissing, check, elaborate_now, find_tools, missing_tool, probe
-from sim.proofs import PROPERTIES, property_named, run, tiny_plan
+from deltanet.sim import formal
+from deltanet.sim.formal import (
+    FormalToolMissing,
+    check,
+    elaborate_now,
+    find_tools,
+    missing_tool,
+    probe,
+)
+from deltanet.sim.proofs import PROPERTIES, property_named, run, tiny_plan
 
 BROKEN = [(p.name, bug) for p in PROPERTIES for bug in p.bugs]
 COVERED = [p.name for p in PROPERTIES if p.cover is not None]
@@ -69,7 +75,7 @@ def test_a_missing_tool_is_named(monkeypatch):
 
 
 def test_probe_finds_a_component_internal_signal(plan):
-    from hw.control import Controller
+    from deltanet.hw.control import Controller
 
     ctrl = Controller(plan=plan)
     cm = elaborate_now(ctrl)

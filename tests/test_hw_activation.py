@@ -8,11 +8,10 @@ import gc
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from deltanet.hw.activation import Activation
+from deltanet.pysim import FixedFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from hw.activation import Activation
-from pysim import FixedFormat
 
 PERIOD = 1e-6
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

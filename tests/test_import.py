@@ -13,6 +13,7 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
+from deltanet.pysim import DeltaNetwork, load_model
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from torch import nn
 
@@ -20,7 +21,6 @@ from deltanet.atari import make_train_env
 from deltanet.cli import main
 from deltanet.envs import make_env
 from deltanet.importers import ImportRefused, import_policy
-from pysim import DeltaNetwork, load_model
 
 N_OBS = 1000
 ATARI = "BreakoutNoFrameskip-v4"

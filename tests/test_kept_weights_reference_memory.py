@@ -8,13 +8,13 @@ import shutil
 
 import numpy as np
 import pytest
+from deltanet.pysim import LayerParams, load_model, save_model
+from deltanet.pysim.coreplan import CorePlan
 
 from deltanet import bundled_model
 from deltanet.cli import main
 from deltanet.prune import prune_oneshot
 from deltanet.weight_memory import FLOAT_BITS, weight_memory
-from pysim import LayerParams, load_model, save_model
-from pysim.coreplan import CorePlan
 
 
 def run_cli(capsys, *argv):

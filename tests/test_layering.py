@@ -15,14 +15,23 @@ FORBIDDEN = {"pysim": {"amaranth", "cocotb", "cocotb_tools", "gymnasium", "torch
              "hw": {"cocotb", "cocotb_tools", "gymnasium", "torch"}}
 
 
+def _layer_of(module: str) -> str:
+    """The folder (layer) or third-party package a module name belongs to: the layers install
+    as ``deltanet.pysim``, ``deltanet.hw``, ``deltanet.sim`` and ``deltanet``."""
+    parts = module.split(".")
+    if parts[0] == "deltanet" and len(parts) > 1 and parts[1] in LAYERS[:-1]:
+        return parts[1]
+    return parts[0]
+
+
 def imported(path: Path) -> set:
-    """Top-level package names ``path`` imports (relative imports: its own folder)."""
+    """Layers and third-party packages ``path`` imports (relative imports: its own folder)."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            out |= {a.name.split(".")[0] for a in node.names}
+            out |= {_layer_of(a.name) for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            out.add(path.parent.name if node.level else node.module.split(".")[0])
+            out.add(path.parent.name if node.level else _layer_of(node.module))
     return out
 
 
@@ -43,6 +52,7 @@ def _module_graph() -> dict:
     for layer in LAYERS:
         for p in (ROOT / layer).rglob("*.py"):
             parts = p.relative_to(ROOT).with_suffix("").parts
+            parts = parts if layer == "deltanet" else ("deltanet", *parts)  # installed names
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             mods[name] = p
     graph = {}

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from deltanet.pysim.atomic import atomic_dir, staging_folder
 
 from deltanet.cli import build_parser
 from deltanet.options import (
@@ -21,7 +22,6 @@ from deltanet.options import (
     one_line,
     path_arg,
 )
-from pysim.atomic import atomic_dir, staging_folder
 
 #: numeric options defined outside this work's files (deltanet/arch.py), range-checked later by
 #: deltanet.arch.check_obs_words and the cycle models (one line, exit code 2, before any work)

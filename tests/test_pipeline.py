@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from deltanet.pysim import load_model
 
 from deltanet.cli import main
 from deltanet.prune import (
@@ -18,7 +19,6 @@ from deltanet.prune import (
     lane_balance,
     prune_oneshot,
 )
-from pysim import load_model
 
 
 def run_cli(capsys, *argv):
@@ -138,8 +138,9 @@ def test_output_layer_sparsity():
 
 
 def test_keep_mask_nonzero_restores_balance(trained):
+    from deltanet.pysim import LayerParams
+
     from deltanet.quantize import keep_mask_nonzero
-    from pysim import LayerParams
 
     _, dense = trained
     m = prune_oneshot(load_model(dense), 0.75, lanes=4)
@@ -233,7 +234,7 @@ def test_calibrate_refuses_too_few_episodes(trained, tmp_path, capsys):
 def test_prune_without_sb3_model_explains(trained, tmp_path, capsys):
     _, dense = trained
     m = load_model(dense)
-    from pysim import save_model
+    from deltanet.pysim import save_model
 
     other = tmp_path / "copy.npz"
     save_model(m, other)  # its SB3 zip is not beside the copy

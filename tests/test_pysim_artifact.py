@@ -5,8 +5,7 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from pysim import DeltaNetwork, ModelFormatError, artifact, load_model, save_model
+from deltanet.pysim import DeltaNetwork, ModelFormatError, artifact, load_model, save_model
 
 from .conftest import random_model
 

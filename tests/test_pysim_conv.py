@@ -4,10 +4,7 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from pysim import (
+from deltanet.pysim import (
     Conv2dLayer,
     DeltaNetwork,
     DenseLayer,
@@ -17,8 +14,10 @@ from pysim import (
     load_model,
     save_model,
 )
-from pysim.config import default_acc_bits, layer_from_dict
-from pysim.fixed import fmt
+from deltanet.pysim.config import default_acc_bits, layer_from_dict
+from deltanet.pysim.fixed import fmt
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 SEEDS = st.integers(0, 10_000)
 

@@ -5,10 +5,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from deltanet.pysim.fixed import OVERFLOWS, ROUNDINGS, FixedFormat, shift_round, wrap_bits
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pysim.fixed import OVERFLOWS, ROUNDINGS, FixedFormat, shift_round, wrap_bits
 
 
 def ref_round(q: Fraction, rounding: str) -> int:

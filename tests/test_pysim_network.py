@@ -5,11 +5,10 @@ import sys
 
 import numpy as np
 import pytest
+from deltanet.pysim import DeltaNetwork
+from deltanet.pysim.coreplan import CorePlan
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pysim import DeltaNetwork
-from pysim.coreplan import CorePlan
 
 from .conftest import random_model, random_walk
 
@@ -170,7 +169,7 @@ def test_dense_twin_counts_pruning_only():
 
 
 def test_decoders():
-    from pysim import Decoder
+    from deltanet.pysim import Decoder
     m = random_model(1, [3, 4, 2], decoder=Decoder("clip", (-1.0, -1.0), (1.0, 1.0)))
     net = DeltaNetwork(m)
     np.testing.assert_array_equal(net.decode(np.array([[512, -1024]])), [[1.0, -1.0]])
@@ -198,7 +197,8 @@ def test_core_plan_lane_counts():
 
 
 def test_pysim_imports_no_heavy_packages():
-    code = ("import sys, pysim, pysim.corecycles, pysim.coreplan, pysim.policy, pysim.artifact\n"
+    code = ("import sys, deltanet.pysim.corecycles, deltanet.pysim.coreplan, "
+            "deltanet.pysim.policy, deltanet.pysim.artifact\n"
             "bad = [m for m in ('amaranth', 'cocotb', 'gymnasium', 'torch', 'stable_baselines3')"
             " if m in sys.modules]\n"
             "assert not bad, bad\n")
@@ -206,7 +206,7 @@ def test_pysim_imports_no_heavy_packages():
 
 
 def test_bad_config_errors():
-    from pysim import mlp_config
+    from deltanet.pysim import mlp_config
     with pytest.raises(ValueError, match="acc_bits"):
         mlp_config([4, 3], acc_bits=8)
     with pytest.raises(ValueError, match="positive"):
@@ -222,8 +222,8 @@ def test_bad_config_errors():
        st.integers(-6, 12), st.booleans())
 @settings(max_examples=150, deadline=None)
 def test_fast_requantize_equals_format(seed, text, src_extra, relu):
-    from pysim.fixed import FixedFormat
-    from pysim.network import _FloatRequant
+    from deltanet.pysim.fixed import FixedFormat
+    from deltanet.pysim.network import _FloatRequant
     f = FixedFormat.parse(text)
     src_frac = max(0, f.frac_bits + src_extra)
     rng = np.random.default_rng(seed)

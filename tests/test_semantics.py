@@ -3,8 +3,7 @@
 from pathlib import Path
 
 import numpy as np
-
-from pysim import DeltaNetwork, LayerParams, Model, mlp_config
+from deltanet.pysim import DeltaNetwork, LayerParams, Model, mlp_config
 
 
 def example(rounding="half_even"):

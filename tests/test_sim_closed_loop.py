@@ -7,10 +7,10 @@ mutation tests prove the checker fails on a corrupted design and names the first
 import json
 
 import pytest
+from deltanet.sim.tools import have
 
 from deltanet import MODELS_DIR
 from deltanet.cli import main
-from sim.tools import have
 
 pytestmark = pytest.mark.verilator
 

@@ -26,18 +26,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from deltanet.hw.core import DeltaCore
+from deltanet.hw.generate_core import TOPLEVEL, design_fields, generate_core
+from deltanet.pysim import DeltaNetwork, load_model
+from deltanet.pysim.artifact import model_meta
+from deltanet.pysim.corecycles import CoreCycleModel
+from deltanet.sim.driver import CoreDesign
+from deltanet.sim.envs import make_env
+from deltanet.sim.tools import have
 
 from deltanet import MODELS_DIR
 from deltanet.cli import main
 from deltanet.closed_loop import mutate, work_dir
-from hw.core import DeltaCore
-from hw.generate_core import TOPLEVEL, design_fields, generate_core
-from pysim import DeltaNetwork, load_model
-from pysim.artifact import model_meta
-from pysim.corecycles import CoreCycleModel
-from sim.driver import CoreDesign
-from sim.envs import make_env
-from sim.tools import have
 
 # cores built only to read their fields, or refused by their constructor, are never elaborated
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -49,7 +49,7 @@ PENDULUM = MODELS_DIR / "pendulum.npz"
 def design(path, lanes: int, obs_words: int | None = None):
     """``(model, design_dir, reference path)`` of the clean core design, as ``deltanet verify``
     generates it."""
-    from sim.runner import default_obs_words, prepare
+    from deltanet.sim.runner import default_obs_words, prepare
 
     model = load_model(path)
     p = default_obs_words(model, obs_words)
@@ -60,7 +60,7 @@ def design(path, lanes: int, obs_words: int | None = None):
 
 def closed_loop(path, lanes: int, tmp_path, sim: str = "verilator", obs_words=None,
                 **kw) -> dict:
-    from sim.runner import run_closed_loop
+    from deltanet.sim.runner import run_closed_loop
 
     _, design_dir, ref = design(path, lanes, obs_words)
     return run_closed_loop(design_dir, ref, sim=sim, work_dir=tmp_path / sim, **kw)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from deltanet.pysim import load_model
 
 from deltanet.cli import main
 from deltanet.train import ALGO_DEFAULTS, hyperparams
@@ -17,7 +18,6 @@ from deltanet.zoo import (
     zoo_hyperparams,
     zoo_version,
 )
-from pysim import load_model
 
 needs_zoo = pytest.mark.skipif(zoo_folder() is None, reason="rl_zoo3 is not installed "
                                                             "(make install)")
@@ -153,10 +153,9 @@ def test_vecnormalize_training_is_folded_into_the_input_map(tmp_path, capsys):
     """MountainCar-v0 PPO trains inside VecNormalize (rl-zoo's normalize: true); the artifact
     computes SB3's action from the raw observation."""
     import gymnasium as gym
+    from deltanet.pysim import DeltaNetwork
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-
-    from pysim import DeltaNetwork
 
     out = tmp_path / "mc.npz"
     assert main(["train", "--env", "MountainCar-v0", "--algo", "ppo", "--steps", "512",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pysim import Model, load_model, save_model
+from deltanet.pysim import Model, load_model, save_model
 
 from ..calibrate import HOLDOUT_SEED, MIN_EPISODES, SELECT_SEED, calibrate, dense_reference
 from ..io import write_json_atomic

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from pysim import load_model
+from deltanet.pysim import load_model
 
 from ..io import write_json_atomic
 from ..options import (

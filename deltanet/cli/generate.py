@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from pysim import load_model
-from pysim.coreplan import CorePlan
+from deltanet.pysim import load_model
+from deltanet.pysim.coreplan import CorePlan
 
 from ..closed_loop import add_obs_words_argument, check_obs_words
 from ..design import record_episode, write_design_dir

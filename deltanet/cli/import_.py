@@ -6,7 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from pysim import save_model
+from deltanet.pysim import save_model
 
 from ..importers import FORMATS, ONNX_OPSETS, ONNX_SUPPORTED, SPEC_HELP, import_policy
 from ..options import CliError, HelpFormatter, check_output_file, int_in, path_arg

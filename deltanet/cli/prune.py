@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pysim import load_model, save_model
-from pysim.coreplan import MAX_LANES
+from deltanet.pysim import load_model, save_model
+from deltanet.pysim.coreplan import MAX_LANES
 
 from ..options import (
     MAX_STEPS,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pysim import load_model, save_model
+from deltanet.pysim import load_model, save_model
 
 from ..io import write_json_atomic
 from ..options import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pysim import load_model
+from deltanet.pysim import load_model
 
 from ..closed_loop import add_obs_words_argument, performance, print_performance
 from ..closed_loop import run as run_closed_loop
@@ -62,7 +62,7 @@ def run(args) -> int:
         check_simulator(args.engine, "--engine")
     model = load_model(args.model)
     check_model_env(model)  # (the verilator and icarus runs check it too; amaranth later)
-    from sim.runner import SimulationError
+    from deltanet.sim.runner import SimulationError
 
     try:
         if args.engine == "amaranth":

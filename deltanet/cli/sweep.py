@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pysim import load_model
+from deltanet.pysim import load_model
 
 from ..options import (
     SEED_MAX,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from math import isqrt
 
-from pysim.artifact import MAX_LAYERS, MAX_WEIGHTS
+from deltanet.pysim.artifact import MAX_LAYERS, MAX_WEIGHTS
 
 from ..options import (
     MAX_STEPS,

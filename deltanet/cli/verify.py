@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from sim.check import describe
+from deltanet.sim.check import describe
 
 from ..closed_loop import MUTATIONS, add_obs_words_argument
 from ..closed_loop import run as run_closed_loop
@@ -55,7 +55,7 @@ def run(args) -> int:
     check_output_file(args.json, "--json")
     check_build_dir("verify")
     check_simulator(args.sim, "--sim")
-    from sim.runner import SimulationError
+    from deltanet.sim.runner import SimulationError
 
     try:
         res = run_closed_loop(args.model, lanes=args.lanes, sim=args.sim,
