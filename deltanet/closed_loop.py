@@ -17,6 +17,7 @@ from deltanet.pysim.coreplan import MAX_OBS_WORDS
 from .cleanup import dense_mults
 from .envs import check_model_env
 from .options import int_in
+from .progress import status
 
 __all__ = ["MUTATIONS", "add_obs_words_argument", "check_obs_words", "mutate", "performance",
            "print_performance", "run", "work_dir"]
@@ -93,8 +94,7 @@ def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps
     tag = mutation or "clean"
     root = work_dir(model, lanes, f"core{obs_words}-{tag}")
     # the long phases show where they are (on stderr, only on a terminal)
-    with Console(stderr=True).status("generating the Verilog (cached after the first run)") \
-            as st:
+    with status("generating the Verilog (cached after the first run)") as st:
         design_dir, ref_path = prepare(model, lanes, root, design_model=design_model,
                                        obs_words=obs_words)
         st.update(f"building the design for {sim} (cached after the first build; about a "

@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .progress import shown
+
 SCOPES = ("per-layer", "global")
 
 
@@ -331,7 +333,7 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
         f"fine-tuning {steps:,} env steps")
     try:
         if steps > 0:
-            model.learn(total_timesteps=steps, callback=cb, progress_bar=progress)
+            model.learn(total_timesteps=steps, callback=cb, progress_bar=shown(progress))
         else:
             cb.init_callback(model)
             cb.update(1)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from deltanet.pysim import DeltaNetwork, Model
 
 from .cleanup import dense_mults
 from .envs import check_model_fits_env, make_env
+from .progress import bar
 
 
 @dataclass
@@ -70,8 +70,8 @@ def run_episodes(model: Model, episodes: int, seed: int, *, mode: str = "fixed",
     n_layers = len(model.config.layers)
     sums = {k: np.zeros(n_layers, dtype=np.int64)
             for k in ("significant", "events", "weight_reads")}
-    bar = tqdm(total=episodes, desc=f"{env_id} {mode}{'' if delta else ' dense'}",
-               unit="ep", disable=not progress, leave=False)
+    pbar = bar(total=episodes, desc=f"{env_id} {mode}{'' if delta else ' dense'}",
+               unit="ep", progress=progress, leave=False)
     dense = None
     for start in range(0, episodes, batch):
         idx = list(range(start, min(start + batch, episodes)))
@@ -98,12 +98,12 @@ def run_episodes(model: Model, episodes: int, seed: int, *, mode: str = "fixed",
                 obs[b] = np.asarray(o, dtype=np.float64).ravel()
                 if term or trunc:
                     active[b] = False
-                    bar.update(1)
+                    pbar.update(1)
             t += 1
             if max_steps is not None and t >= max_steps:
-                bar.update(int(active.sum()))
+                pbar.update(int(active.sum()))
                 break
         for env in envs:
             env.close()
-    bar.close()
+    pbar.close()
     return RolloutResult(returns, lengths, sums, dense)

@@ -21,6 +21,8 @@ import json
 import os
 from pathlib import Path
 
+from .progress import bar
+
 SWEEP_SEED = 300_000
 FIELDS = ["key", "model", "env_id", "sparsity", "threshold", "seed", "episodes",
           "achieved_sparsity", "mean_return", "std_return", "significant_mults_per_step",
@@ -127,7 +129,6 @@ def sweep(models, thresholds, sparsities, seeds, out, *, episodes: int = 10,
           log=print) -> list:
     """Run the grid (skipping finished points); returns every result row."""
     from dask.distributed import Client, LocalCluster, as_completed
-    from tqdm.auto import tqdm
 
     from .prune import check_sparsity
 
@@ -161,7 +162,7 @@ def sweep(models, thresholds, sparsities, seeds, out, *, episodes: int = 10,
         try:
             futs = [client.submit(run_point, m, s, t, k, episodes, pure=False)
                     for m, s, t, k in todo]
-            bar = tqdm(total=len(futs), desc="sweep", unit="pt", disable=not progress)
+            pbar = bar(total=len(futs), desc="sweep", unit="pt", progress=progress)
             with open(jsonl, "a") as f:
                 for fut in as_completed(futs):
                     r = fut.result()
@@ -170,8 +171,8 @@ def sweep(models, thresholds, sparsities, seeds, out, *, episodes: int = 10,
                     os.fsync(f.fileno())
                     rows.append(r)
                     write_csv(rows, out / "results.csv")
-                    bar.update(1)
-            bar.close()
+                    pbar.update(1)
+            pbar.close()
         finally:
             client.close()
             if cluster is not None:

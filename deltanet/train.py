@@ -43,6 +43,7 @@ import numpy as np
 
 from .envs import check_supported, make_env
 from .importers import load_vecnormalize
+from .progress import shown
 from .versions import versions
 from .zoo import SCHEDULE_KEYS, ZOO_VERSION, schedule, zoo_folder, zoo_hyperparams
 
@@ -380,7 +381,7 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
         f"seed {seed}; checkpoints every {every:,} steps in {folder}/")
     if remaining > 0:
         cb = make_checkpoint_callback(folder, every)
-        model.learn(total_timesteps=remaining, callback=cb, progress_bar=progress,
+        model.learn(total_timesteps=remaining, callback=cb, progress_bar=shown(progress),
                     reset_num_timesteps=reset)
         cb.save()
     zpath, rbpath = sb3_paths(out)

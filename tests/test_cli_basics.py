@@ -25,3 +25,18 @@ def test_python_dash_m_runs_the_same_command():
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "deltanet eval: error: the following arguments are required: --model"]
+
+
+def test_quiet_hides_progress_and_status(tmp_path):
+    """``deltanet --quiet``: no progress bar or status line on stderr, the results as usual."""
+    from deltanet import bundled_model
+
+    args = [sys.executable, "-m", "deltanet", "{}", "eval", "--model",
+            str(bundled_model("cartpole")), "--episodes", "2"]
+    loud = subprocess.run([a for a in args if a != "{}"], capture_output=True, text=True,
+                          check=False)
+    quiet = subprocess.run([a if a != "{}" else "--quiet" for a in args], capture_output=True,
+                           text=True, check=False)
+    assert loud.returncode == quiet.returncode == 0
+    assert "ep/s" in loud.stderr or "it/s" in loud.stderr or "ep]" in loud.stderr
+    assert quiet.stderr == "" and quiet.stdout == loud.stdout

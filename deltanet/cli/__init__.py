@@ -15,6 +15,7 @@ import sys
 
 from .. import __version__
 from ..options import CliError, Parser, one_line
+from ..progress import set_quiet
 
 __all__ = ["COMMAND_MODULES", "CliError", "build_parser", "main"]
 
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "evaluate, generate Verilog, simulate and verify.",
     )
     parser.add_argument("--version", action="version", version=f"deltanet {__version__}")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars or status lines (for scripts and logs)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -63,6 +66,8 @@ def main(argv=None) -> int:
         if e.code in (0, None):
             raise
         return e.code if isinstance(e.code, int) else 2
+    if args.quiet:
+        set_quiet()
     try:
         return int(args.func(args) or 0)
     except CliError as e:

@@ -19,6 +19,7 @@ from ..options import (
     check_output_file,
     float_in,
 )
+from ..progress import status
 from ..synth import TARGETS, DoesNotFit, SynthError, synth_model
 
 
@@ -47,7 +48,7 @@ def run(args) -> int:
     check_build_dir("synth")
     con = Console()
     try:
-        with con.status("synthesizing") as st:
+        with status("synthesizing", con) as st:
             res = synth_model(args.model, args.lanes, args.target, args.freq_mhz,
                               status=lambda m: st.update(m),
                               obs_words=args.obs_words)
