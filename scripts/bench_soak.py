@@ -45,7 +45,7 @@ TASKS = {"CartPole-v1": (4, 2, None), "Acrobot-v1": (6, 3, None),
 BUNDLED = ("cartpole", "lunarlander", "mountaincar", "pendulum")
 ROUNDING = ("trunc", "half_up", "half_even")
 OVERFLOW = ("sat", "wrap")
-#: episodes per chunk and step cap per episode
+#: least episodes per chunk, and step cap per episode
 CHUNK_EPISODES = 4
 MAX_STEPS = 500
 
@@ -158,11 +158,14 @@ def main(argv=None):
         p = model_path(r, folder)
         r["desc"] = describe(r, load_model(p))
         while r["steps"] < r["steps_target"] and time.time() < t_end:
-            res = run(p, lanes=r["lanes"], sim="verilator", episodes=CHUNK_EPISODES,
+            # about 2,000 steps a chunk: short episodes (a random policy) come in larger chunks
+            mean_len = r["steps"] / r["episodes"] if r["episodes"] else MAX_STEPS
+            chunk = int(min(200, max(CHUNK_EPISODES, 2000 // max(mean_len, 1))))
+            res = run(p, lanes=r["lanes"], sim="verilator", episodes=chunk,
                       seed=r["episode_seed"] + r["episodes"], max_steps=MAX_STEPS,
                       obs_words=r["obs_words"])
             r["steps"] += res["steps"]
-            r["episodes"] += CHUNK_EPISODES
+            r["episodes"] += chunk
             r["mismatches"] += res["mismatches"]
             r["sim_s"] += res.get("wall_s") or 0.0
             if res["first_mismatch"] and r["first_mismatch"] is None:
