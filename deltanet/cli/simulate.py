@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from deltanet.pysim import load_model
+from deltanet.sim.check import CLOCK_NS
+from deltanet.sim.vcd import filter_vcd, timescale_s
 
 from ..closed_loop import add_obs_words_argument, performance, print_performance
 from ..closed_loop import run as run_closed_loop
@@ -11,6 +13,7 @@ from ..io import write_json_atomic
 from ..options import (
     MAX_CLOCK_MHZ,
     MAX_STEPS,
+    CliError,
     RunFailed,
     add_episodes,
     add_json,
@@ -50,11 +53,39 @@ def register(sub):
                    help="write only the observation words that changed since the last step, "
                         "or all of them (default: changed)")
     p.add_argument("--waves", type=path_arg, help="write a waveform (VCD) of the run here")
+    p.add_argument("--waves-scope", metavar="PREFIX",
+                   help="keep only the signals whose hierarchical name starts with PREFIX "
+                        "(dots between scopes, e.g. deltanet_core.lane0 or bench.dut.lane0; "
+                        "default: every signal)")
+    p.add_argument("--waves-from", type=int_in(0, MAX_STEPS), metavar="CYCLE",
+                   help="keep the waveform from this clock cycle of the run (default: 0)")
+    p.add_argument("--waves-to", type=int_in(0, MAX_STEPS), metavar="CYCLE",
+                   help="keep the waveform up to this clock cycle (default: the end)")
     add_json(p, help="write the report as JSON here")
     p.set_defaults(func=run)
 
 
+def cut_waves(path, args) -> None:
+    """The --waves-scope / --waves-from / --waves-to cut of the run's VCD, in place."""
+    if args.waves_scope is None and args.waves_from is None and args.waves_to is None:
+        return
+    with open(path) as f:
+        head = "".join(line for _, line in zip(range(200), f))
+    per_cycle = CLOCK_NS * 1e-9 / timescale_s(head)  # VCD time units per clock cycle
+    r = filter_vcd(path, path, scope=args.waves_scope,
+                   start=None if args.waves_from is None else round(args.waves_from * per_cycle),
+                   stop=None if args.waves_to is None else round(args.waves_to * per_cycle))
+    end = "end" if args.waves_to is None else args.waves_to
+    print(f"waves cut to {r['vars']} of {r['of']} signals, cycles {args.waves_from or 0}..{end}")
+
+
 def run(args) -> int:
+    if args.waves is None and (args.waves_scope or args.waves_from is not None
+                               or args.waves_to is not None):
+        raise CliError("--waves-scope/--waves-from/--waves-to need --waves FILE")
+    if args.waves_from is not None and args.waves_to is not None \
+            and args.waves_to < args.waves_from:
+        raise CliError(f"--waves-to {args.waves_to} is before --waves-from {args.waves_from}")
     check_output_file(args.waves, "--waves")
     check_output_file(args.json, "--json")
     if args.engine != "amaranth":
@@ -81,6 +112,7 @@ def run(args) -> int:
     perf = performance(res, model, args.lanes, args.clock_mhz)
     print_performance(perf, res)
     if res.get("waves"):
+        cut_waves(res["waves"], args)
         print(f"waves: {res['waves']} (open with gtkwave or surfer)")
     if args.json:
         write_json_atomic(args.json, {"performance": perf,
