@@ -24,13 +24,14 @@ from .closed_loop import check_obs_words, mutate
 
 def run_amaranth(model_path, *, lanes: int, episodes: int, seed: int, max_steps: int = 0,
                  waves: Path | None = None, mutation: str | None = None,
-                 obs_words: int | None = None, obs_writes: str | None = None) -> dict:
+                 obs_words: int | None = None, obs_writes: str | None = None,
+                 coverage: bool = False) -> dict:
     """Closed-loop episodes in Amaranth's simulator; the bench's result dict.
 
-    ``obs_words``, ``obs_writes``: the core's observation word and write mode (see
-    :func:`deltanet.closed_loop.run`). ``mutation`` (see :func:`deltanet.closed_loop.mutate`)
-    corrupts the design only; the reference runs the model as given, so the checker must
-    report mismatches.
+    ``obs_words``, ``obs_writes``, ``coverage``: the core's observation word and write mode,
+    and the functional coverage (see :func:`deltanet.closed_loop.run`). ``mutation`` (see
+    :func:`deltanet.closed_loop.mutate`) corrupts the design only; the reference runs the model
+    as given, so the checker must report mismatches.
     """
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
@@ -41,7 +42,8 @@ def run_amaranth(model_path, *, lanes: int, episodes: int, seed: int, max_steps:
     CorePlan.build(model, lanes, obs_words)  # validates lanes with a clear message
     design_model = mutate(model, mutation) if mutation else model
     res = _run_core(model, design_model, lanes=lanes, episodes=episodes, seed=seed,
-              max_steps=max_steps, waves=waves, obs_words=obs_words, obs_writes=obs_writes)
+              max_steps=max_steps, waves=waves, obs_words=obs_words, obs_writes=obs_writes,
+              coverage=coverage)
     res.update({
         "simulator": "amaranth",
         "model": str(model_path),
@@ -66,7 +68,7 @@ def _simulate(sim, waves) -> None:
 
 
 def _run_core(model, design_model, *, lanes, episodes, seed, max_steps, waves, obs_words,
-              obs_writes) -> dict:
+              obs_writes, coverage=False) -> dict:
     """The event-driven core: :class:`sim.coreloop.CoreBench` through ``AmaranthIO``."""
     from amaranth.sim import Simulator
 
@@ -86,7 +88,8 @@ def _run_core(model, design_model, *, lanes, episodes, seed, max_steps, waves, o
     async def testbench(ctx):
         io = AmaranthIO(ctx, top)
         await bench.reset(io)
-        state["res"] = await bench.run(io, episodes=episodes, seed=seed, max_steps=max_steps)
+        state["res"] = await bench.run(io, episodes=episodes, seed=seed, max_steps=max_steps,
+                                       coverage=coverage)
 
     sim.add_testbench(testbench)
     _simulate(sim, waves)

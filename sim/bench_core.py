@@ -11,7 +11,8 @@ Parameters come from environment variables set by :mod:`sim.runner`: ``DELTANET_
 (``deltanet_core.json``), ``DELTANET_MODEL`` (the model the reference runs),
 ``DELTANET_EPISODES``, ``DELTANET_SEED``, ``DELTANET_MAX_STEPS`` (0 = whole episodes),
 ``DELTANET_RESULTS`` (JSON out), ``DELTANET_OBS_WRITES`` (``changed``, the default: only the
-observation words whose codes changed since the last step; ``all``: every word every step).
+observation words whose codes changed since the last step; ``all``: every word every step),
+``DELTANET_COVERAGE`` (``1``: collect the functional coverage, :mod:`sim.coverage`).
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ async def closed_loop_core(dut):
     res = await bench.run(io, episodes=int(os.environ.get("DELTANET_EPISODES", "1")),
                           seed=int(os.environ.get("DELTANET_SEED", "0")),
                           max_steps=int(os.environ.get("DELTANET_MAX_STEPS", "0")),
-                          log=lambda text: dut._log.error("MISMATCH at %s", text))
+                          log=lambda text: dut._log.error("MISMATCH at %s", text),
+                          coverage=os.environ.get("DELTANET_COVERAGE") == "1")
     results = Path(os.environ["DELTANET_RESULTS"])
     tmp = results.with_name(results.name + ".tmp")
     tmp.write_text(json.dumps(res))

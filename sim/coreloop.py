@@ -21,7 +21,9 @@ Each env step :meth:`CoreBench.run`
 4. steps the env with the action decoded from **the hardware's** outputs.
 
 The run stops at the first mismatching step (a timeout waiting for ``done`` is one) and
-reports it. The result has the keys of :func:`sim.check.result` plus the run's figures.
+reports it. The result has the keys of :func:`sim.check.result` plus the run's figures, and with
+``coverage=True`` a ``coverage`` key: the functional coverage of the steps run
+(:class:`sim.coverage.Coverage`, sampled after every completed step).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from deltanet.pysim import DeltaNetwork
 from deltanet.pysim.corecycles import CoreCycleModel
 
 from .check import compare, describe, first_mismatch, reference_return, result
+from .coverage import Coverage, StepRecord
 from .driver import CoreDesign, StepDriver
 from .envs import check_model_fits_env, make_env
 
@@ -120,12 +123,16 @@ class CoreBench:
 
     # ---- the closed loop --------------------------------------------------------------------
     async def run(self, io, *, episodes: int = 1, seed: int = 0, max_steps: int = 0,
-                  log=None) -> dict:
+                  log=None, coverage: bool = False) -> dict:
         """``episodes`` episodes (episode ``i`` reset with ``seed + i``, cut after
         ``max_steps`` steps unless 0); the design must be out of reset. ``log(text)`` is
-        called with the first mismatch. Returns the result dict."""
+        called with the first mismatch. ``coverage``: sample the functional coverage of every
+        completed step (result key ``coverage``, :meth:`sim.coverage.Coverage.summary`).
+        Returns the result dict."""
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
+        cov = Coverage(self.model, self.design.lanes, self.design.obs_words) if coverage \
+            else None
         env_id = self.model.meta["env_id"]
         tio = _Probe(io)
         edges = (lambda: io.edges) if hasattr(io, "edges") else None
@@ -156,6 +163,7 @@ class CoreBench:
                     latency = edges() - e0
                 r0 = time.perf_counter()
                 hw_s += r0 - h0
+                x_hat = self.ref.x_hat if cov else None  # before the step
                 ref, sched = self.ref_step(x, first)
                 if hw.get("timeout"):  # no done: a mismatch of the cycle count
                     diffs = [(t, -1, "done", 0, f"none in {self.max_cycles} cycles",
@@ -165,6 +173,8 @@ class CoreBench:
                     action = self.decode(hw["out"])
                     hw["action"] = action if ref["action"] is not None else None
                     diffs = compare(t, hw, ref)
+                    if cov:
+                        cov.sample(StepRecord.from_reference(self.ref, x, x_hat, first, hw))
                 all_diffs.extend((ep,) + d for d in diffs)
                 per_step.append({
                     "episode": ep, "step": t, "cycles": hw.get("cycles"),
@@ -232,4 +242,6 @@ class CoreBench:
             "time_s": {"hardware": hw_s, "obs_writes": hw_s - tio.wait_s, "reference": ref_s,
                        "env": env_s, "setup": setup_s},
         })
+        if cov:
+            res["coverage"] = cov.summary()
         return res
