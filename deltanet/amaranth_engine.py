@@ -25,11 +25,12 @@ from .closed_loop import check_obs_words, mutate
 def run_amaranth(model_path, *, lanes: int, episodes: int, seed: int, max_steps: int = 0,
                  waves: Path | None = None, mutation: str | None = None,
                  obs_words: int | None = None, obs_writes: str | None = None,
-                 coverage: bool = False) -> dict:
+                 coverage: bool = False, threshold_writes: int = 0) -> dict:
     """Closed-loop episodes in Amaranth's simulator; the bench's result dict.
 
-    ``obs_words``, ``obs_writes``, ``coverage``: the core's observation word and write mode,
-    and the functional coverage (see :func:`deltanet.closed_loop.run`). ``mutation`` (see
+    ``obs_words``, ``obs_writes``, ``coverage``, ``threshold_writes``: the core's observation
+    word and write mode, the functional coverage and run-time threshold writes (see
+    :func:`deltanet.closed_loop.run`). ``mutation`` (see
     :func:`deltanet.closed_loop.mutate`) corrupts the design only; the reference runs the model
     as given, so the checker must report mismatches.
     """
@@ -42,8 +43,9 @@ def run_amaranth(model_path, *, lanes: int, episodes: int, seed: int, max_steps:
     CorePlan.build(model, lanes, obs_words)  # validates lanes with a clear message
     design_model = mutate(model, mutation) if mutation else model
     res = _run_core(model, design_model, lanes=lanes, episodes=episodes, seed=seed,
-              max_steps=max_steps, waves=waves, obs_words=obs_words, obs_writes=obs_writes,
-              coverage=coverage)
+                    max_steps=max_steps, waves=waves, obs_words=obs_words,
+                    obs_writes=obs_writes, coverage=coverage,
+                    threshold_writes=threshold_writes)
     res.update({
         "simulator": "amaranth",
         "model": str(model_path),
@@ -68,7 +70,7 @@ def _simulate(sim, waves) -> None:
 
 
 def _run_core(model, design_model, *, lanes, episodes, seed, max_steps, waves, obs_words,
-              obs_writes, coverage=False) -> dict:
+              obs_writes, coverage=False, threshold_writes=0) -> dict:
     """The event-driven core: :class:`sim.coreloop.CoreBench` through ``AmaranthIO``."""
     from amaranth.sim import Simulator
 
@@ -89,7 +91,7 @@ def _run_core(model, design_model, *, lanes, episodes, seed, max_steps, waves, o
         io = AmaranthIO(ctx, top)
         await bench.reset(io)
         state["res"] = await bench.run(io, episodes=episodes, seed=seed, max_steps=max_steps,
-                                       coverage=coverage)
+                                       coverage=coverage, threshold_writes=threshold_writes)
 
     sim.add_testbench(testbench)
     _simulate(sim, waves)

@@ -74,13 +74,14 @@ def work_dir(model: Model, lanes: int, tag: str, root: Path = Path("build")) -> 
 def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps: int = 0,
         mutation: str | None = None, waves: Path | None = None,
         obs_words: int | None = None, obs_writes: str | None = None,
-        coverage: bool = False) -> dict:
+        coverage: bool = False, threshold_writes: int = 0) -> dict:
     """Generate (cached), build (cached) and run the closed loop; the bench's result dict.
 
     ``obs_words``: input codes per observation write (default
     :func:`sim.runner.default_obs_words`); ``obs_writes``: ``changed`` or ``all`` observation
     words per step (default: the bench's, ``changed``); ``coverage``: add the run's functional
-    coverage (key ``coverage``, :class:`sim.coverage.Coverage`).
+    coverage (key ``coverage``, :class:`sim.coverage.Coverage`); ``threshold_writes``: a
+    run-time threshold write every that many steps (:meth:`sim.coreloop.CoreBench.run`).
     """
     from deltanet.sim.runner import build, prepare, run_closed_loop
 
@@ -106,7 +107,8 @@ def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps
                   "against pysim")
         res = run_closed_loop(design_dir, ref_path, sim=sim, episodes=episodes, seed=seed,
                               max_steps=max_steps, waves=waves, work_dir=root / f"run-{sim}",
-                              obs_writes=obs_writes, coverage=coverage)
+                              obs_writes=obs_writes, coverage=coverage,
+                              threshold_writes=threshold_writes)
     res["model"] = str(model_path)
     res["lanes"] = lanes
     res["seed"] = seed

@@ -75,6 +75,7 @@ def random_task_model(env_id: str, seed: int) -> Model:
 def configurations(n: int, seed: int, steps_each: int) -> list:
     """``n`` configurations: the bundled control models first, then random task models."""
     rng = np.random.default_rng(seed)
+    rng_thr = np.random.default_rng(seed + 1)  # its own stream: the other draws stay the same
     out = []
     for i in range(n):
         if i < len(BUNDLED):
@@ -87,7 +88,9 @@ def configurations(n: int, seed: int, steps_each: int) -> list:
             n_in = TASKS[env_id][0]
         spec.update({"id": i, "lanes": int(rng.integers(1, 9)),
                      "obs_words": int(rng.integers(1, n_in + 1)),
-                     "episode_seed": int(rng.integers(0, 10**6)), "steps_target": steps_each})
+                     "episode_seed": int(rng.integers(0, 10**6)), "steps_target": steps_each,
+                     # a run-time threshold write every that many steps (0: none)
+                     "threshold_writes": int(rng_thr.choice([0, 0, 5, 13]))})
         out.append(spec)
     return out
 
@@ -121,12 +124,16 @@ def write_report(state: dict, out: Path) -> None:
               f"per-layer events and MACs, cycles): **{bad} mismatching steps**. Models: the "
               "bundled control models and seeded random networks for real tasks (random "
               "widths, formats with every rounding and overflow mode, thresholds, sparsity); "
-              "lanes 1-8, random observation word sizes."), "",
-             "| # | model | lanes | obs words | steps | episodes | mismatches | env steps/s |",
-             "|---|---|---|---|---|---|---|---|"]
+              "lanes 1-8, random observation word sizes; in some configurations a threshold "
+              "register is written at run time every few steps (design and reference alike)."),
+             "",
+             ("| # | model | lanes | obs words | threshold write every | steps | episodes | "
+              "mismatches | env steps/s |"),
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rate = r["steps"] / r["sim_s"] if r["sim_s"] else 0.0
-        lines.append(f"| {r['id']} | {r['desc']} | {r['lanes']} | {r['obs_words']} | "
+        tw = r.get("threshold_writes") or "-"
+        lines.append(f"| {r['id']} | {r['desc']} | {r['lanes']} | {r['obs_words']} | {tw} | "
                      f"{r['steps']:,} | {r['episodes']} | {r['mismatches']} | {rate:,.0f} |")
     write_text_atomic(out / "soak.md", "\n".join(lines) + "\n")
     write_text_atomic(out / "soak.json", json.dumps(state, indent=1) + "\n")
@@ -150,6 +157,8 @@ def main(argv=None):
         state = {"seed": args.seed, "steps_target": args.total_steps,
                  "configs": [{**s, "steps": 0, "episodes": 0, "mismatches": 0, "sim_s": 0.0,
                               "first_mismatch": None, "desc": ""} for s in specs]}
+    for r, spec in zip(state["configs"], specs):  # state from before threshold writes existed
+        r.setdefault("threshold_writes", spec["threshold_writes"])
     t_end = time.time() + args.minutes * 60 if args.minutes else float("inf")
     total = sum(r["steps_target"] for r in state["configs"])
     bar = tqdm(total=total, initial=sum(min(r["steps"], r["steps_target"])
@@ -163,7 +172,7 @@ def main(argv=None):
             chunk = int(min(200, max(CHUNK_EPISODES, 2000 // max(mean_len, 1))))
             res = run(p, lanes=r["lanes"], sim="verilator", episodes=chunk,
                       seed=r["episode_seed"] + r["episodes"], max_steps=MAX_STEPS,
-                      obs_words=r["obs_words"])
+                      obs_words=r["obs_words"], threshold_writes=r.get("threshold_writes", 0))
             r["steps"] += res["steps"]
             r["episodes"] += chunk
             r["mismatches"] += res["mismatches"]

@@ -12,7 +12,8 @@ Parameters come from environment variables set by :mod:`sim.runner`: ``DELTANET_
 ``DELTANET_EPISODES``, ``DELTANET_SEED``, ``DELTANET_MAX_STEPS`` (0 = whole episodes),
 ``DELTANET_RESULTS`` (JSON out), ``DELTANET_OBS_WRITES`` (``changed``, the default: only the
 observation words whose codes changed since the last step; ``all``: every word every step),
-``DELTANET_COVERAGE`` (``1``: collect the functional coverage, :mod:`sim.coverage`).
+``DELTANET_COVERAGE`` (``1``: collect the functional coverage, :mod:`sim.coverage`),
+``DELTANET_THRESHOLD_WRITES`` (a run-time threshold write every that many steps; 0: none).
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ async def closed_loop_core(dut):
                           seed=int(os.environ.get("DELTANET_SEED", "0")),
                           max_steps=int(os.environ.get("DELTANET_MAX_STEPS", "0")),
                           log=lambda text: dut._log.error("MISMATCH at %s", text),
-                          coverage=os.environ.get("DELTANET_COVERAGE") == "1")
+                          coverage=os.environ.get("DELTANET_COVERAGE") == "1",
+                          threshold_writes=int(os.environ.get("DELTANET_THRESHOLD_WRITES",
+                                                              "0")))
     results = Path(os.environ["DELTANET_RESULTS"])
     tmp = results.with_name(results.name + ".tmp")
     tmp.write_text(json.dumps(res))

@@ -101,11 +101,12 @@ class CoreBench:
         await self.driver.reset(io)
 
     # ---- model ------------------------------------------------------------------------------
-    def ref_step(self, x_raw, first: bool) -> tuple:
-        """The reference's step: ``(expected dict, schedule)``."""
+    def ref_step(self, x_raw, first: bool, rescan: bool = False) -> tuple:
+        """The reference's step: ``(expected dict, schedule)``; ``rescan``: a threshold was
+        written before it."""
         y = self.ref.step(np.asarray(x_raw)[None])
         c = self.ref.last_counts
-        sched = self.cycle_model.schedule(self.ref.last_events, first)
+        sched = self.cycle_model.schedule(self.ref.last_events, first, rescan)
         ref = {
             "out": y[0],
             "action": int(self.ref.decode(y)[0])
@@ -123,14 +124,22 @@ class CoreBench:
 
     # ---- the closed loop --------------------------------------------------------------------
     async def run(self, io, *, episodes: int = 1, seed: int = 0, max_steps: int = 0,
-                  log=None, coverage: bool = False) -> dict:
+                  log=None, coverage: bool = False, threshold_writes: int = 0) -> dict:
         """``episodes`` episodes (episode ``i`` reset with ``seed + i``, cut after
         ``max_steps`` steps unless 0); the design must be out of reset. ``log(text)`` is
         called with the first mismatch. ``coverage``: sample the functional coverage of every
         completed step (result key ``coverage``, :meth:`sim.coverage.Coverage.summary`).
-        Returns the result dict."""
+        ``threshold_writes``: every that many steps of an episode (0: never), write one
+        layer's threshold register at run time (the layers in turn; its raw value halved, then
+        restored, and so on) in the design and the reference alike; the next step examines
+        every neuron. Returns the result dict."""
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
+        if threshold_writes < 0:
+            raise ValueError(f"threshold_writes must be >= 0, got {threshold_writes}")
+        cfg = self.model.config
+        base_thr = [cfg.threshold_raw(i) for i in range(len(cfg.layers))]
+        n_writes = 0
         cov = Coverage(self.model, self.design.lanes, self.design.obs_words) if coverage \
             else None
         env_id = self.model.meta["env_id"]
@@ -152,6 +161,15 @@ class CoreBench:
             while True:
                 x = self.ref.quantize_obs(np.asarray(obs, dtype=np.float64).reshape(1, -1))[0]
                 first = t == 0
+                written = []
+                if threshold_writes and t and t % threshold_writes == 0:
+                    layer = n_writes % len(base_thr)
+                    raw = base_thr[layer] // 2 if (n_writes // len(base_thr)) % 2 == 0 \
+                        else base_thr[layer]
+                    await self.driver.write_threshold(tio, layer, raw)
+                    self.ref.set_threshold_raw(layer, raw)
+                    written = [(layer, raw)]
+                    n_writes += 1
                 h0 = time.perf_counter()
                 e0 = edges() if edges else None
                 hw = await self.driver.step(tio, x, first, self.max_cycles)
@@ -164,7 +182,7 @@ class CoreBench:
                 r0 = time.perf_counter()
                 hw_s += r0 - h0
                 x_hat = self.ref.x_hat if cov else None  # before the step
-                ref, sched = self.ref_step(x, first)
+                ref, sched = self.ref_step(x, first, bool(written))
                 if hw.get("timeout"):  # no done: a mismatch of the cycle count
                     diffs = [(t, -1, "done", 0, f"none in {self.max_cycles} cycles",
                               ref["cycles"])]
@@ -174,7 +192,8 @@ class CoreBench:
                     hw["action"] = action if ref["action"] is not None else None
                     diffs = compare(t, hw, ref)
                     if cov:
-                        cov.sample(StepRecord.from_reference(self.ref, x, x_hat, first, hw))
+                        cov.sample(StepRecord.from_reference(self.ref, x, x_hat, first, hw,
+                                                             threshold_writes=written))
                 all_diffs.extend((ep,) + d for d in diffs)
                 per_step.append({
                     "episode": ep, "step": t, "cycles": hw.get("cycles"),

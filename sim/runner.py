@@ -143,7 +143,8 @@ def build(design_dir, sim: str = "verilator", *, waves: bool = False,
 def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes: int = 1,
                     seed: int = 0, max_steps: int = 0, waves: Path | None = None,
                     build_root: Path | None = None, work_dir: Path | None = None,
-                    obs_writes: str | None = None, coverage: bool = False) -> dict:
+                    obs_writes: str | None = None, coverage: bool = False,
+                    threshold_writes: int = 0) -> dict:
     """Run ``episodes`` closed-loop episodes; returns the bench's result dict.
 
     ``model_path`` is the model the *reference* runs; pass a different one from the design's
@@ -151,7 +152,9 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     mismatching step. ``obs_writes``: ``all`` writes every observation word every step,
     ``changed`` only the words that changed since the last step (an episode start writes
     all); None: the bench's default (``changed``). ``coverage``: the result gets the
-    functional coverage of the run (``coverage``, :class:`sim.coverage.Coverage`).
+    functional coverage of the run (``coverage``, :class:`sim.coverage.Coverage`);
+    ``threshold_writes``: a run-time threshold write every that many steps
+    (:meth:`sim.coreloop.CoreBench.run`).
     """
     import time
 
@@ -186,6 +189,8 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     }
     if obs_writes is not None:
         env["DELTANET_OBS_WRITES"] = obs_writes
+    if threshold_writes:
+        env["DELTANET_THRESHOLD_WRITES"] = str(int(threshold_writes))
     if coverage:
         env["DELTANET_COVERAGE"] = "1"
     runner = get_runner(sim)

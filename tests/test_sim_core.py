@@ -190,6 +190,18 @@ def test_cartpole_l3_one_code_per_word_verilator(tmp_path):
 
 
 @pytest.mark.verilator
+def test_run_time_threshold_writes_in_the_closed_loop_verilator(tmp_path):
+    """A threshold register written at run time every 7 steps (layers in turn, halved and
+    restored) in the design and the reference alike: bit-exact, and the step after each
+    write re-examines every neuron (its cycles equal the model's rescan schedule)."""
+    r = closed_loop(CARTPOLE, 3, tmp_path, seed=2, max_steps=60, threshold_writes=7,
+                    coverage=True)
+    check_passed(r, 60)
+    writes = r["coverage"]["bins"]["threshold_writes"]
+    assert sum(writes.values()) == 60 // 7 and all(v > 0 for v in writes.values())
+
+
+@pytest.mark.verilator
 def test_pendulum_continuous_actions_verilator(tmp_path):
     """Continuous actions: the host decodes the hardware's raw outputs (pysim's decoder)."""
     model = load_model(PENDULUM)
