@@ -120,23 +120,29 @@ def evaluate(model: Model, thresholds, episodes: int, seed: int, *, mode: str = 
             "dense": s["dense_mults_per_step"]}
 
 
+def lsb_multiples(fmt, steps_per_octave: int = 2) -> list:
+    """0 and the distinct ``round(2^(k/steps_per_octave))``, k = 0, 1, ..., up to half the
+    range of ``fmt`` in LSB (``max(2, max_raw // 2)``): the threshold grid in LSB."""
+    top = max(2, fmt.max_raw // 2)
+    mults, k = [0], 0
+    while True:
+        m = round(2 ** (k / steps_per_octave))
+        if m > top:
+            break
+        if m != mults[-1]:
+            mults.append(m)
+        k += 1
+    return mults
+
+
 def threshold_grid(model: Model, steps_per_octave: int = 2) -> list:
     """Per layer: 0 and ``round(2^(k/steps_per_octave))`` x LSB of its input format (distinct
-    multiples, k = 0, 1, ...), up to half the input format's range."""
+    multiples, k = 0, 1, ...), up to half the input format's range (:func:`lsb_multiples`)."""
     cfg = model.config
     grids = []
     for i in range(len(cfg.layers)):
         f = cfg.in_fmt(i)
-        top = max(2, f.max_raw // 2)
-        mults, k = [], 0
-        while True:
-            m = round(2 ** (k / steps_per_octave))
-            if m > top:
-                break
-            if not mults or m != mults[-1]:
-                mults.append(m)
-            k += 1
-        grids.append([0.0] + [m * f.lsb for m in mults])
+        grids.append([m * f.lsb for m in lsb_multiples(f, steps_per_octave)])
     return grids
 
 

@@ -34,6 +34,10 @@ Choices (the paper does not publish its schedule)
   lane-filled) output layer. The schedule ramps every layer with the same cubic.
 * **One-shot** pruning (``finetune_steps=0``, used by ``deltanet sweep``) masks the artifact's
   weights directly and keeps its formats, scaling and thresholds.
+* **Per-layer targets**: a sequence of sparsities, one per layer, instead of one number (per-layer
+  scope only; ``deltanet compress`` searches them): each layer is pruned to its own target, with
+  the lane balancing and whole-column rule above; the schedule ramps every layer with the same
+  cubic.
 * **Source**: the pruned artifact's provenance names the artifact it was pruned from
   (``pruning.source``, its path as given, and ``pruning.source_checksum``); ``deltanet
   calibrate`` takes it as the dense reference.
@@ -60,6 +64,20 @@ def check_sparsity(s) -> float:
     if not isinstance(s, (int, float)) or not (0.0 <= float(s) < 1.0) or math.isnan(s):
         raise ValueError(f"--sparsity must lie in [0, 1), got {s!r}")
     return float(s)
+
+
+def check_sparsities(s):
+    """One sparsity (a float) or per-layer sparsities (a tuple of floats), each checked."""
+    if isinstance(s, (list, tuple)):
+        return tuple(check_sparsity(v) for v in s)
+    return check_sparsity(s)
+
+
+def _scaled(sparsity, frac: float):
+    """``sparsity * frac`` for one sparsity or per-layer ones."""
+    if isinstance(sparsity, (list, tuple)):
+        return [v * frac for v in sparsity]
+    return sparsity * frac
 
 
 def cubic_sparsity(t: float, total: float, final: float, initial: float = 0.0) -> float:
@@ -137,10 +155,19 @@ def lane_balance(mask: np.ndarray, lanes: int) -> float:
 def compute_masks(weights, sparsity: float, scope: str = "per-layer",
                   lanes: int | None = None, whole_columns: bool = False,
                   out_sparsity: float | None = None) -> list:
-    """Magnitude masks (True = kept) for a list of (n_out, n_in) weight arrays."""
+    """Magnitude masks (True = kept) for a list of (n_out, n_in) weight arrays; ``sparsity``:
+    one target, or one per layer (per-layer scope)."""
     if scope not in SCOPES:
         raise ValueError(f"pruning scope must be one of {SCOPES}, got {scope!r}")
     weights = [np.asarray(w, dtype=np.float64) for w in weights]
+    if isinstance(sparsity, (list, tuple)):
+        if scope != "per-layer" or out_sparsity is not None:
+            raise ValueError("per-layer sparsities need per-layer scope and no output-layer "
+                             "sparsity")
+        if len(sparsity) != len(weights):
+            raise ValueError(f"{len(sparsity)} sparsities for {len(weights)} layers")
+        return [compute_masks([w], s, scope, lanes, whole_columns)[0]
+                for w, s in zip(weights, sparsity)]
     if out_sparsity is not None and len(weights) > 1:
         if scope != "per-layer":
             raise ValueError("an output-layer sparsity needs per-layer scope (not --global)")
@@ -176,13 +203,14 @@ def mask_stats(masks, lanes: int | None = None) -> dict:
 
 
 # ---- one-shot pruning of an artifact -----------------------------------------------------------
-def prune_oneshot(model, sparsity: float, scope: str = "per-layer", lanes: int | None = None,
+def prune_oneshot(model, sparsity, scope: str = "per-layer", lanes: int | None = None,
                   whole_columns: bool = False, source=None):
     """Mask ``model``'s weights by magnitude (no fine-tuning); config and meta are kept.
-    ``source``: the path ``model`` was read from (recorded in the provenance)."""
+    ``sparsity``: one target or one per layer. ``source``: the path ``model`` was read from
+    (recorded in the provenance)."""
     from deltanet.pysim import LayerParams
 
-    sparsity = check_sparsity(sparsity)
+    sparsity = check_sparsities(sparsity)
     ws = [model.float_weight(i) for i in range(len(model.params))]
     masks = compute_masks([w.reshape(w.shape[0], -1) for w in ws], sparsity, scope, lanes,
                           whole_columns)
@@ -227,7 +255,7 @@ def make_prune_callback(linears, final: float, steps: int, scope: str, lanes, ra
             # conv weights (O, C, K, K) as (O, C*K*K): a column is one (c, ky, kx) tap
             ws = [m.weight.detach().cpu().numpy().reshape(m.weight.shape[0], -1)
                   for m in linears]
-            masks = compute_masks(ws, final * frac, scope, lanes, whole_columns,
+            masks = compute_masks(ws, _scaled(final, frac), scope, lanes, whole_columns,
                                   None if out_final is None else out_final * frac)
             self.masks = [torch.as_tensor(mk.reshape(tuple(m.weight.shape)))
                           for mk, m in zip(masks, linears)]
@@ -252,13 +280,14 @@ def make_prune_callback(linears, final: float, steps: int, scope: str, lanes, ra
     return GradualPrune()
 
 
-def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer",
+def prune_finetune(model_path, sparsity, out, *, scope: str = "per-layer",
                    lanes: int | None = None, finetune_steps: int | None = None,
                    sb3_path=None, progress: bool = True, log=print,
                    whole_columns: bool = False, out_sparsity: float | None = None,
                    overrides: dict | None = None, cleanup: bool = False):
-    """Gradual magnitude pruning of the policy in an artifact's SB3 model, with fine-tuning;
-    ``cleanup``: then remove the hidden units nothing reads (:func:`apply_cleanup`)."""
+    """Gradual magnitude pruning of the policy in an artifact's SB3 model, with fine-tuning
+    (``sparsity``: one target or one per layer); ``cleanup``: then remove the hidden units
+    nothing reads (:func:`apply_cleanup`)."""
     import torch
     from stable_baselines3.common.utils import ConstantSchedule, set_random_seed
 
@@ -276,7 +305,7 @@ def prune_finetune(model_path, sparsity: float, out, *, scope: str = "per-layer"
         versions,
     )
 
-    sparsity = check_sparsity(sparsity)
+    sparsity = check_sparsities(sparsity)
     if out_sparsity is not None:
         out_sparsity = check_sparsity(out_sparsity)
     src = load_model(model_path)

@@ -5,10 +5,12 @@
   sparsity below the model's own keeps the model's masks), sets **one threshold for every layer**
   (real units of each layer's input format) and runs ``episodes`` bit-accurate delta episodes
   (``mode="fixed"``) seeded ``300000 + 1000 * seed + i``.
-* Points run on ``dask.distributed``: a ``LocalCluster`` (``workers`` processes, one thread
-  each) unless ``scheduler`` names a running scheduler. Results are appended to
-  ``results.jsonl`` as they complete (``as_completed``) and ``results.csv`` is rewritten
-  atomically after each; a re-run reads ``results.jsonl`` and skips finished points.
+* Points run on ``dask.distributed`` (:func:`deltanet.cluster.dask_client`): a ``LocalCluster``
+  (``workers`` processes, one thread each) unless ``scheduler`` names a running scheduler.
+  Results are appended to ``results.jsonl`` as they complete (``as_completed``) and
+  ``results.csv`` is rewritten atomically after each; a re-run reads ``results.jsonl`` and skips
+  finished points. ``deltanet compress`` searches the same space (and more: per-layer
+  sparsities and thresholds) with Optuna; this grid is its special case.
 * ``pareto.png``: mean return against reduction (log scale), one panel per model, the Pareto
   front (no other point has both a higher return and a higher reduction) drawn as a line.
 """
@@ -21,6 +23,7 @@ import json
 import os
 from pathlib import Path
 
+from .cluster import dask_client
 from .progress import bar
 
 SWEEP_SEED = 300_000
@@ -128,7 +131,7 @@ def sweep(models, thresholds, sparsities, seeds, out, *, episodes: int = 10,
           scheduler: str | None = None, workers: int = 2, progress: bool = True,
           log=print) -> list:
     """Run the grid (skipping finished points); returns every result row."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import as_completed
 
     from .prune import check_sparsity
 
@@ -152,14 +155,7 @@ def sweep(models, thresholds, sparsities, seeds, out, *, episodes: int = 10,
             if point_key(str(m), float(s), float(t), int(k)) not in done]
     log(f"sweep: {len(todo)} points to run, {len(done)} already done -> {out}/")
     if todo:
-        cluster = None
-        if scheduler:
-            client = Client(scheduler)
-        else:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
-            client = Client(cluster)
-        try:
+        with dask_client(scheduler, workers) as client:
             futs = [client.submit(run_point, m, s, t, k, episodes, pure=False)
                     for m, s, t, k in todo]
             pbar = bar(total=len(futs), desc="sweep", unit="pt", progress=progress)
@@ -173,10 +169,6 @@ def sweep(models, thresholds, sparsities, seeds, out, *, episodes: int = 10,
                     write_csv(rows, out / "results.csv")
                     pbar.update(1)
             pbar.close()
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
     write_csv(rows, out / "results.csv")
     if rows:
         plot_pareto(rows, out / "pareto.png")

@@ -27,6 +27,7 @@ from deltanet import amaranth_engine, bundled_model, design
 from deltanet import synth as synth_lib
 from deltanet.cli import build_parser, main
 from deltanet.cli import calibrate as cmd_calibrate
+from deltanet.cli import compress as cmd_compress
 from deltanet.cli import eval as cmd_eval
 from deltanet.cli import import_ as cmd_import
 from deltanet.cli import prune as cmd_prune
@@ -42,6 +43,7 @@ from .test_options import tree
 SEED = 14
 CARTPOLE = str(bundled_model("cartpole"))
 MOUNTAINCAR = str(bundled_model("mountaincar"))
+CARTPOLE_DENSE = str(bundled_model("cartpole_dense"))
 ROOT_USER = os.geteuid() == 0
 T = "{T}"  # the test folder, filled in when a variant runs
 
@@ -56,6 +58,7 @@ BASE = {
     "calibrate": ["--model", CARTPOLE, "--out", f"{T}/out/c.npz"],
     "sweep": ["--model", CARTPOLE, "--thresholds", "0", "--out", f"{T}/out/sw",
               "--no-progress"],
+    "compress": ["--model", CARTPOLE_DENSE, "--out", f"{T}/out/x.npz", "--no-progress"],
     "generate": ["--model", CARTPOLE, "--out", f"{T}/out/gen"],
     "verify": ["--model", CARTPOLE],
     "simulate": ["--model", CARTPOLE],
@@ -77,6 +80,11 @@ NUMERIC = {
                   "--max-evals": ["0", "100001"]},
     "sweep": {"--thresholds": ["1e10"], "--sparsities": ["1"], "--seeds": ["2147483648"],
               "--episodes": ["0"], "--workers": ["0", "1025"]},
+    "compress": {"--budget": ["0", "1.01"], "--lanes": ["0", "65"], "--trials": ["0", "100001"],
+                 "--episodes": ["0", "100001"], "--holdout-episodes": ["1", "100001"],
+                 "--confidence": ["0.49", "1"], "--candidates": ["0", "10001"],
+                 "--finetune-steps": ["1000000001"], "--workers": ["0", "1025"],
+                 "--seed": ["2147483648"]},
     "generate": {"--lanes": ["0", "65"], "--seed": ["2147483648"], "--steps": ["0"],
                  "--obs-words": ["0", "257"]},
     "verify": {"--episodes": ["0"], "--seed": ["2147483648"], "--lanes": ["0", "65"],
@@ -102,6 +110,7 @@ OUTPUTS = {
     "quantize": {"--out": "file", "--json": "file"},
     "calibrate": {"--out": "file", "--json": "file"},
     "sweep": {"--out": "dir"},
+    "compress": {"--out": "file", "--json": "file", "--journal": "file"},
     "generate": {"--out": "dir"},
     "verify": {"--json": "file"},
     "simulate": {"--json": "file", "--waves": "file"},
@@ -187,6 +196,8 @@ def _variants() -> list:
     add("prune", [*BASE["prune"], "--whole-columns"], "whole-columns")
     add("prune", [*BASE["prune"], "--out-sparsity", "0.5"], "out-sparsity-oneshot")
     add("calibrate", [*BASE["calibrate"], "--reference", MOUNTAINCAR], "reference-task")
+    add("compress", with_option(BASE["compress"], "--model", [CARTPOLE]), "quantized")
+    add("compress", [*BASE["compress"], "--finetune-steps", "100"], "finetune-no-sb3")
     add("calibrate", [*BASE["calibrate"], "--reference", f"{T}/3inputs.npz"], "reference-size")
     add("calibrate", [*BASE["calibrate"], "--reference", f"{T}/junk.npz"], "reference-junk")
     for cmd in ("verify", "simulate", "generate"):
@@ -256,6 +267,7 @@ def _heavy(name):
 HEAVY = [(cmd_import, "import_policy"),
          (cmd_train, "train"), (cmd_prune, "prune_finetune"), (cmd_prune, "prune_oneshot"),
          (cmd_quantize, "quantize_model"), (cmd_calibrate, "calibrate"), (cmd_sweep, "sweep"),
+         (cmd_compress, "compress"),
          (cmd_eval, "run_episodes"), (design, "write_design"), (synth_lib, "synth"),
          (sim_runner, "prepare"), (sim_runner, "run_closed_loop"),
          (amaranth_engine, "_run_core")]

@@ -26,6 +26,8 @@ SMALLER = {"--steps": "3000", "--episodes": "2", "--finetune-steps": "0", "--max
 #: options appended per command (each exists in that command's --help)
 APPEND = {"calibrate": ["--episodes", "20", "--max-evals", "2"],
           "sweep": ["--episodes", "1", "--workers", "1", "--no-progress"],
+          "compress": ["--trials", "3", "--episodes", "2", "--holdout-episodes", "10",
+                       "--workers", "1", "--no-progress"],
           "eval": ["--no-progress"], "verify": ["--max-steps", "30"],
           "simulate": ["--max-steps", "30"]}
 #: lines that take minutes each (synthesis, Atari games): the slow test
@@ -59,8 +61,8 @@ def as_run(line: str) -> list:
 def test_readme_has_the_command_lines():
     lines = readme_lines()
     commands = {shlex.split(line)[1] for line in lines}
-    assert {"eval", "train", "prune", "quantize", "calibrate", "sweep", "generate", "simulate",
-            "verify", "synth", "import"} <= commands
+    assert {"eval", "train", "prune", "quantize", "calibrate", "sweep", "compress", "generate",
+            "simulate", "verify", "synth", "import"} <= commands
 
 
 def _run_all(tmp_path, monkeypatch, slow: bool):

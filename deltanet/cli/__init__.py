@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "deltanet.cli.quantize",
     "deltanet.cli.calibrate",
     "deltanet.cli.sweep",
+    "deltanet.cli.compress",
     "deltanet.cli.generate",
     "deltanet.cli.verify",
     "deltanet.cli.simulate",

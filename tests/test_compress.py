@@ -1,0 +1,173 @@
+"""``deltanet compress``: a tiny search on the bundled dense CartPole agent, its acceptance rule
+checked independently, the report, resuming from the journal, and the statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from deltanet.pysim import load_model
+
+from deltanet import bundled_model
+from deltanet.cli import main
+from deltanet.compress import (
+    ACCEPT_SEED,
+    Settings,
+    open_study,
+    search_space,
+    suggest,
+    threshold_lsb,
+)
+from deltanet.rollout import run_episodes
+from deltanet.stats import paired_lower_bound, t_cdf, t_quantile
+
+DENSE = str(bundled_model("cartpole_dense"))
+#: a tiny search: 3 trials (the first is the dense baseline), 3 search episodes
+TINY = ["--trials", "3", "--episodes", "3", "--holdout-episodes", "12", "--workers", "1",
+        "--no-progress"]
+
+
+@pytest.mark.parametrize("p, df, want", [(0.95, 1, 6.3138), (0.95, 2, 2.9200),
+                                         (0.95, 9, 1.8331), (0.95, 29, 1.6991),
+                                         (0.975, 10, 2.2281), (0.99, 99, 2.3646),
+                                         (0.95, 10**7, 1.6449)])
+def test_t_quantile_matches_the_tables(p, df, want):
+    assert t_quantile(p, df) == pytest.approx(want, abs=1e-4)
+    assert t_cdf(t_quantile(p, df), df) == pytest.approx(p, abs=1e-9)
+    assert t_quantile(1 - p, df) == pytest.approx(-want, abs=1e-4)
+
+
+def test_paired_lower_bound():
+    d = [1.0, -2.0, 3.0, 0.5, -0.5]
+    b = paired_lower_bound(d, 0.95)
+    sd = np.std(d, ddof=1)
+    assert b["lower"] == pytest.approx(np.mean(d) - t_quantile(0.95, 4) * sd / math.sqrt(5))
+    assert paired_lower_bound([2.0, 2.0], 0.95)["lower"] == 2.0  # no spread: the mean
+    with pytest.raises(ValueError):
+        paired_lower_bound([1.0])
+
+
+def _run(*argv):
+    return main(["compress", *[str(a) for a in argv]])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One tiny search; returns (folder, result JSON)."""
+    d = tmp_path_factory.mktemp("compress")
+    rc = _run("--model", DENSE, "--out", d / "cp.npz", "--json", d / "r.json", *TINY)
+    assert rc == 0
+    return d, json.loads((d / "r.json").read_text())
+
+
+def test_tiny_search_writes_an_accepted_model(tiny):
+    d, res = tiny
+    for name in ("cp.npz", "cp.md", "cp.pareto.png", "cp.journal"):
+        assert (d / name).is_file(), name
+    assert (d / "cp.pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    a = res["accepted"]
+    assert a is not None and res["out"] == str(d / "cp.npz")
+    m = load_model(d / "cp.npz")
+    comp = m.meta["provenance"]["compression"]
+    assert comp["trial"] == a["trial"] and comp["budget"] == 0.95
+    assert "quantization" in m.meta["provenance"]
+    assert [ly.threshold for ly in m.config.layers] == pytest.approx(a["thresholds"])
+    # the rule, checked independently on the written model: paired held-out episodes
+    n = 12
+    dense = run_episodes(load_model(DENSE), n, ACCEPT_SEED, mode="float", delta=False,
+                         progress=False).returns
+    cand = run_episodes(m, n, ACCEPT_SEED, mode="fixed", delta=True, progress=False).returns
+    diff = cand - dense
+    lower = diff.mean() - t_quantile(0.95, n - 1) * diff.std(ddof=1) / math.sqrt(n)
+    assert lower >= -(1 - 0.95) * abs(dense.mean())
+    assert a["holdout"]["lower"] == pytest.approx(lower)
+
+
+def test_report_lists_every_trial(tiny):
+    d, res = tiny
+    text = (d / "cp.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and
+            line.split("|")[1].strip().isdigit()]
+    assert [int(r.split("|")[1]) for r in rows] == list(range(3))
+    assert len(res["trials"]) == 3
+    statuses = {r["status"] for r in res["trials"]}
+    assert "accepted" in statuses
+    assert statuses <= {"accepted", "rejected", "not tried", "repeat"}
+    assert "lower confidence bound" in text and "Every trial" in text
+    for r in res["trials"]:
+        assert r["reason"], r
+
+
+def test_resume_runs_only_the_missing_trials(tmp_path):
+    out = tmp_path / "cp.npz"
+    js = tmp_path / "r.json"
+    args = ["--model", DENSE, "--out", out, "--json", js, *TINY]
+    assert _run(*args) == 0
+    first = json.loads(js.read_text())
+    assert first["trials_run_now"] == 3
+    # the same budget again: nothing to run, the same trials
+    assert _run(*args) == 0
+    again = json.loads(js.read_text())
+    assert again["trials_run_now"] == 0
+    keep = ("trial", "params", "return", "mults")
+    assert ([{k: r[k] for k in keep} for r in again["trials"]]
+            == [{k: r[k] for k in keep} for r in first["trials"]])
+    # a trial left running by a stopped run: marked interrupted, its parameters run again
+    dense = load_model(DENSE)
+    settings = Settings(**first["settings"])
+    study = open_study(tmp_path / "cp.journal", settings, seed=0, n_startup=5)
+    stale = study.ask()
+    params = suggest(stale, search_space(dense, 4), threshold_lsb(settings))
+    assert _run(*with_trials(args, 4)) == 0
+    res = json.loads(js.read_text())
+    assert res["trials_run_now"] == 1
+    rows = {r["trial"]: r for r in res["trials"]}
+    assert rows[stale.number]["status"] == "interrupted"
+    rerun = [r for n, r in rows.items() if n > stale.number]
+    assert len(rerun) == 1 and rerun[0]["params"] == params
+    assert rerun[0]["status"] in ("accepted", "rejected", "not tried", "repeat")
+
+
+def with_trials(args, n):
+    args = list(args)
+    args[args.index("--trials") + 1] = str(n)
+    return args
+
+
+def test_other_settings_refuse_the_journal(tiny, capsys):
+    d, _ = tiny
+    rc = _run("--model", DENSE, "--out", d / "cp.npz", *with_trials(TINY, 3), "--budget", "0.9")
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "other settings" in err and "budget 0.95 -> 0.9" in err
+
+
+def test_per_layer_sparsities_prune_each_layer_to_its_own_target():
+    from deltanet.prune import check_balance, compute_masks, prune_oneshot
+
+    dense = load_model(DENSE)
+    m = prune_oneshot(dense, [1 - 8 / 16, 1 - 1 / 16, 1 - 8 / 64], lanes=4, whole_columns=True)
+    nnz = [int(p.mask.sum()) for p in m.params]
+    assert nnz == [4 * 8 * 4, 64 * 1 * 4, 8 * 2]  # columns x kept per lane x lanes; 8 columns
+    for p in m.params:
+        assert check_balance(p.mask, 4)[0]
+    with pytest.raises(ValueError, match="3 layers"):
+        compute_masks([p.weight for p in dense.params], [0.5, 0.5])
+
+
+def test_finetune_steps_fine_tune_every_trial(tmp_path):
+    """--finetune-steps: each trial prunes gradually while fine-tuning the SB3 model saved
+    beside the dense artifact (a barely trained agent: only the path is checked)."""
+    agent = tmp_path / "agent.npz"
+    assert main(["train", "--env", "CartPole-v1", "--algo", "ppo", "--steps", "1000",
+                 "--out", str(agent), "--no-progress"]) == 0
+    js = tmp_path / "r.json"
+    rc = _run("--model", agent, "--out", tmp_path / "x.npz", "--finetune-steps", "128",
+              "--json", js, *with_trials(TINY, 2))
+    res = json.loads(js.read_text())
+    assert rc in (0, 1) and all(r["status"] != "failed" for r in res["trials"])
+    if rc == 0:
+        prov = load_model(tmp_path / "x.npz").meta["provenance"]
+        assert prov["pruning"]["finetune_steps"] == 128 and "sb3_zip" not in prov
