@@ -16,19 +16,12 @@ from deltanet.pysim.coreplan import MAX_OBS_WORDS
 
 from .cleanup import dense_mults
 from .envs import check_model_env
-from .options import int_in
 from .progress import status
 
-__all__ = ["MUTATIONS", "add_obs_words_argument", "check_obs_words", "mutate", "performance",
+__all__ = ["MUTATIONS", "check_obs_words", "mutate", "performance",
            "print_performance", "run", "work_dir"]
 
 MUTATIONS = ("weight", "threshold")
-
-
-def add_obs_words_argument(p) -> None:
-    """``--obs-words``, the same for every command that builds the core."""
-    p.add_argument("--obs-words", type=int_in(1, MAX_OBS_WORDS), default=None,
-                   help="observation codes per host write (default min(inputs, 8))")
 
 
 def check_obs_words(model: Model, obs_words: int | None) -> int:

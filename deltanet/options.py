@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from deltanet.pysim.atomic import staging_folder
-from deltanet.pysim.coreplan import MAX_LANES
+from deltanet.pysim.coreplan import MAX_LANES, MAX_OBS_WORDS
 from deltanet.sim.tools import SIMULATORS, have
 
 __all__ = ["BUILD_DIR", "MAX_CLOCK_MHZ", "MAX_EPISODES", "MAX_STEPS", "SEED_MAX", "CliError",
@@ -331,3 +331,10 @@ def add_lanes(p) -> None:
 def add_json(p, help: str = "write the results as JSON here") -> None:
     """``--json``: a JSON result file (checked with :func:`check_output_file`)."""
     p.add_argument("--json", type=path_arg, help=help)
+
+
+def add_obs_words(p) -> None:
+    """``--obs-words``: observation codes per host write, 1..256, for the commands that build
+    the core."""
+    p.add_argument("--obs-words", type=int_in(1, MAX_OBS_WORDS), default=None,
+                   help="observation codes per host write (default min(inputs, 8))")

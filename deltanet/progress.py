@@ -14,15 +14,26 @@ import os
 from rich.console import Console
 from tqdm.auto import tqdm
 
-__all__ = ["QUIET_ENV", "bar", "is_quiet", "set_quiet", "shown", "status"]
+__all__ = ["QUIET_ENV", "bar", "is_quiet", "quiet", "shown", "status"]
 
 #: environment variable that silences deltanet's status lines
 QUIET_ENV = "DELTANET_QUIET"
 
 
-def set_quiet() -> None:
+@contextlib.contextmanager
+def quiet():
+    """Quiet while the block runs (the environment as it was afterwards)."""
+    saved = {k: os.environ.get(k) for k in (QUIET_ENV, "TQDM_DISABLE")}
     os.environ[QUIET_ENV] = "1"
     os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def is_quiet() -> bool:

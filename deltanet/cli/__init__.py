@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__
 from ..options import CliError, Parser, one_line
-from ..progress import set_quiet
+from ..progress import quiet
 
 __all__ = ["COMMAND_MODULES", "CliError", "build_parser", "main"]
 
@@ -67,9 +67,10 @@ def main(argv=None) -> int:
         if e.code in (0, None):
             raise
         return e.code if isinstance(e.code, int) else 2
-    if args.quiet:
-        set_quiet()
     try:
+        if args.quiet:
+            with quiet():
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except CliError as e:
         _error(args.command, e)

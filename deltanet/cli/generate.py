@@ -6,11 +6,12 @@ from __future__ import annotations
 from deltanet.pysim import load_model
 from deltanet.pysim.coreplan import CorePlan
 
-from ..closed_loop import add_obs_words_argument, check_obs_words
+from ..closed_loop import check_obs_words
 from ..design import record_episode, write_design_dir
 from ..options import (
     add_lanes,
     add_model,
+    add_obs_words,
     add_seed,
     check_output_dir,
     int_in,
@@ -39,7 +40,7 @@ def register(sub):
                    help="record at most this many env steps for the report")
     p.add_argument("--no-episode", action="store_true",
                    help="use a deterministic synthetic observation sequence instead of the env")
-    add_obs_words_argument(p)
+    add_obs_words(p)
     p.add_argument("--memory-files", action="store_true",
                    help="memory contents in $readmemh files beside the Verilog")
     p.set_defaults(func=run)

@@ -6,7 +6,7 @@ from deltanet.pysim import load_model
 from deltanet.sim.check import CLOCK_NS
 from deltanet.sim.vcd import filter_vcd, timescale_s
 
-from ..closed_loop import add_obs_words_argument, performance, print_performance
+from ..closed_loop import performance, print_performance
 from ..closed_loop import run as run_closed_loop
 from ..envs import check_model_env
 from ..io import write_json_atomic
@@ -19,6 +19,7 @@ from ..options import (
     add_json,
     add_lanes,
     add_model,
+    add_obs_words,
     add_seed,
     check_build_dir,
     check_output_file,
@@ -48,7 +49,7 @@ def register(sub):
                    help="clock for the latency figures")
     p.add_argument("--max-steps", type=int_in(0, MAX_STEPS), default=0,
                    help="cut episodes after this many steps (0: never)")
-    add_obs_words_argument(p)
+    add_obs_words(p)
     p.add_argument("--obs-writes", choices=("changed", "all"),
                    help="write only the observation words that changed since the last step, "
                         "or all of them (default: changed)")

@@ -7,7 +7,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..closed_loop import add_obs_words_argument
 from ..io import write_json_atomic
 from ..options import (
     MAX_CLOCK_MHZ,
@@ -15,6 +14,7 @@ from ..options import (
     add_json,
     add_lanes,
     add_model,
+    add_obs_words,
     check_build_dir,
     check_output_file,
     float_in,
@@ -38,7 +38,7 @@ def register(sub):
                    help="FPGA (default ecp5-25k)")
     p.add_argument("--freq-mhz", type=float_in(0, MAX_CLOCK_MHZ, lo_open=True), default=100.0,
                    help="timing target for nextpnr")
-    add_obs_words_argument(p)
+    add_obs_words(p)
     add_json(p, help="write the result as JSON here")
     p.set_defaults(func=run)
 

@@ -6,7 +6,7 @@ from rich.console import Console
 
 from deltanet.sim.check import describe
 
-from ..closed_loop import MUTATIONS, add_obs_words_argument
+from ..closed_loop import MUTATIONS
 from ..closed_loop import run as run_closed_loop
 from ..io import write_json_atomic
 from ..options import (
@@ -16,6 +16,7 @@ from ..options import (
     add_json,
     add_lanes,
     add_model,
+    add_obs_words,
     add_seed,
     check_build_dir,
     check_output_file,
@@ -40,7 +41,7 @@ def register(sub):
     add_lanes(p)
     p.add_argument("--max-steps", type=int_in(0, MAX_STEPS), default=0,
                    help="cut episodes after this many steps (0: never)")
-    add_obs_words_argument(p)
+    add_obs_words(p)
     p.add_argument("--obs-writes", choices=("changed", "all"),
                    help="write only the observation words that changed since the last step, "
                         "or all of them (default: changed)")
