@@ -5,9 +5,9 @@ from __future__ import annotations
 from amaranth.hdl import C, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from deltanet.pysim.config import ACTIVATIONS
-from deltanet.pysim.fixed import FixedFormat
 
+from ..pysim.config import ACTIVATIONS
+from ..pysim.fixed import FixedFormat
 from ._checks import check_choice, check_int
 from .shapes import raw_shape, raw_vector
 

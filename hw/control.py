@@ -5,9 +5,9 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
-from deltanet.pysim.corecycles import max_cycles
-from deltanet.pysim.coreplan import CorePlan
 
+from ..pysim.corecycles import max_cycles
+from ..pysim.coreplan import CorePlan
 from .shapes import mac_command_layout, threshold_shape
 
 __all__ = ["COUNTER_WIDTH", "Controller"]

@@ -38,9 +38,9 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Module, Shape
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from deltanet.pysim.coreplan import CorePlan
-from deltanet.pysim.model import Model
 
+from ..pysim.coreplan import CorePlan
+from ..pysim.model import Model
 from .control import COUNTER_WIDTH, Controller
 from .eventmux import EventMux
 from .examiner import Examiner

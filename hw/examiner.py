@@ -5,8 +5,8 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
-from deltanet.pysim.coreplan import CorePlan
 
+from ..pysim.coreplan import CorePlan
 from ._checks import check_int
 from .activation import requantize_overflow, requantize_split
 from .delta import delta_event, delta_window

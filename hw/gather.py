@@ -5,8 +5,8 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Module
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from deltanet.pysim.coreplan import CorePlan
 
+from ..pysim.coreplan import CorePlan
 from .shapes import group_layout, slot_layout
 
 __all__ = ["Gather"]

@@ -34,12 +34,12 @@ import numpy as np
 from amaranth.back import verilog
 from amaranth.hdl import Fragment, Shape
 from amaranth.lib import memory
-from deltanet.pysim import DeltaNetwork
-from deltanet.pysim import corecycles as cc
-from deltanet.pysim.artifact import model_meta
-from deltanet.pysim.atomic import write_text_atomic
-from deltanet.pysim.model import Model
 
+from ..pysim import DeltaNetwork
+from ..pysim import corecycles as cc
+from ..pysim.artifact import model_meta
+from ..pysim.atomic import write_text_atomic
+from ..pysim.model import Model
 from .control import COUNTER_WIDTH
 from .core import DeltaCore
 from .shapes import obs_layout

@@ -5,8 +5,8 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-from deltanet.pysim.coreplan import CorePlan
 
+from ..pysim.coreplan import CorePlan
 from .delta import delta_difference, delta_fire
 from .shapes import BLOCK_RAM, group_layout, obs_layout, threshold_shape
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-from deltanet.pysim.coreplan import CorePlan, bits
 
+from ..pysim.coreplan import CorePlan, bits
 from .shapes import BLOCK_RAM, group_layout, mac_command_layout
 
 __all__ = ["Issuer"]
@@ -89,20 +89,24 @@ class Issuer(wiring.Component):
         dense_take = Signal()  # the slot's last word issues: take the next slot
         m.d.comb += dense_take.eq(t == length - 1)
 
-        if not plan.has_conv:
+        def issue_dense():
+            """The command and the slot registers of a dense layer (in the caller's block)."""
             m.d.comb += [
                 addr.eq(Mux(t == 0, start, next_addr)),
                 self.o.valid.eq(go),
                 self.o.payload.addr.eq(addr),
                 self.o.payload.delta.eq(delta),
                 self.i.ready.eq(go & dense_take & last_slot),
-                self.idle.eq(1),
             ]
             with m.If(go):
                 with m.If(dense_take):
                     m.d.sync += [t.eq(0), pend.eq(cur & ~lowest), loaded.eq(~last_slot)]
                 with m.Else():
                     m.d.sync += [t.eq(t + 1), pend.eq(cur), loaded.eq(1)]
+
+        if not plan.has_conv:
+            issue_dense()
+            m.d.comb += self.idle.eq(1)
             return m
 
         # ---- conv layers: per-layer constants ---------------------------------------------
@@ -171,13 +175,7 @@ class Issuer(wiring.Component):
                 self.i.ready.eq(walk & last_pos & last_slot),
             ]
         with m.Else():
-            m.d.comb += [
-                addr.eq(Mux(t == 0, start, next_addr)),
-                self.o.valid.eq(go),
-                self.o.payload.addr.eq(addr),
-                self.o.payload.delta.eq(delta),
-                self.i.ready.eq(go & dense_take & last_slot),
-            ]
+            issue_dense()
         m.d.comb += self.idle.eq(~iv)
 
         # item registers
@@ -203,9 +201,4 @@ class Issuer(wiring.Component):
                 with m.Else():
                     m.d.sync += [a_r.eq(a_c), b_r.eq(b_c + 1), col_r.eq(col + col_b),
                                  rowcol_r.eq(rowcol), pix_r.eq(pix - 1), rowpix_r.eq(rowpix)]
-        with m.Elif(go & ~conv):
-            with m.If(dense_take):
-                m.d.sync += [t.eq(0), pend.eq(cur & ~lowest), loaded.eq(~last_slot)]
-            with m.Else():
-                m.d.sync += [t.eq(t + 1), pend.eq(cur), loaded.eq(1)]
         return m

@@ -5,8 +5,8 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-from deltanet.pysim.coreplan import CorePlan
 
+from ..pysim.coreplan import CorePlan
 from ._checks import check_int
 from .shapes import BLOCK_RAM, mac_command_layout, ram_attrs
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data
-from deltanet.pysim.config import NetworkConfig
-from deltanet.pysim.fixed import FixedFormat
+
+from ..pysim.config import NetworkConfig
+from ..pysim.fixed import FixedFormat
 
 __all__ = ["BLOCK_RAM", "DISTRIBUTED_MAX_BITS", "acc_shape", "delta_shape", "group_layout",
            "mac_command_layout", "obs_layout", "pack",

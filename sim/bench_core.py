@@ -26,8 +26,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, RisingEdge, SimTimeoutError, with_timeout
-from deltanet.pysim import load_model
 
+from ..pysim import load_model
 from .check import CLOCK_NS
 from .coreloop import CoreBench
 

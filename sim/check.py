@@ -16,8 +16,8 @@ so a mismatch reads the same whatever ran it:
 from __future__ import annotations
 
 import numpy as np
-from deltanet.pysim import DeltaNetwork
 
+from ..pysim import DeltaNetwork
 from .envs import make_env
 
 __all__ = ["CLOCK_NS", "compare", "describe", "first_mismatch", "reference_return", "result"]

@@ -31,9 +31,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from deltanet.pysim import DeltaNetwork
-from deltanet.pysim.corecycles import CoreCycleModel
 
+from ..pysim import DeltaNetwork
+from ..pysim.corecycles import CoreCycleModel
 from .check import compare, describe, first_mismatch, reference_return, result
 from .coverage import Coverage, StepRecord
 from .driver import CoreDesign, StepDriver

@@ -58,9 +58,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from cocotb_coverage.coverage import CoverPoint, coverage_db
-from deltanet.pysim.coreplan import CorePlan
-from deltanet.pysim.fixed import shift_round
-from deltanet.pysim.network import conv2d_im2col
+
+from ..pysim.coreplan import CorePlan
+from ..pysim.fixed import shift_round
+from ..pysim.network import conv2d_im2col
 
 __all__ = ["Coverage", "StepRecord", "merge", "report"]
 

@@ -55,15 +55,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import Assert, Assume, Cat, Cover, Module, Mux, Shape, Signal, signed
-from deltanet.hw.control import Controller
-from deltanet.hw.examiner import Examiner
-from deltanet.hw.lane import MacLane
-from deltanet.hw.queue import EventQueue
-from deltanet.hw.shapes import group_layout
-from deltanet.pysim import LayerParams, Model, mlp_config
-from deltanet.pysim.corecycles import MAC_LATENCY, max_cycles
-from deltanet.pysim.coreplan import CorePlan
 
+from ..hw.control import Controller
+from ..hw.examiner import Examiner
+from ..hw.lane import MacLane
+from ..hw.queue import EventQueue
+from ..hw.shapes import group_layout
+from ..pysim import LayerParams, Model, mlp_config
+from ..pysim.corecycles import MAC_LATENCY, max_cycles
+from ..pysim.coreplan import CorePlan
 from .formal import FormalResult, check, elaborate_now, probe
 
 __all__ = ["PROPERTIES", "Property", "property_named", "run", "tiny_model", "tiny_plan"]

@@ -23,9 +23,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from deltanet.hw.generate_core import TOPLEVEL, generate_core
-from deltanet.pysim import Model, save_model
-
+from ..hw.generate_core import TOPLEVEL, generate_core
+from ..pysim import Model, save_model
 from .tools import ensure_on_path
 
 BENCH = "deltanet.sim.bench_core"
@@ -231,7 +230,8 @@ def _generation_key(model: Model, lanes: int, obs_words: int) -> str:
     not the one in ``meta``, which a modified copy inherits), lanes, the observation word, the
     generator's sources (this file's generation options included) and Amaranth version."""
     import amaranth
-    from deltanet.pysim.artifact import model_meta
+
+    from ..pysim.artifact import model_meta
 
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256(f"{model_meta(model)['checksum']}:{lanes}:{obs_words}:"

@@ -24,14 +24,29 @@ def _layer_of(module: str) -> str:
     return parts[0]
 
 
+def _package(path: Path) -> list:
+    """The installed package of a source file, as name parts (``hw/core.py``: deltanet.hw)."""
+    parts = list(path.relative_to(ROOT).parent.parts)
+    return parts if parts[0] == "deltanet" else ["deltanet", *parts]
+
+
+def _absolute(path: Path, node: ast.ImportFrom) -> str:
+    """The absolute module name of a ``from ... import`` in ``path``."""
+    if not node.level:
+        return node.module
+    pkg = _package(path)
+    base = pkg[:len(pkg) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imported(path: Path) -> set:
-    """Layers and third-party packages ``path`` imports (relative imports: its own folder)."""
+    """Layers and third-party packages ``path`` imports (relative imports resolved)."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             out |= {_layer_of(a.name) for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            out.add(path.parent.name if node.level else _layer_of(node.module))
+            out.add(_layer_of(_absolute(path, node)))
     return out
 
 
@@ -57,15 +72,12 @@ def _module_graph() -> dict:
             mods[name] = p
     graph = {}
     for name, p in mods.items():
-        pkg = name if p.name == "__init__.py" else name.rpartition(".")[0]
         deps = set()
         for node in ast.walk(ast.parse(p.read_text(), str(p))):
             if isinstance(node, ast.Import):
                 deps |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom):
-                base = pkg.split(".")[:len(pkg.split(".")) - node.level + 1] if node.level \
-                    else []
-                mod = ".".join(base + ([node.module] if node.module else []))
+                mod = _absolute(p, node)
                 deps |= {mod} | {f"{mod}.{a.name}" for a in node.names}
         graph[name] = {d for d in deps if d in mods and d != name}
     return graph
