@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int
@@ -12,8 +13,8 @@ __all__ = ["EventQueue"]
 
 
 class EventQueue(wiring.Component):
-    """A first-word-fall-through queue of groups: an input register in front of an
-    ``amaranth.lib.fifo.SyncFIFO`` of ``depth`` groups, with stream ports.
+    """A first-word-fall-through queue of groups: an input register in front of a ring buffer
+    of ``depth`` groups in a memory with a *synchronous* read port, with stream ports.
 
     Parameters (keyword-only): ``layout`` (the payload layout), ``depth`` (1..65536),
     ``valid_from`` (optional: a function of a payload giving whether it is a real group; then
@@ -26,8 +27,15 @@ class EventQueue(wiring.Component):
     Latency 1 cycle (a group pushed at an edge is at ``o`` from the next cycle, the number
     :data:`pysim.corecycles.QUEUE_LATENCY`); one push and one pop per cycle. A pushed group
     first lands in the input register (so the producer's compare logic ends at a register);
-    from there it is either popped at once, when the FIFO is empty, or moved into the FIFO
-    behind the older groups.
+    from there it is either popped at once, when the ring buffer is empty, or written into the
+    ring buffer behind the older groups.
+
+    The ring buffer's read port is synchronous, so it maps to block RAM on every FPGA (an
+    iCE40 has no asynchronous-read memory; ``amaranth.lib.fifo.SyncFIFO`` would become
+    flip-flops there, and ``SyncFIFOBuffered`` adds a cycle of latency). It reads the *next*
+    head's address (the head after this cycle's pop) and is transparent for the write port,
+    so its data in a cycle is the head row as an asynchronous read would give it: the timing
+    is exactly that of a FIFO with an asynchronous read.
     """
 
     def __init__(self, *, layout, depth, valid_from=None):
@@ -47,21 +55,40 @@ class EventQueue(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        q = m.submodules.fifo = fifo.SyncFIFO(width=self._layout.size, depth=self._depth)
+        depth = self._depth
+        storage = m.submodules.storage = Memory(shape=unsigned(self._layout.size), depth=depth,
+                                                init=[])
+        w_port = storage.write_port()
+        r_port = storage.read_port(domain="sync", transparent_for=(w_port,))
         held = Signal(self._layout)  # the input register
         held_v = Signal()
-        from_fifo = Signal()
+        produce = Signal(range(depth))  # the ring buffer's tail (next row written)
+        consume = Signal(range(depth))  # its head (the row at the output)
+        level = Signal(range(depth + 1))  # rows stored
+        stored, write, pop_stored = Signal(), Signal(), Signal()
+        next_consume = Signal.like(consume)
+
+        def incr(ptr):
+            return Mux(ptr == depth - 1, 0, ptr + 1)
+
         m.d.comb += [
             self.i.ready.eq(1),
-            from_fifo.eq(q.r_rdy),
-            self.o.valid.eq(q.r_rdy | held_v),
-            self.o.payload.eq(Mux(from_fifo, q.r_data, held)),
-            q.r_en.eq(self.o.ready & from_fifo),
-            # the held group goes into the FIFO unless it is the head and is popped now
-            q.w_data.eq(held),
-            q.w_en.eq(held_v & ~(~from_fifo & self.o.ready)),
-            self.empty.eq(~held_v & ~q.r_rdy),
+            stored.eq(level != 0),
+            self.o.valid.eq(stored | held_v),
+            self.o.payload.eq(Mux(stored, r_port.data, held)),
+            pop_stored.eq(self.o.ready & stored),
+            # the held group goes into the ring buffer unless it is the head and is popped now
+            write.eq(held_v & ~(~stored & self.o.ready)),
+            next_consume.eq(Mux(pop_stored, incr(consume), consume)),
+            r_port.addr.eq(next_consume),
+            w_port.addr.eq(produce),
+            w_port.data.eq(held),
+            w_port.en.eq(write),
+            self.empty.eq(~held_v & ~stored),
         ]
+        m.d.sync += [consume.eq(next_consume), level.eq(level + write - pop_stored)]
+        with m.If(write):
+            m.d.sync += produce.eq(incr(produce))
         if self._valid_from is None:
             m.d.sync += [held.eq(self.i.payload), held_v.eq(self.i.valid)]
         else:

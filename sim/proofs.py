@@ -22,11 +22,12 @@ property               component            statement
                                             else and never overflows; the dirty bits
                                             are exactly the written, not yet cleaned
                                             addresses
-``queue_fifo``         EventQueue           never overflows or underflows (the inner
-                                            FIFO is never written full or read empty,
+``queue_fifo``         EventQueue           never overflows or underflows (the ring
+                                            buffer is never written full or read empty,
                                             ``o.valid`` and ``empty`` follow the groups
                                             held); groups leave in FIFO order with their
-                                            payload unchanged
+                                            payload unchanged; its synchronous read
+                                            port shows the head row
 ``exam_covers_dirty``  MacLane + Examiner   after an examination every accumulator the
                                             MAC updated in the step was read, once,
                                             after its last update, and is clean
@@ -338,11 +339,13 @@ def queue_fifo(plan: CorePlan, bug: str | None = None) -> Module:
     """**k-induction.** The core's queue (``group_layout``, ``plan.queue_depth``, validity from
     the work bits). The harness counts the groups held (a push is a payload with work, a pop
     ``o.valid & o.ready``) and assumes the core's contract: never more than ``queue_depth``.
-    Asserted: the inner FIFO is never written when full nor read when empty; ``o.valid`` and
-    ``empty`` say whether a group is held; a tracked group (pushed in a cycle the solver
-    chooses) leaves after exactly the groups pushed before it, with its payload unchanged.
-    Bugs: ``small_queue`` (a queue one group shorter than the contract needs: overflows) and
-    ``newest_first`` (the output shows a just-pushed group before the FIFO's head): fail."""
+    Asserted: the ring buffer is never written when full nor popped when empty; ``o.valid``
+    and ``empty`` say whether a group is held; the synchronous read port's data is the head
+    row whenever a row is stored; a tracked group (pushed in a cycle the solver chooses)
+    leaves after exactly the groups pushed before it, with its payload unchanged.
+    Bugs: ``small_queue`` (a queue one group shorter than the contract needs: overflows),
+    ``newest_first`` (the output shows a just-pushed group before the ring buffer's head) and
+    ``opaque_read`` (the read port does not see a write of the same cycle): fail."""
     m = Module()
     layout = group_layout(plan)
     G = plan.group_slots
@@ -354,26 +357,33 @@ def queue_fifo(plan: CorePlan, bug: str | None = None) -> Module:
     queue = EventQueue(layout=layout, depth=need - 1 if bug == "small_queue" else need,
                        valid_from=valid_from)
     qm = elaborate_now(queue)
-    fifo = qm.submodules.fifo
-    fm = elaborate_now(fifo)
+    storage = qm.submodules.storage
+    w_port, r_port = storage.write_ports[0], storage.read_ports[0]
+    held, held_v = probe(qm, "held"), probe(qm, "held_v")
+    level, consume, produce = probe(qm, "level"), probe(qm, "consume"), probe(qm, "produce")
     if bug == "newest_first":
-        qm.d.comb += queue.o.payload.eq(Mux(valid_from(layout(fifo.w_data)), fifo.w_data,
-                                            fifo.r_data))
+        qm.d.comb += queue.o.payload.eq(Mux(held_v, held, r_port.data))
+    if bug == "opaque_read":
+        _drop_transparency(storage)
     m.submodules.queue = queue
     depth = queue.depth
     m.d.comb += [queue.i.payload.eq(AnySeq(layout.size)), queue.i.valid.eq(AnySeq(1)),
                  queue.o.ready.eq(AnySeq(1))]
     push, pop = Signal(), Signal()
     m.d.comb += [push.eq(valid_from(queue.i.payload)), pop.eq(queue.o.valid & queue.o.ready)]
-    held = Signal(range(need + 2))  # groups in the queue
-    m.d.sync += held.eq(held + push - pop)
-    m.d.comb += Assume(held + push - pop <= need)  # the core's contract
+    held_n = Signal(range(need + 2))  # groups in the queue
+    m.d.sync += held_n.eq(held_n + push - pop)
+    m.d.comb += Assume(held_n + push - pop <= need)  # the core's contract
+    head = _view(m, storage, consume)
     m.d.comb += [
-        Assert(~(fifo.w_en & ~fifo.w_rdy)),  # no overflow
-        Assert(~(fifo.r_en & ~fifo.r_rdy)),  # no underflow
-        Assert(queue.o.valid == (held != 0)),
-        Assert(queue.empty == (held == 0)),
-        Assert(held == fifo.level + valid_from(layout(fifo.w_data))),
+        Assert(~(w_port.en & (level == depth))),  # no overflow
+        Assert(level <= depth),  # no underflow (a pop needs a stored row; the level never wraps)
+        Assert((consume < depth) & (produce < depth)),
+        Assert(produce == Mux(consume + level >= depth, consume + level - depth, consume + level)),
+        Assert(queue.o.valid == (held_n != 0)),
+        Assert(queue.empty == (held_n == 0)),
+        Assert(held_n == level + held_v),
+        Assert((level == 0) | (r_port.data == head)),
     ]
     # the tracked group
     tag = _free(m, 1, "tag")
@@ -381,7 +391,7 @@ def queue_fifo(plan: CorePlan, bug: str | None = None) -> Module:
     ahead = Signal(range(need + 1))  # groups to leave before it
     payload = Signal(layout.size)
     with m.If(tag & push & ~tracked):
-        m.d.sync += [tracked.eq(1), in_reg.eq(1), ahead.eq(held - pop),
+        m.d.sync += [tracked.eq(1), in_reg.eq(1), ahead.eq(held_n - pop),
                      payload.eq(queue.i.payload)]
     with m.Else():
         m.d.sync += in_reg.eq(0)
@@ -390,15 +400,14 @@ def queue_fifo(plan: CorePlan, bug: str | None = None) -> Module:
                 m.d.sync += tracked.eq(0)
             with m.Else():
                 m.d.sync += ahead.eq(ahead - 1)
-    consume = probe(fm, "consume")
     slot = Signal.like(consume)
     m.d.comb += slot.eq(Mux(consume + ahead >= depth, consume + ahead - depth, consume + ahead))
-    stored = _view(m, fm.submodules.storage, slot)
+    stored = _view(m, storage, slot)
     m.d.comb += [
         Assert(~(tracked & pop & (ahead == 0)) | (queue.o.payload.as_value() == payload)),
-        Assert(~tracked | (ahead < held)),
-        Assert(~(tracked & in_reg) | ((fifo.w_data == payload) & (ahead == fifo.level))),
-        Assert(~(tracked & ~in_reg) | ((stored == payload) & (ahead < fifo.level))),
+        Assert(~tracked | (ahead < held_n)),
+        Assert(~(tracked & in_reg) | ((held == payload) & (ahead == level))),
+        Assert(~(tracked & ~in_reg) | ((stored == payload) & (ahead < level))),
     ]
     return m
 
@@ -682,7 +691,8 @@ PROPERTIES = (
         "never overflows or underflows; groups leave in FIFO order, payload unchanged",
         "prove", 2, queue_fifo,
         {"small_queue": "one group shorter than the contract needs",
-         "newest_first": "a just-pushed group overtakes the FIFO's head"}, bug_depth=8,
+         "opaque_read": "the read port misses a write of the same cycle",
+         "newest_first": "a just-pushed group overtakes the ring buffer's head"}, bug_depth=8,
         contract="never more than plan.queue_depth groups held (CorePlan sizes the queue so)"),
     Property(
         "exam_covers_dirty", "MacLane + Examiner",
