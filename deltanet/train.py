@@ -14,7 +14,16 @@ What ``deltanet train`` does
    ``steps`` *total* env steps; the schedules (learning rate, exploration) continue where they
    were because SB3 keeps ``num_timesteps``. Resumed runs are seeded with ``seed + num_timesteps``
    so they are deterministic, but not bit-identical to an uninterrupted run.
-4. Saves the final SB3 model beside the artifact as ``<out stem>.sb3.zip`` (and, off-policy,
+4. **Keeps the best policy** (rl-zoo3's practice, with SB3's ``EvalCallback``): every
+   ``eval_every`` env steps (default: at each checkpoint) the deterministic policy plays
+   ``eval_episodes`` validation episodes (default 10; 0 for Atari games, whose games are long)
+   seeded ``VALIDATION_SEED ...`` - the same episodes every time, never used in training and
+   apart from the seeds that calibration and ``deltanet compress`` judge with - and the best
+   mean so far is kept in ``<out>.ckpt/best.zip`` (+ ``best.json``). DQN on MountainCar, for
+   one, swings between -105 and -170 from one checkpoint to the next; the last one is
+   whichever it happens to be. At the end the best is exported (``keep="last"``: the final
+   policy), and the provenance records the step and validation return it was chosen at.
+5. Saves the chosen SB3 model beside the artifact as ``<out stem>.sb3.zip`` (and, off-policy,
    ``<out stem>.sb3.replay.pkl``); ``deltanet prune`` fine-tunes from it. The artifact records
    the file name (relative to the artifact's folder) in ``provenance["sb3_zip"]``.
 5. Exports the deterministic policy with :func:`deltanet.export.export_sb3` (float weights,
@@ -47,8 +56,14 @@ from .progress import shown
 from .versions import versions
 from .zoo import SCHEDULE_KEYS, ZOO_VERSION, schedule, zoo_folder, zoo_hyperparams
 
-__all__ = ["ALGOS", "ALGO_DEFAULTS", "algo_class", "check_env_algo", "export_policy",
-           "find_sb3", "hyperparams", "sb3_paths", "train", "versions"]
+__all__ = ["ALGOS", "ALGO_DEFAULTS", "VALIDATION_SEED", "algo_class", "check_env_algo",
+           "export_policy", "find_sb3", "hyperparams", "sb3_paths", "train", "versions"]
+
+#: validation episode ``i`` of the best-policy selection is reset with ``VALIDATION_SEED + i``
+#: (calibration judges on 100000+ and 200000+, ``deltanet compress`` on 400000+ and 500000+)
+VALIDATION_SEED = 700_000
+#: validation episodes per evaluation by default (Atari: 0, no selection)
+EVAL_EPISODES = 10
 
 ALGOS = ("ppo", "a2c", "dqn", "sac", "td3")
 #: action spaces each algorithm takes
@@ -304,11 +319,65 @@ def make_checkpoint_callback(folder, every: int, keep: int = 2):
     return Checkpoints()
 
 
+def best_paths(folder) -> tuple[Path, Path, Path]:
+    """(SB3 zip, its VecNormalize statistics, best.json) of the best policy so far."""
+    folder = Path(folder)
+    return folder / "best.zip", folder / "best_vecnormalize.pkl", folder / "best.json"
+
+
+def make_eval_callback(env_id: str, folder, every: int, episodes: int, n_envs: int,
+                       normalize, log=print):
+    """SB3's ``EvalCallback`` on ``episodes`` validation episodes (seeds ``VALIDATION_SEED``+,
+    re-seeded before every evaluation so every checkpoint plays the same episodes); a new best
+    is saved atomically with :func:`save_sb3_atomic` into ``best_paths(folder)``."""
+    import json
+
+    from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+
+    zpath, vnpath, jpath = best_paths(folder)
+    eval_env = make_vec_env(env_id, 1, VALIDATION_SEED,
+                            None if normalize is None else {**normalize, "training": False,
+                                                            "norm_reward": False})
+
+    class SaveBest(BaseCallback):
+        def _on_step(self) -> bool:
+            ev = self.parent
+            save_sb3_atomic(self.model, zpath, None, vnpath if normalize is not None else None)
+            tmp = jpath.with_name(".best.json.tmp")
+            tmp.write_text(json.dumps({
+                "steps": int(self.num_timesteps), "mean_return": float(ev.last_mean_reward),
+                "episodes": episodes,
+                "seeds": f"{VALIDATION_SEED}..{VALIDATION_SEED + episodes - 1}"}) + "\n")
+            os.replace(tmp, jpath)
+            return True
+
+    class SeededEval(EvalCallback):
+        def _on_step(self) -> bool:
+            due = self.eval_freq > 0 and self.n_calls % self.eval_freq == 0
+            if due:
+                self.eval_env.seed(VALIDATION_SEED)
+            best = self.best_mean_reward
+            out = super()._on_step()
+            if due:
+                last = self.last_mean_reward
+                log(f"validation {self.num_timesteps:,} steps: mean return over {episodes} "
+                    f"episodes {last:.2f} (best {max(best, last):.2f})")
+            return out
+
+    cb = SeededEval(eval_env, callback_on_new_best=SaveBest(), n_eval_episodes=episodes,
+                    eval_freq=max(1, every // n_envs), deterministic=True, verbose=0, warn=False)
+    if jpath.exists():  # a resumed run keeps the best of before
+        cb.best_mean_reward = float(json.loads(jpath.read_text())["mean_return"])
+    return cb
+
+
 # ---- training -----------------------------------------------------------------------------
 def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: bool = False,
           progress: bool = True, checkpoint_every: int | None = None, net_arch=None,
-          overrides: dict | None = None, log=print):
-    """Train (or resume) and export; returns the exported :class:`pysim.Model`."""
+          overrides: dict | None = None, eval_every: int | None = None,
+          eval_episodes: int | None = None, keep: str = "best", log=print):
+    """Train (or resume) and export; returns the exported :class:`pysim.Model`.
+    ``eval_every``/``eval_episodes``/``keep``: the best-policy selection (module doc, 4)."""
     import torch
     from stable_baselines3.common.utils import set_random_seed
     from torch import nn
@@ -320,11 +389,18 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
         raise ValueError(f"--steps must be a positive integer, got {steps!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {seed!r}")
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
     check_env_algo(env_id, algo)
     hp = hyperparams(env_id, algo, log=log)
     from .atari import is_atari
 
     atari = is_atari(env_id)
+    if eval_episodes is None:
+        eval_episodes = 0 if atari else EVAL_EPISODES
+    if atari and eval_episodes > 0:
+        raise ValueError("--eval-episodes: the best-policy selection is not available for Atari "
+                         "games (scripts/bench_atari.py plays whole games)")
     if net_arch is not None:
         if atari:
             raise ValueError("--net does not apply to Atari: the network is the Nature DQN")
@@ -379,22 +455,53 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
     log(f"training {env_id} with {algo.upper()} for {steps:,} env steps, net "
         f"{hp['net_arch']}, {hp['n_envs']} envs{', VecNormalize' if hp['normalize'] else ''}, "
         f"seed {seed}; checkpoints every {every:,} steps in {folder}/")
+    if not resume:  # a fresh run: a best policy of an earlier run does not count
+        for p in best_paths(folder):
+            p.unlink(missing_ok=True)
     if remaining > 0:
+        from stable_baselines3.common.callbacks import CallbackList
+
         cb = make_checkpoint_callback(folder, every)
-        model.learn(total_timesteps=remaining, callback=cb, progress_bar=shown(progress),
-                    reset_num_timesteps=reset)
+        cbs = [cb]
+        if eval_episodes > 0:
+            cbs.append(make_eval_callback(env_id, folder, eval_every or every, eval_episodes,
+                                          hp["n_envs"], hp["normalize"], log))
+        model.learn(total_timesteps=remaining, callback=CallbackList(cbs),
+                    progress_bar=shown(progress), reset_num_timesteps=reset)
         cb.save()
+    trained_steps = int(model.num_timesteps)
     zpath, rbpath = sb3_paths(out)
     vnpath = vecnormalize_path(out) if hp["normalize"] is not None else None
+    selected = None
+    best_zip, best_vn, best_json = best_paths(folder)
+    if keep == "best" and eval_episodes > 0 and best_json.exists() and best_zip.exists():
+        import json
+
+        selected = json.loads(best_json.read_text())
+        if selected["steps"] != trained_steps:
+            log(f"keeping the best validated policy: {selected['steps']:,} steps, mean return "
+                f"{selected['mean_return']:.2f} over {selected['episodes']} validation episodes")
+            rb_keep = model.replay_buffer if hasattr(model, "replay_buffer") else None
+            env.close()
+            env = make_vec_env(env_id, hp["n_envs"], seed, hp["normalize"],
+                               best_vn if hp["normalize"] is not None else None)
+            model = cls.load(best_zip, env=env, device="cpu")
+            if rb_keep is not None:  # fine-tuning continues with the experience gathered
+                model.replay_buffer = rb_keep
     save_sb3_atomic(model, zpath, rbpath if hasattr(model, "replay_buffer") else None, vnpath)
     provenance = {
-        "algo": algo.upper(), "env_id": env_id, "steps": int(model.num_timesteps),
+        "algo": algo.upper(), "env_id": env_id, "steps": trained_steps,
         "seed": seed, "n_envs": hp["n_envs"], "net_arch": hp["net_arch"],
         "activation": "relu", "hyperparams": hp["kwargs"],
         "hyperparams_source": hp["source"], "hyperparams_notes": hp["notes"],
         "sb3_zip": zpath.name, "train_seconds": round(time.time() - t0, 1),
         "resumed": ck is not None, "versions": versions(),
     }
+    if selected is not None:
+        provenance["selected"] = {"policy_steps": selected["steps"],
+                                  "validation_mean_return": selected["mean_return"],
+                                  "validation_episodes": selected["episodes"],
+                                  "validation_seeds": selected["seeds"]}
     if hp["normalize"] is not None:  # {} = VecNormalize with SB3's defaults
         provenance["normalize"] = hp["normalize"]
     for key in ("policy_kwargs", "noise"):
@@ -403,7 +510,7 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
     m = export_policy(model, env_id, provenance, vnpath, log)
     save_model(m, out)
     env.close()
-    log(f"wrote {out} ({model.num_timesteps:,} steps, {time.time() - t0:.0f} s); "
+    log(f"wrote {out} ({trained_steps:,} steps, {time.time() - t0:.0f} s); "
         f"SB3 model {zpath}")
     return m
 

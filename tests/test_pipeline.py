@@ -96,6 +96,43 @@ def test_resume_off_policy_keeps_replay_buffer(tmp_path, capsys):
     assert load_model(out).meta["provenance"]["steps"] >= 1500
 
 
+def test_train_keeps_the_best_validated_policy(tmp_path, capsys):
+    """The exported policy is the checkpoint with the best validation mean (SB3's
+    EvalCallback on seeds VALIDATION_SEED+), recorded in the provenance; --keep last exports
+    the final one; every evaluation is printed."""
+    import json
+
+    from stable_baselines3 import PPO
+
+    from deltanet.export import export_sb3
+    from deltanet.train import VALIDATION_SEED
+
+    out = tmp_path / "cp.npz"
+    args = ["train", "--env", "CartPole-v1", "--algo", "ppo", "--net", "8", "--seed", "1",
+            "--steps", "3000", "--checkpoint-every", "1000", "--eval-episodes", "2",
+            "--no-progress"]
+    rc, text, err = run_cli(capsys, *args, "--out", out)
+    assert rc == 0, err
+    lines = [ln for ln in text.splitlines() if ln.startswith("validation ")]
+    assert len(lines) == 3, text  # at 1,000, 2,000 and 3,000 steps (PPO rollouts: 4 x 256)
+    means = [float(ln.split("episodes ")[1].split(" ")[0]) for ln in lines]
+    best = json.loads((tmp_path / "cp.ckpt" / "best.json").read_text())
+    assert best["mean_return"] == pytest.approx(max(means), abs=0.005)
+    assert best["seeds"] == f"{VALIDATION_SEED}..{VALIDATION_SEED + 1}"
+    prov = load_model(out).meta["provenance"]
+    assert prov["selected"]["policy_steps"] == best["steps"]
+    # the artifact is the best checkpoint's policy, bit for bit
+    want = export_sb3(PPO.load(tmp_path / "cp.ckpt" / "best.zip", device="cpu"),
+                      "CartPole-v1", {})
+    got = load_model(out)
+    for i in range(len(want.params)):
+        np.testing.assert_array_equal(got.float_weight(i), want.float_weight(i))
+    last = tmp_path / "last.npz"
+    rc, _, err = run_cli(capsys, *args, "--out", last, "--keep", "last")
+    assert rc == 0, err
+    assert "selected" not in load_model(last).meta["provenance"]
+
+
 @pytest.mark.parametrize("lanes", [1, 2, 3, 4, 8])
 @pytest.mark.parametrize("shape", [(64, 64), (64, 4), (2, 64), (30, 7)])
 def test_balanced_pruning_balances_every_column(lanes, shape):

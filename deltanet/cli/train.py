@@ -15,7 +15,15 @@ from ..options import (
     int_in,
     path_arg,
 )
-from ..train import ALGOS, ckpt_dir, sb3_paths, train, vecnormalize_path
+from ..train import (
+    ALGOS,
+    EVAL_EPISODES,
+    VALIDATION_SEED,
+    ckpt_dir,
+    sb3_paths,
+    train,
+    vecnormalize_path,
+)
 
 
 def register(sub):
@@ -44,6 +52,15 @@ def register(sub):
     p.add_argument("--checkpoint-every", type=int_in(1, MAX_STEPS), default=None,
                    metavar="STEPS",
                    help="checkpoint period in env steps (default steps/10, at least 1000)")
+    p.add_argument("--eval-every", type=int_in(1, MAX_STEPS), default=None, metavar="STEPS",
+                   help="validate the deterministic policy every STEPS env steps (default: at "
+                        "each checkpoint)")
+    p.add_argument("--eval-episodes", type=int_in(0, 1000), default=None, metavar="N",
+                   help=f"validation episodes per evaluation, seeds {VALIDATION_SEED}+ (default "
+                        f"{EVAL_EPISODES}; Atari: 0; 0 turns the selection off)")
+    p.add_argument("--keep", choices=("best", "last"), default="best",
+                   help="export the policy with the best validation return (default) or the "
+                        "last one")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -62,5 +79,6 @@ def run(args) -> int:
                            f"the hidden layers; a model holds at most {MAX_WEIGHTS}")
     train(args.env, args.algo, args.steps, args.seed, args.out, resume=args.resume,
           progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
-          net_arch=args.net)
+          net_arch=args.net, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+          keep=args.keep)
     return 0
