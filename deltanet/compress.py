@@ -15,19 +15,29 @@ The search (Optuna, trials on Dask)
     calibrate`` (:func:`deltanet.calibrate.lsb_multiples`: 0, 1, 2, 3, 4, 6, 8, 11, ... LSB of
     the layer's input format, two steps per octave up to half the format's range).
   - ``weight_bits``: the weight width of the quantization, 6, 8, 10 or 12 bits.
+  - ``level`` (with fine-tuning, the default when the dense artifact's SB3 model is at hand):
+    the rung of the **pruning ladder** the trial starts from. Before the search, one run of
+    gradual lane-balanced magnitude pruning with RL fine-tuning
+    (:func:`deltanet.prune.prune_ladder`, ``finetune_steps`` env steps in all) walks the
+    policy down ``ladder_levels + 1`` sparsities, from dense to one weight per lane and column,
+    and keeps the fine-tuned policy of every level (``OUT.ladder/``, reused by a re-run with
+    the same settings). One-shot pruning removes what it can from a policy trained dense;
+    fine-tuning lets the kept weights take over the work of the removed ones, which is how the
+    paper (and ``scripts/build_models.py``) reach their sparsities. ``keep_i`` then prunes
+    further, one-shot, on top of the level's mask.
 
-* **A trial**: prune one-shot (or, with ``finetune_steps``, gradually with RL fine-tuning of the
-  SB3 model beside the dense artifact, :func:`deltanet.prune.prune_finetune`), remove the units
-  nothing reads (:mod:`deltanet.cleanup`), quantize (:func:`deltanet.quantize.quantize_model`,
-  16-bit activations; a kept weight never rounds to zero), set the thresholds, and run
-  ``episodes`` bit-accurate delta episodes (``mode="fixed"``) on the search seeds
-  ``400000 + i``.
+* **A trial**: take the dense model (or the ladder level), prune one-shot to ``keep_i``,
+  remove the units nothing reads (:mod:`deltanet.cleanup`), quantize
+  (:func:`deltanet.quantize.quantize_model`, 16-bit activations; a kept weight never rounds to
+  zero), set the thresholds, and run ``episodes`` bit-accurate delta episodes
+  (``mode="fixed"``) on the search seeds ``400000 + i``.
 * **Objectives**: significant multiplications per step (minimised) and the weight-memory bits
   the core stores (:func:`deltanet.weight_memory.weight_memory` ``hw_bits``, minimised, the
   secondary objective); **constraint**: mean return ``>= target = ref - (1 - budget) * |ref|``,
   ``ref`` the dense float (dense-update) mean return on the same seeds. Sampler: TPE
   (multivariate, constant liar for the trials in flight, constraint-aware). The first trial of
-  a new study is the least reduced point (every layer dense, thresholds 0, 8-bit weights).
+  a new study is the least reduced point (level 0, every layer dense, thresholds 0, 8-bit
+  weights).
 * **Dask**: trials run on :func:`deltanet.cluster.dask_client` (a ``LocalCluster`` or a running
   scheduler), as many in flight as the cluster has threads; the parameters are asked and the
   results told in this process only, so only it writes the journal. Parameters asked again
@@ -58,7 +68,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -74,7 +83,7 @@ from .cleanup import dense_mults as trained_mults
 from .cluster import dask_client
 from .io import write_bytes_atomic, write_text_atomic
 from .progress import bar
-from .prune import apply_cleanup, prune_finetune, prune_oneshot
+from .prune import apply_cleanup, prune_ladder, prune_oneshot
 from .quantize import quantize_model
 from .rollout import run_episodes
 from .stats import paired_lower_bound
@@ -84,12 +93,15 @@ from .weight_memory import weight_memory
 # optuna, dask and matplotlib are imported where they are used: every `deltanet` command
 # imports this module (through its sub-command), and should not pay for them
 
-__all__ = ["ACCEPT_SEED", "RULE", "SEARCH_SEED", "Settings", "build_candidate", "compress",
-           "open_study", "outputs", "search_space", "suggest", "threshold_lsb"]
+__all__ = ["ACCEPT_SEED", "LADDER_LEVELS", "RULE", "SEARCH_SEED", "Settings", "build_candidate",
+           "compress", "default_finetune_steps", "open_study", "outputs", "search_space",
+           "suggest", "threshold_lsb"]
 
 SEARCH_SEED = 400_000
 ACCEPT_SEED = 500_000
 STUDY_NAME = "deltanet-compress"
+#: rungs of the pruning ladder below the dense one (fine-tuned policies the search starts from)
+LADDER_LEVELS = 10
 #: the weight widths a trial may choose (quantization, deltanet.quantize)
 WEIGHT_BITS = (6, 8, 10, 12)
 #: the least reduced trial, queued first in a new study: dense layers, no thresholds, 8 bits
@@ -116,8 +128,10 @@ class Settings:
     lanes: int
     #: search episodes per trial
     episodes: int
-    #: RL fine-tuning env steps per trial (0: one-shot pruning)
+    #: RL fine-tuning env steps of the pruning ladder (0: no ladder, one-shot pruning only)
     finetune_steps: int = 0
+    #: rungs of the ladder below the dense one
+    ladder_levels: int = LADDER_LEVELS
     #: activation width of the quantization
     act_bits: int = 16
     #: float episodes whose observations set the formats (deltanet.quantize)
@@ -129,7 +143,21 @@ def outputs(out) -> dict:
     """The files a run writes beside ``out``: the report, the Pareto plot, the default journal."""
     out = Path(out)
     return {"report": out.with_suffix(".md"), "plot": out.parent / f"{out.stem}.pareto.png",
-            "journal": out.parent / f"{out.stem}.journal"}
+            "journal": out.parent / f"{out.stem}.journal",
+            "ladder": out.parent / f"{out.stem}.ladder"}
+
+
+def default_finetune_steps(model: Model, model_path) -> int:
+    """Half the env steps the dense policy was trained for when its SB3 model is at hand
+    (``deltanet train`` output), else 0 (one-shot pruning)."""
+    from .train import find_sb3
+
+    try:
+        if not find_sb3(model.meta, model_path).exists():
+            return 0
+    except (ValueError, FileNotFoundError):
+        return 0
+    return max(1000, int(model.meta.get("provenance", {}).get("steps", 0)) // 2)
 
 
 def _silent(*args, **kwargs) -> None:
@@ -157,9 +185,12 @@ def threshold_lsb(settings: Settings) -> list:
     return lsb_multiples(FixedFormat(True, 1, settings.act_bits - 1))
 
 
-def suggest(trial, space: list, grid: list) -> dict:
-    """The parameters of an Optuna trial (see the module doc)."""
+def suggest(trial, space: list, grid: list, levels: int = 0) -> dict:
+    """The parameters of an Optuna trial (see the module doc); ``levels``: ladder rungs below
+    the dense one (0: no ladder)."""
     params = {}
+    if levels:
+        params["level"] = trial.suggest_int("level", 0, levels)
     for s in space:
         params[f"keep_{s['layer']}"] = trial.suggest_int(f"keep_{s['layer']}", 1, s["keep_max"],
                                                          log=True)
@@ -171,8 +202,9 @@ def suggest(trial, space: list, grid: list) -> dict:
     return params
 
 
-def baseline_params(space: list) -> dict:
-    return {**{f"keep_{s['layer']}": s["keep_max"] for s in space},
+def baseline_params(space: list, levels: int = 0) -> dict:
+    return {**({"level": 0} if levels else {}),
+            **{f"keep_{s['layer']}": s["keep_max"] for s in space},
             **{f"threshold_{s['layer']}": 0 for s in space},
             "weight_bits": BASELINE_WEIGHT_BITS}
 
@@ -183,23 +215,15 @@ def sparsities(space: list, params: dict) -> list:
 
 
 # ---- one trial (runs on a Dask worker) -----------------------------------------------------
-def build_candidate(dense: Model, params: dict, settings: Settings, dense_path=None) -> Model:
-    """Prune, clean up, quantize and set the thresholds of one trial's parameters."""
+def build_candidate(dense: Model, params: dict, settings: Settings, dense_path=None,
+                    ladder=None) -> Model:
+    """Prune (from the dense model or the trial's ladder level), clean up, quantize and set the
+    thresholds of one trial's parameters."""
     space = search_space(dense, settings.lanes)
     sp = sparsities(space, params)
-    if settings.finetune_steps > 0:
-        with tempfile.TemporaryDirectory(prefix="deltanet-compress-") as tmp:
-            m = prune_finetune(dense_path, sp, Path(tmp) / "trial.npz", lanes=settings.lanes,
-                               finetune_steps=settings.finetune_steps, whole_columns=True,
-                               progress=False, log=_silent, cleanup=True)
-        # the trial's fine-tuned SB3 model (and VecNormalize copy) went with its folder
-        prov = {k: v for k, v in m.meta.get("provenance", {}).items()
-                if k not in ("sb3_zip", "vecnormalize")}
-        m = m.replace(meta={**m.meta, "provenance": prov})
-    else:
-        m = prune_oneshot(dense, sp, lanes=settings.lanes, whole_columns=True,
-                          source=dense_path)
-        m = apply_cleanup(m, settings.lanes, log=_silent)
+    base = dense if "level" not in params else ladder[int(params["level"])]
+    m = prune_oneshot(base, sp, lanes=settings.lanes, whole_columns=True, source=dense_path)
+    m = apply_cleanup(m, settings.lanes, log=_silent)
     q, _ = quantize_model(m, episodes=settings.quant_episodes, act_bits=settings.act_bits,
                           weight_bits=int(params["weight_bits"]))
     grid = threshold_lsb(settings)
@@ -228,18 +252,20 @@ def _figures(model: Model, summary: dict, lanes: int) -> dict:
             "thresholds": [float(ly.threshold) for ly in model.config.layers]}
 
 
-def run_trial(dense: Model, params: dict, settings: Settings, dense_path=None) -> dict:
+def run_trial(dense: Model, params: dict, settings: Settings, dense_path=None,
+              ladder=None) -> dict:
     """One trial: build the candidate, run the search episodes; its figures."""
     t0 = time.time()
-    m = build_candidate(dense, params, settings, dense_path)
+    m = build_candidate(dense, params, settings, dense_path, ladder)
     s = run_episodes(m, settings.episodes, settings.search_seed, mode="fixed", delta=True,
                      progress=False).summary()
     return {**_figures(m, s, settings.lanes), "seconds": round(time.time() - t0, 3)}
 
 
-def run_holdout(dense: Model, params: dict, settings: Settings, dense_path, episodes: int):
+def run_holdout(dense: Model, params: dict, settings: Settings, dense_path, episodes: int,
+                ladder=None):
     """A candidate on the held-out seeds: ``(figures with its returns, model)``."""
-    m = build_candidate(dense, params, settings, dense_path)
+    m = build_candidate(dense, params, settings, dense_path, ladder)
     s = run_episodes(m, episodes, ACCEPT_SEED, mode="fixed", delta=True,
                      progress=False).summary()
     return {**_figures(m, s, settings.lanes), "returns": s["returns"]}, m
@@ -314,7 +340,7 @@ def _requeue_interrupted(study, log) -> None:
 
 
 def _search(study, client, dense_f, dense_path, settings, space, grid, target, trials,
-            progress, log) -> int:
+            progress, log, ladder_f=None) -> int:
     """Run trials until ``trials`` have finished; returns how many ran now."""
     from dask.distributed import wait
     from optuna.trial import TrialState
@@ -348,7 +374,7 @@ def _search(study, client, dense_f, dense_path, settings, space, grid, target, t
     while started < todo or running:
         while started < todo and len(running) < slots:
             tr = study.ask()
-            params = suggest(tr, space, grid)
+            params = suggest(tr, space, grid, settings.ladder_levels if ladder_f else 0)
             started += 1
             old = seen.get(_key(params))
             if old is not None:
@@ -356,7 +382,8 @@ def _search(study, client, dense_f, dense_path, settings, space, grid, target, t
                        same_as=old.number)
                 pbar.update(1)
                 continue
-            fut = client.submit(run_trial, dense_f, params, settings, dense_path, pure=False)
+            fut = client.submit(run_trial, dense_f, params, settings, dense_path, ladder_f,
+                                pure=False)
             running[fut] = tr
         if not running:
             continue
@@ -391,7 +418,7 @@ def _candidates(study, target) -> list:
 
 
 def _accept(client, dense_f, dense_path, settings, cands, holdout_episodes, confidence,
-            budget, log):
+            budget, log, ladder_f=None):
     """Try the candidates in order (batches of the cluster's size); returns ``(decisions by
     trial number, dense held-out returns, accepted (trial, model) or None)``."""
     if not cands:
@@ -403,7 +430,7 @@ def _accept(client, dense_f, dense_path, settings, cands, holdout_episodes, conf
     for k in range(0, len(cands), slots):
         batch = cands[k:k + slots]
         futs = [client.submit(run_holdout, dense_f, dict(t.params), settings, dense_path,
-                              holdout_episodes, pure=False) for t in batch]
+                              holdout_episodes, ladder_f, pure=False) for t in batch]
         ref = ref if ref is not None else np.asarray(ref_f.result())
         allowed = (1.0 - budget) * abs(float(ref.mean()))
         for t, f in zip(batch, futs):
@@ -478,7 +505,9 @@ def _kbit(bits) -> str:
 def write_report(path, rows: list, head: list) -> None:
     lines = list(head)
     lines += ["", "## Every trial", "",
-              "keep: k/K weights kept per lane and column of K (kc/K: k of K whole columns); "
+              "keep: Ln: the pruning-ladder level the trial starts from (with fine-tuning); "
+              "k/K weights kept per lane and column of K (kc/K: k of K whole columns), one-shot "
+              "on top of the level; "
               "thresholds: LSB of each layer's input format; return and multiplications on the "
               "search seeds.", "",
               "| trial | keep per layer (sparsity) | thresholds (LSB) | weight bits | return | "
@@ -556,15 +585,47 @@ def _rows(study, space, grid, target, decisions, accepted_no, tried, max_candida
             "trial": t.number, "status": status, "reason": reason, "params": dict(p),
             "sparsity_target": sp, "thresholds_lsb": thr,
             "weight_bits": p.get("weight_bits"),
-            "keep_text": " ".join(f"{k}/{s['keep_max']}{'c' if s['whole_columns'] else ''}"
-                                  f" ({v:.2f})" if k is not None else "-"
-                                  for k, s, v in zip(keep, space, sp)),
+            "level": p.get("level"),
+            "keep_text": (f"L{p['level']}: " if "level" in p else "") + " ".join(
+                f"{k}/{s['keep_max']}{'c' if s['whole_columns'] else ''}"
+                f" ({v:.2f})" if k is not None else "-" for k, s, v in zip(keep, space, sp)),
             "thr_text": " ".join(str(v) for v in thr),
             **{k: a.get(k) for k in ("return", "std_return", "mults", "reduction", "hw_bits",
                                      "raw_bits", "nonzero", "units", "seconds")},
             **({"holdout": decisions[t.number]} if t.number in decisions else {}),
         })
     return rows
+
+
+# ---- the pruning ladder -----------------------------------------------------------------------
+def ladder_models(settings: Settings, dense_path, folder, progress: bool, log) -> list:
+    """The fine-tuned policies of the pruning ladder (:func:`deltanet.prune.prune_ladder`),
+    built into ``folder`` (atomically) or read back from it when it was built with the same
+    settings."""
+    import json
+
+    from deltanet.pysim import load_model
+    from deltanet.pysim.atomic import atomic_dir
+
+    folder = Path(folder)
+    want = {"model": settings.model, "lanes": settings.lanes,
+            "levels": settings.ladder_levels, "finetune_steps": settings.finetune_steps}
+    index = folder / "ladder.json"
+    if index.exists():
+        have = json.loads(index.read_text())
+        files = [folder / f for f in have.get("files", [])]
+        if have.get("settings") == want and files and all(f.exists() for f in files):
+            log(f"compress: pruning ladder of {len(files)} levels read from {folder}")
+            return [load_model(f) for f in files]
+    t0 = time.time()
+    with atomic_dir(folder) as tmp:
+        paths = prune_ladder(dense_path, tmp, lanes=settings.lanes,
+                             levels=settings.ladder_levels,
+                             finetune_steps=settings.finetune_steps, progress=progress, log=log)
+        (Path(tmp) / "ladder.json").write_text(json.dumps(
+            {"settings": want, "files": [p.name for p in paths],
+             "seconds": round(time.time() - t0, 1)}, indent=1) + "\n")
+    return [load_model(folder / p.name) for p in paths]
 
 
 # ---- the command ------------------------------------------------------------------------------
@@ -584,15 +645,20 @@ def compress(dense: Model, dense_path, out, *, budget: float = 0.95, lanes: int 
     out = Path(out)
     files = outputs(out)
     journal = Path(journal) if journal else files["journal"]
+    if finetune_steps > 0 and dense_path is None:
+        raise ValueError("fine-tuning (the pruning ladder) needs the dense model's path, "
+                         "beside which its SB3 model lies")
     settings = Settings(model=str(dense.meta.get("checksum")), budget=float(budget),
                         lanes=int(lanes), episodes=int(episodes),
-                        finetune_steps=int(finetune_steps))
+                        finetune_steps=int(finetune_steps),
+                        ladder_levels=LADDER_LEVELS if finetune_steps > 0 else 0)
     space = search_space(dense, lanes)
     grid = threshold_lsb(settings)
     study = open_study(journal, settings, seed, n_startup=min(20, max(5, trials // 10)))
     _requeue_interrupted(study, log)
     if not study.trials:
-        study.enqueue_trial(baseline_params(space), user_attrs={"baseline": True})
+        study.enqueue_trial(baseline_params(space, settings.ladder_levels),
+                            user_attrs={"baseline": True})
     ref = study.user_attrs.get("dense_search_returns")
     if ref is None:
         ref = dense_returns(dense, episodes, settings.search_seed)
@@ -603,16 +669,20 @@ def compress(dense: Model, dense_path, out, *, budget: float = 0.95, lanes: int 
     log(f"compress: dense float return {ref_mean:.2f} over {episodes} search episodes, target "
         f">= {target:.2f}; {max(0, trials - n_before)} trials to run, {n_before} in {journal}")
     dense_path = str(dense_path) if dense_path is not None else None
+    ladder = (ladder_models(settings, dense_path, files["ladder"], progress, log)
+              if settings.ladder_levels else None)
     with dask_client(scheduler, workers) as client:
         dense_f = client.scatter(dense, broadcast=True)
+        ladder_f = client.scatter(ladder, broadcast=True) if ladder else None
         ran = _search(study, client, dense_f, dense_path, settings, space, grid, target, trials,
-                      progress, log)
+                      progress, log, ladder_f)
         cands = _candidates(study, target)[:candidates]
         log(f"compress: {len(_candidates(study, target))} of {len(study.trials)} trials meet "
             f"the target; held-out checks of up to {len(cands)} ({holdout_episodes} paired "
             "episodes each)")
         decisions, ref_hold, accepted = _accept(client, dense_f, dense_path, settings, cands,
-                                                holdout_episodes, confidence, budget, log)
+                                                holdout_episodes, confidence, budget, log,
+                                                ladder_f)
     acc_no = accepted[0].number if accepted else None
     rows = _rows(study, space, grid, target, decisions, acc_no, len(decisions), candidates)
     env_id = dense.meta.get("env_id")
@@ -637,7 +707,7 @@ def compress(dense: Model, dense_path, out, *, budget: float = 0.95, lanes: int 
         d = decisions[t.number]
         mem = weight_memory(model, lanes)
         result["accepted"] = {
-            "trial": t.number, "params": dict(t.params),
+            "trial": t.number, "params": dict(t.params), "level": t.params.get("level"),
             "sparsity_target": row["sparsity_target"], "thresholds_lsb": row["thresholds_lsb"],
             "thresholds": [float(ly.threshold) for ly in model.config.layers],
             "weight_bits": t.params["weight_bits"], "search_return": row["return"],
@@ -673,7 +743,11 @@ def _head(result: dict, space: list, dense: Model) -> list:
         f"- search space: keep per layer ({layers}; log scale), delta threshold per layer "
         f"(grid index into {result['space']['threshold_lsb']} LSB of the layer's input format), "
         f"weight bits {result['space']['weight_bits']}; pruning lane-balanced for "
-        f"{result['lanes']} lanes, whole columns where a layer has at most one row per lane",
+        f"{result['lanes']} lanes, whole columns where a layer has at most one row per lane"
+        + (f"; from one of {result['settings']['ladder_levels'] + 1} levels of a pruning "
+           f"ladder fine-tuned for {result['settings']['finetune_steps']:,} env steps in all"
+           if result["settings"]["ladder_levels"] else "; one-shot from the dense model "
+           "(no fine-tuning)"),
         f"- objectives: significant multiplications per step (min), weight-memory bits of the "
         f"{result['lanes']}-lane core (min, secondary); constraint: the target",
         f"- acceptance rule ({result['confidence']:.0%}): {RULE}",
@@ -695,7 +769,9 @@ def _head(result: dict, space: list, dense: Model) -> list:
             f"{d['n']} paired episodes (seeds {h['seed']}+): mean difference "
             f"{d['mean_diff']:+.2f}, sd {d['sd_diff']:.2f}, lower bound {d['lower']:+.2f} >= "
             f"{-d['allowed_loss']:+.2f} (allowed loss)",
-            f"- sparsity targets {[round(v, 3) for v in a['sparsity_target']]}, thresholds "
+            (f"- pruning-ladder level {a['level']}, then " if a.get("level") is not None
+             else "- ")
+            + f"sparsity targets {[round(v, 3) for v in a['sparsity_target']]}, thresholds "
             f"{a['thresholds_lsb']} LSB, {a['weight_bits']}-bit weights",
         ]
     else:

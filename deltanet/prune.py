@@ -280,64 +280,55 @@ def make_prune_callback(linears, final: float, steps: int, scope: str, lanes, ra
     return GradualPrune()
 
 
-def prune_finetune(model_path, sparsity, out, *, scope: str = "per-layer",
-                   lanes: int | None = None, finetune_steps: int | None = None,
-                   sb3_path=None, progress: bool = True, log=print,
-                   whole_columns: bool = False, out_sparsity: float | None = None,
-                   overrides: dict | None = None, cleanup: bool = False):
-    """Gradual magnitude pruning of the policy in an artifact's SB3 model, with fine-tuning
-    (``sparsity``: one target or one per layer); ``cleanup``: then remove the hidden units
-    nothing reads (:func:`apply_cleanup`)."""
+class _Session:
+    """An artifact's SB3 model loaded for fine-tuning: ``src`` (the artifact), ``prov``,
+    ``env_id``, ``algo``, ``seed``, ``model`` (SB3), ``env``, ``vn_src`` (its VecNormalize
+    statistics or None), ``linears``, ``optimizers``."""
+
+
+def _finetune_session(model_path, sb3_path=None, overrides: dict | None = None) -> _Session:
+    """Load the SB3 model beside ``model_path`` (or ``sb3_path``) on its env for fine-tuning:
+    replay buffer restored (off-policy), DQN exploration at its final epsilon, seeded with the
+    training seed + 1, one torch thread."""
     import torch
     from stable_baselines3.common.utils import ConstantSchedule, set_random_seed
 
-    from deltanet.pysim import LayerParams, load_model, save_model
+    from deltanet.pysim import load_model
 
     from .export import policy_linears
-    from .train import (
-        algo_class,
-        export_policy,
-        find_sb3,
-        make_vec_env,
-        save_sb3_atomic,
-        sb3_paths,
-        vecnormalize_path,
-        versions,
-    )
+    from .train import algo_class, find_sb3, make_vec_env
 
-    sparsity = check_sparsities(sparsity)
-    if out_sparsity is not None:
-        out_sparsity = check_sparsity(out_sparsity)
-    src = load_model(model_path)
-    prov = dict(src.meta.get("provenance", {}))
+    ss = _Session()
+    ss.src = src = load_model(model_path)
+    ss.prov = prov = dict(src.meta.get("provenance", {}))
     sb3_path = Path(sb3_path) if sb3_path else find_sb3(src.meta, model_path)
     if not sb3_path.exists():
         raise FileNotFoundError(f"SB3 model {sb3_path} not found")
-    env_id = src.meta["env_id"]
-    algo = prov.get("algo", "").lower()
+    ss.env_id = src.meta["env_id"]
+    ss.algo = algo = prov.get("algo", "").lower()
     if algo not in ("ppo", "a2c", "dqn", "sac", "td3"):
         raise ValueError(f"{model_path}: provenance names algorithm {prov.get('algo')!r}; "
                          "fine-tuning supports PPO, A2C, DQN, SAC, TD3")
-    seed = int(prov.get("seed", 0))
-    steps = finetune_steps if finetune_steps is not None else max(1000, prov.get("steps", 0) // 2)
+    ss.seed = seed = int(prov.get("seed", 0))
     torch.set_num_threads(1)
     set_random_seed(seed + 1)
     # VecNormalize statistics saved beside the SB3 model (by train or an earlier prune): the
     # fine-tuning sees the observations normalised as in training, with the statistics frozen
     # so that the exported input map is the one the policy was fine-tuned with
     vn_rec = prov.get("vecnormalize")
-    vn_src = (Path(model_path).parent / vn_rec["file"]
-              if isinstance(vn_rec, dict) and vn_rec.get("file") else None)
+    ss.vn_src = vn_src = (Path(model_path).parent / vn_rec["file"]
+                          if isinstance(vn_rec, dict) and vn_rec.get("file") else None)
     if vn_src is not None and not vn_src.exists():
         raise FileNotFoundError(f"{model_path}: its VecNormalize statistics {vn_src} are "
                                 "missing")
-    env = make_vec_env(env_id, int(prov.get("n_envs", 1)), seed + 1, vecnormalize=vn_src)
+    ss.env = env = make_vec_env(ss.env_id, int(prov.get("n_envs", 1)), seed + 1,
+                                vecnormalize=vn_src)
     if vn_src is not None:
         env.training = False
     # overrides: hyper-parameters for the fine-tuning (SB3 custom_objects, applied before the
     # model is set up), e.g. a shorter PPO rollout (n_steps) for more updates per env step
-    model = algo_class(algo).load(sb3_path, env=env, device="cpu",
-                                  custom_objects=dict(overrides or {}))
+    ss.model = model = algo_class(algo).load(sb3_path, env=env, device="cpu",
+                                             custom_objects=dict(overrides or {}))
     model.set_random_seed(seed + 1)
     rb = sb3_path.with_name(sb3_path.name.replace(".sb3.zip", ".sb3.replay.pkl"))
     if hasattr(model, "replay_buffer"):
@@ -348,12 +339,43 @@ def prune_finetune(model_path, sparsity, out, *, scope: str = "per-layer",
             model.learning_starts = min(model.learning_starts or 1000, 1000)
     if algo == "dqn":
         model.exploration_schedule = ConstantSchedule(model.exploration_final_eps)
-    linears = policy_linears(model)
-    cb = make_prune_callback(linears, sparsity, steps, scope, lanes, log=log,
+    ss.linears = policy_linears(model)
+    ss.optimizers = ([model.actor.optimizer] if algo in ("sac", "td3")
+                     else [model.policy.optimizer])
+    return ss
+
+
+def _export_masked(ss: _Session, prov: dict, masks, vnpath, log):
+    """The session's current policy as a float artifact with ``masks``."""
+    from deltanet.pysim import LayerParams
+
+    from .train import export_policy
+
+    m = export_policy(ss.model, ss.env_id, prov, vnpath, log)
+    return m.replace(params=[LayerParams(p.weight, p.bias, mk) for p, mk in zip(m.params, masks)])
+
+
+def prune_finetune(model_path, sparsity, out, *, scope: str = "per-layer",
+                   lanes: int | None = None, finetune_steps: int | None = None,
+                   sb3_path=None, progress: bool = True, log=print,
+                   whole_columns: bool = False, out_sparsity: float | None = None,
+                   overrides: dict | None = None, cleanup: bool = False):
+    """Gradual magnitude pruning of the policy in an artifact's SB3 model, with fine-tuning
+    (``sparsity``: one target or one per layer); ``cleanup``: then remove the hidden units
+    nothing reads (:func:`apply_cleanup`)."""
+    from deltanet.pysim import save_model
+
+    from .train import save_sb3_atomic, sb3_paths, vecnormalize_path, versions
+
+    sparsity = check_sparsities(sparsity)
+    if out_sparsity is not None:
+        out_sparsity = check_sparsity(out_sparsity)
+    ss = _finetune_session(model_path, sb3_path, overrides)
+    src, prov, model, env_id, algo = ss.src, ss.prov, ss.model, ss.env_id, ss.algo
+    steps = finetune_steps if finetune_steps is not None else max(1000, prov.get("steps", 0) // 2)
+    cb = make_prune_callback(ss.linears, sparsity, steps, scope, lanes, log=log,
                              whole_columns=whole_columns, out_final=out_sparsity)
-    optimizers = ([model.actor.optimizer] if algo in ("sac", "td3")
-                  else [model.policy.optimizer])
-    hooks = [o.register_step_post_hook(cb.apply) for o in optimizers]
+    hooks = [o.register_step_post_hook(cb.apply) for o in ss.optimizers]
     t0 = time.time()
     log(f"pruning {env_id} {algo.upper()} policy to sparsity {sparsity} ({scope}"
         f"{f', {lanes} lanes balanced' if lanes else ''}"
@@ -372,7 +394,7 @@ def prune_finetune(model_path, sparsity, out, *, scope: str = "per-layer",
     cb.apply()
     out = Path(out)
     zpath, rbpath = sb3_paths(out)
-    vnpath = vecnormalize_path(out) if vn_src is not None else None
+    vnpath = vecnormalize_path(out) if ss.vn_src is not None else None
     save_sb3_atomic(model, zpath, rbpath if hasattr(model, "replay_buffer") else None, vnpath)
     masks = [mk.cpu().numpy().astype(bool) for mk in cb.masks]
     new_prov = dict(prov)
@@ -388,17 +410,128 @@ def prune_finetune(model_path, sparsity, out, *, scope: str = "per-layer",
         "versions": versions(),
     })
     new_prov.pop("vecnormalize", None)  # export_policy records the saved copy
-    m = export_policy(model, env_id, new_prov, vnpath, log)
-    m = m.replace(params=[LayerParams(p.weight, p.bias, mk) for p, mk in zip(m.params, masks)])
+    m = _export_masked(ss, new_prov, masks, vnpath, log)
     if cleanup:
         m = apply_cleanup(m, lanes, log)
     save_model(m, out)
-    env.close()
+    ss.env.close()
     st = new_prov["pruning"]
     bal = f", lane balance {st['lane_balance']}" if lanes else ""
     log(f"wrote {out}: sparsity {st['sparsity']:.3f} per layer {st['per_layer_sparsity']}"
         f"{bal} ({time.time() - t0:.0f} s)")
     return m
+
+
+def ladder_sparsities(model, lanes: int, levels: int) -> list:
+    """Per-layer sparsity of each level ``k = 0 .. levels`` of :func:`prune_ladder`: the kept
+    density falls geometrically from 1 to that of the sparsest lane-balanced mask (one weight
+    per lane and column; one column where a layer has at most one row per lane),
+    ``density_k = density_final ** (k / levels)``."""
+    out = []
+    finals = []
+    for p in model.params:
+        n_out = int(p.weight.shape[0])
+        n_in = int(np.prod(p.weight.shape[1:]))
+        rows = -(-n_out // lanes)
+        finals.append(1.0 / n_in if rows == 1 else 1.0 / rows)
+    for k in range(levels + 1):
+        out.append([round(1.0 - d ** (k / levels), 6) for d in finals])
+    return out
+
+
+def prune_ladder(model_path, folder, *, lanes: int, levels: int, finetune_steps: int,
+                 progress: bool = True, log=print) -> list:
+    """One run of gradual lane-balanced pruning with RL fine-tuning down a ladder of
+    ``levels + 1`` sparsities (:func:`ladder_sparsities`), each level fine-tuned for
+    ``finetune_steps / (levels + 1)`` env steps; the policy at the end of each level is
+    written to ``folder/level_<k>.npz`` (float, masked, not cleaned up: every level has the
+    dense shapes). Returns the paths. ``deltanet compress`` searches over the levels."""
+    from deltanet.pysim import save_model
+
+    from .train import versions
+
+    ss = _finetune_session(model_path)
+    targets = ladder_sparsities(ss.src, lanes, levels)
+    span = max(1, finetune_steps // (levels + 1))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    whole = [-(-int(p.weight.shape[0]) // lanes) == 1 for p in ss.src.params]
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    def set_level(k):
+        ws = [m.weight.detach().cpu().numpy().reshape(m.weight.shape[0], -1)
+              for m in ss.linears]
+        masks = [balanced_mask(w, sp, lanes, wc) if sp > 0 else np.ones(w.shape, dtype=bool)
+                 for w, sp, wc in zip(ws, targets[k], whole)]
+        cb.masks = [torch.as_tensor(mk.reshape(tuple(m.weight.shape)))
+                    for mk, m in zip(masks, ss.linears)]
+        cb.apply()
+
+    def snapshot(k):
+        masks = [mk.cpu().numpy().astype(bool) for mk in cb.masks]
+        prov = dict(ss.prov)
+        prov.pop("sb3_zip", None)
+        prov.pop("vecnormalize", None)
+        prov.update({"pruning": {
+            "method": "lane-balanced magnitude ladder + RL fine-tuning", "level": k,
+            "levels": levels, "target": targets[k], "lanes": lanes,
+            "finetune_steps": span * (k + 1), "source": str(model_path),
+            "source_checksum": ss.src.meta.get("checksum"), **mask_stats(masks, lanes)},
+            "versions": versions()})
+        m = _export_masked(ss, prov, masks, ss.vn_src, _silent_log)
+        path = folder / f"level_{k}.npz"
+        save_model(m, path)
+        paths.append(path)
+        log(f"ladder level {k}/{levels}: sparsity {prov['pruning']['sparsity']:.3f} per layer "
+            f"{prov['pruning']['per_layer_sparsity']} after {span * (k + 1):,} env steps")
+
+    class Ladder(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.masks = [torch.ones_like(m.weight, dtype=torch.bool) for m in ss.linears]
+            self.level = 0
+            self.start = 0
+
+        def apply(self, *_args, **_kwargs):
+            with torch.no_grad():
+                for m, mask in zip(ss.linears, self.masks):
+                    m.weight.mul_(mask)
+
+        def _on_training_start(self):
+            self.start = self.num_timesteps
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps - self.start >= span * (self.level + 1) \
+                    and self.level < levels:
+                snapshot(self.level)
+                self.level += 1
+                set_level(self.level)
+            return True
+
+    cb = Ladder()
+    hooks = [o.register_step_post_hook(cb.apply) for o in ss.optimizers]
+    log(f"pruning ladder of {ss.env_id} {ss.algo.upper()}: {levels + 1} levels down to "
+        f"sparsity {targets[-1]} ({lanes} lanes balanced), {span:,} fine-tuning env steps "
+        "each")
+    try:
+        ss.model.learn(total_timesteps=span * (levels + 1), callback=cb,
+                       progress_bar=shown(progress))
+        while cb.level < levels:  # rollouts overshoot: levels not reached yet get no steps
+            snapshot(cb.level)
+            cb.level += 1
+            set_level(cb.level)
+    finally:
+        for h in hooks:
+            h.remove()
+    snapshot(levels)
+    ss.env.close()
+    return paths
+
+
+def _silent_log(*args, **kwargs) -> None:
+    pass
 
 
 def apply_cleanup(model, lanes: int | None = None, log=print):

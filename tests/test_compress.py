@@ -157,17 +157,39 @@ def test_per_layer_sparsities_prune_each_layer_to_its_own_target():
         compute_masks([p.weight for p in dense.params], [0.5, 0.5])
 
 
-def test_finetune_steps_fine_tune_every_trial(tmp_path):
-    """--finetune-steps: each trial prunes gradually while fine-tuning the SB3 model saved
-    beside the dense artifact (a barely trained agent: only the path is checked)."""
+def test_pruning_ladder_is_built_once_and_searched(tmp_path):
+    """With the SB3 model beside the dense artifact, compress fine-tunes by default: one
+    pruning ladder (half the training steps), its levels written to OUT.ladder/ and reused by a
+    re-run; every trial starts from a level, and the accepted model's pruning comes from it
+    (a barely trained agent: the path is checked, not the reduction)."""
+    from deltanet.compress import LADDER_LEVELS
+    from deltanet.prune import check_balance
+
     agent = tmp_path / "agent.npz"
     assert main(["train", "--env", "CartPole-v1", "--algo", "ppo", "--steps", "1000",
-                 "--out", str(agent), "--no-progress"]) == 0
+                 "--eval-episodes", "0", "--out", str(agent), "--no-progress"]) == 0
     js = tmp_path / "r.json"
-    rc = _run("--model", agent, "--out", tmp_path / "x.npz", "--finetune-steps", "128",
-              "--json", js, *with_trials(TINY, 2))
+    args = ["--model", agent, "--out", tmp_path / "x.npz", "--json", js, *with_trials(TINY, 2)]
+    rc = _run(*args)
     res = json.loads(js.read_text())
-    assert rc in (0, 1) and all(r["status"] != "failed" for r in res["trials"])
+    steps = load_model(agent).meta["provenance"]["steps"]
+    assert res["settings"]["finetune_steps"] == max(1000, steps // 2)
+    assert res["settings"]["ladder_levels"] == LADDER_LEVELS
+    ladder = tmp_path / "x.ladder"
+    files = json.loads((ladder / "ladder.json").read_text())["files"]
+    assert files == [f"level_{k}.npz" for k in range(LADDER_LEVELS + 1)]
+    nnz = []
+    for f in files:
+        m = load_model(ladder / f)
+        assert all(check_balance(p.mask, 4)[0] for p in m.params)
+        nnz.append(sum(int(p.mask.sum()) for p in m.params))
+    assert nnz == sorted(nnz, reverse=True) and nnz[0] > nnz[-1]  # sparser down the ladder
+    assert all(r["level"] is not None and r["status"] != "failed" for r in res["trials"])
+    assert res["trials"][0]["level"] == 0  # the baseline: the top of the ladder
+    assert rc in (0, 1)
     if rc == 0:
         prov = load_model(tmp_path / "x.npz").meta["provenance"]
-        assert prov["pruning"]["finetune_steps"] == 128 and "sb3_zip" not in prov
+        assert prov["pruning"]["source_checksum"] is not None
+    stamp = (ladder / "level_0.npz").stat().st_mtime_ns
+    assert _run(*args[:-len(TINY) - 2], "--json", js, *with_trials(TINY, 3)) in (0, 1)
+    assert (ladder / "level_0.npz").stat().st_mtime_ns == stamp  # read back, not rebuilt

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from deltanet.pysim import load_model
 
-from ..compress import RULE, compress, outputs
+from ..compress import RULE, compress, default_finetune_steps, outputs
 from ..io import write_json_atomic
 from ..options import (
     MAX_EPISODES,
@@ -17,6 +17,7 @@ from ..options import (
     add_lanes,
     add_model,
     add_seed,
+    check_output_dir,
     check_output_file,
     float_in,
     int_in,
@@ -40,9 +41,12 @@ def register(sub):
                     "the core's weight-memory bits; constraint: the search return) chooses per "
                     "layer the lane-balanced sparsity (whole columns for layers with at most "
                     "one row per lane), the delta threshold (calibrate's grid, in LSB) and the "
-                    "weight width; every trial prunes one-shot (or with --finetune-steps), "
-                    "removes the units nothing reads, quantizes (kept weights never round to "
-                    "0) and runs bit-accurate delta episodes on seeds 400000+. Trials run on a "
+                    "weight width, and, with fine-tuning, the level of a pruning ladder (one "
+                    "run of gradual lane-balanced pruning with RL fine-tuning of MODEL's SB3 "
+                    "model, --finetune-steps, kept in OUT's name with .ladder/) to start "
+                    "from; every trial prunes one-shot on top, removes the units nothing "
+                    "reads, quantizes (kept weights never round to 0) and runs bit-accurate "
+                    "delta episodes on seeds 400000+. Trials run on a "
                     "Dask LocalCluster (or --scheduler) and are kept in an Optuna journal "
                     "(--journal, default OUT's name with .journal): a re-run resumes, running "
                     "only the trials missing to reach --trials. The target is dense - (1 - "
@@ -67,9 +71,10 @@ def register(sub):
                    help="one-sided confidence of the acceptance bound")
     p.add_argument("--candidates", type=int_in(1, MAX_CANDIDATES), default=10,
                    help="most candidates given the held-out check")
-    p.add_argument("--finetune-steps", type=int_in(0, MAX_STEPS), default=0, metavar="N",
-                   help="RL fine-tuning env steps per trial (needs the SB3 model saved beside "
-                        "MODEL by `deltanet train`; 0: one-shot pruning)")
+    p.add_argument("--finetune-steps", type=int_in(0, MAX_STEPS), default=None, metavar="N",
+                   help="RL fine-tuning env steps of the pruning ladder (needs the SB3 model "
+                        "saved beside MODEL by `deltanet train`; default: half its training "
+                        "steps when that model is there, else 0; 0: one-shot pruning only)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler address (default: a LocalCluster)")
     p.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=2,
@@ -88,6 +93,7 @@ def run(args) -> int:
     check_output_file(files["report"], "--out (its report)")
     check_output_file(files["plot"], "--out (its plot)")
     check_output_file(args.journal or files["journal"], "--journal")
+    check_output_dir(files["ladder"], "--out (its pruning ladder folder)")
     check_output_file(args.json, "--json")
     model = load_model(args.model)
     if "quantization" in model.meta.get("provenance", {}):
@@ -95,7 +101,12 @@ def run(args) -> int:
                        "dense float model (`deltanet train` or `deltanet import` output)")
     if not model.meta.get("env_id"):
         raise CliError(f"--model {args.model}: no env_id in the model")
-    if args.finetune_steps > 0:
+    if args.finetune_steps is None:
+        args.finetune_steps = default_finetune_steps(model, args.model)
+        if args.finetune_steps == 0:
+            print(f"note: no SB3 model beside {args.model}: one-shot pruning only, no "
+                  "fine-tuning (train with `deltanet train` to fine-tune)")
+    elif args.finetune_steps > 0:
         try:
             find_sb3(model.meta, args.model)
         except (ValueError, FileNotFoundError):
