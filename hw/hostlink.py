@@ -64,9 +64,13 @@ class HostLink(wiring.Component):
     saturated to the register's range); STATUS sends constants (:func:`hw.protocol.
     status_payload`).
 
-    Latency: the response's start bit leaves 2 cycles after the receiver delivers the
-    request's checksum byte (WRITE_OBS: 3; START: 2 after ``done``). Throughput: one request at
-    a time; the host sends the next one after the response (the receiver holds one byte).
+    Latency: the response's start bit begins after the 3rd clock edge after the one at which
+    the receiver delivers the request's checksum byte (WRITE_OBS: the 4th; START: the 2nd
+    after the edge that raises ``done``, the ``cycles``-th edge counting the start edge as the
+    1st, and the start edge is the 3rd after the checksum byte's). The receiver delivers a
+    byte in the middle of its stop bit (:class:`hw.uart.UartRx`). Throughput: one request at
+    a time; the host sends the next one after the response (the receiver holds one byte, the
+    link has no other buffer).
     """
 
     def __init__(self, model, *, lanes=4, obs_words=None, divisor):

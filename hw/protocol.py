@@ -48,7 +48,10 @@ WRITE_THR    0x05  layer u8, raw (T)                            status
   UNKNOWN_COMMAND 2, BAD_LENGTH 3, BAD_ARGUMENT 4. An error response carries only the status
   and changes nothing in the core.
 
-A request gets exactly one response; the host sends the next request after it.
+A request gets exactly one response; the host sends the next request after it. (A UART
+framing error makes the link drop the frame it was receiving, without a response.) There is no
+inter-byte timeout: after a lost byte the link resynchronizes when the frame's ``len`` is used
+up; a host that timed out sends 258 zero bytes (0x00 is not ``SYNC``) and drains the responses.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ..pysim.artifact import model_meta
+from ..pysim.coreplan import pack_words
 
 __all__ = ["COUNTER_BYTES", "FIRST", "PROTOCOL_VERSION", "RESPONSE", "STATUS_FIELDS",
            "STATUS_LEN", "SYNC", "Command", "Frame", "FrameDecoder", "LinkError", "LinkFormat",
@@ -189,21 +193,6 @@ class LinkFormat:
     def words(self, x_raw) -> list:
         """Raw input codes -> the observation words (:func:`pack_words`)."""
         return pack_words(x_raw, self.n_in, self.obs_words, self.in_width)
-
-
-def pack_words(x_raw, n_in: int, obs_words: int, width: int) -> list:
-    """``n_in`` raw codes -> ``ceil(n_in / obs_words)`` words of ``obs_words`` codes each:
-    code ``p`` of word ``a`` is input ``a * obs_words + p``, in bits ``[p*width, (p+1)*width)``
-    (two's complement); the last word's missing codes are 0."""
-    x = np.asarray(x_raw, dtype=np.int64).ravel()
-    if x.size != n_in:
-        raise ValueError(f"observation has {x.size} codes, the design takes {n_in}")
-    mask = (1 << width) - 1
-    out = []
-    for a in range(0, n_in, obs_words):
-        out.append(sum((int(v) & mask) << (p * width)
-                       for p, v in enumerate(x[a:a + obs_words].tolist())))
-    return out
 
 
 # ---- frames -------------------------------------------------------------------------------

@@ -52,8 +52,9 @@ class UartRx(wiring.Component):
 
     The line is sampled once per bit, in the middle of the bit: ``divisor // 2`` cycles after
     the synchronized start edge, then every ``divisor`` cycles; a start bit that is high
-    again in its middle is a glitch and ignored. A clock mismatch of up to about
-    ``(divisor // 2 - 1) / (9.5 * divisor)`` (4 % for a large divisor) is tolerated.
+    again in its middle is a glitch and ignored. Sampling in the middle tolerates a bit-rate
+    mismatch of a few percent (less for small divisors: the start edge is seen with up to one
+    cycle of jitter).
 
     Latency: ``o.valid`` is high after the edge ``divisor // 2 + 9 * divisor + 2`` edges after
     the first edge that samples the start bit at the pin (2 of them the synchronizer), in the

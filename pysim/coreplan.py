@@ -47,7 +47,7 @@ import numpy as np
 
 from .model import Model
 
-__all__ = ["MAX_LANES", "MAX_OBS_WORDS", "CorePlan", "Geometry", "bits", "geometry"]
+__all__ = ["MAX_LANES", "MAX_OBS_WORDS", "CorePlan", "Geometry", "bits", "geometry", "pack_words"]
 
 MAX_LANES = 64
 MAX_OBS_WORDS = 256
@@ -401,3 +401,18 @@ class CorePlan:
                 words += [int(b[x]) if x < b.size else 0 for x in o.tolist()]
             out.append(words)
         return out
+
+
+def pack_words(x_raw, n_in: int, obs_words: int, width: int) -> list:
+    """``n_in`` raw codes -> ``ceil(n_in / obs_words)`` words of ``obs_words`` codes each:
+    code ``p`` of word ``a`` is input ``a * obs_words + p``, in bits ``[p*width, (p+1)*width)``
+    (two's complement); the last word's missing codes are 0."""
+    x = np.asarray(x_raw, dtype=np.int64).ravel()
+    if x.size != n_in:
+        raise ValueError(f"observation has {x.size} codes, the design takes {n_in}")
+    mask = (1 << width) - 1
+    out = []
+    for a in range(0, n_in, obs_words):
+        out.append(sum((int(v) & mask) << (p * width)
+                       for p, v in enumerate(x[a:a + obs_words].tolist())))
+    return out

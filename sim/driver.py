@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..pysim.coreplan import pack_words
+
 __all__ = ["WRITE_MODES", "CoreDesign", "StepDriver", "signed_fields"]
 
 WRITE_MODES = ("changed", "all")
@@ -67,15 +69,9 @@ class CoreDesign:
         return {k: getattr(self, k) for k in FIELDS}
 
     def words(self, x_raw) -> list:
-        """Raw input codes -> the observation words (data fields, not yet with addresses)."""
-        P, w = self.obs_words, self.in_width
-        codes = np.zeros(self.obs_depth * P, dtype=np.int64)
-        x = np.asarray(x_raw, dtype=np.int64).ravel()
-        if x.size != self.n_in:
-            raise ValueError(f"observation has {x.size} codes, the design takes {self.n_in}")
-        codes[:x.size] = x & ((1 << w) - 1)
-        shifts = np.arange(P, dtype=object) * w
-        return [int(v) for v in (codes.reshape(-1, P).astype(object) << shifts).sum(axis=1)]
+        """Raw input codes -> the observation words (data fields, not yet with addresses;
+        :func:`pysim.coreplan.pack_words`)."""
+        return pack_words(x_raw, self.n_in, self.obs_words, self.in_width)
 
 
 FIELDS = ("n_layers", "n_in", "n_out", "in_width", "out_width", "obs_words", "obs_addr_width",
