@@ -16,12 +16,12 @@ What ``deltanet train`` does
    so they are deterministic, but not bit-identical to an uninterrupted run.
 4. **Keeps the best policy** (rl-zoo3's practice, with SB3's ``EvalCallback``): every
    ``eval_every`` env steps (default: at each checkpoint) the deterministic policy plays
-   ``eval_episodes`` validation episodes (default 10; 0 for Atari games, whose games are long)
+   ``eval_episodes`` validation episodes (default 20; 0 for Atari games, whose games are long)
    seeded ``VALIDATION_SEED ...`` - the same episodes every time, never used in training and
    apart from the seeds that calibration and ``deltanet compress`` judge with - and the best
-   mean so far is kept in ``<out>.ckpt/best.zip`` (+ ``best.json``). DQN on MountainCar, for
-   one, swings between -105 and -170 from one checkpoint to the next; the last one is
-   whichever it happens to be. At the end the best is exported (``keep="last"``: the final
+   mean so far is kept in ``<out>.ckpt/best.zip`` (+ ``best.json``). DQN on MountainCar with
+   rl-zoo3's settings (seed 1), for one: validation mean -99.4 at 96k steps, -200 (never at
+   the goal) at the last checkpoint, 120k; the best scored -96.9 on 20 held-out episodes. At the end the best is exported (``keep="last"``: the final
    policy), and the provenance records the step and validation return it was chosen at.
 5. Saves the chosen SB3 model beside the artifact as ``<out stem>.sb3.zip`` (and, off-policy,
    ``<out stem>.sb3.replay.pkl``); ``deltanet prune`` fine-tunes from it. The artifact records
@@ -63,7 +63,7 @@ __all__ = ["ALGOS", "ALGO_DEFAULTS", "VALIDATION_SEED", "algo_class", "check_env
 #: (calibration judges on 100000+ and 200000+, ``deltanet compress`` on 400000+ and 500000+)
 VALIDATION_SEED = 700_000
 #: validation episodes per evaluation by default (Atari: 0, no selection)
-EVAL_EPISODES = 10
+EVAL_EPISODES = 20
 
 ALGOS = ("ppo", "a2c", "dqn", "sac", "td3")
 #: action spaces each algorithm takes
