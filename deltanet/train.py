@@ -21,8 +21,9 @@ What ``deltanet train`` does
    apart from the seeds that calibration and ``deltanet compress`` judge with - and the best
    mean so far is kept in ``<out>.ckpt/best.zip`` (+ ``best.json``). DQN on MountainCar with
    rl-zoo3's settings (seed 1), for one: validation mean -99.4 at 96k steps, -200 (never at
-   the goal) at the last checkpoint, 120k; the best scored -96.9 on 20 held-out episodes. At the end the best is exported (``keep="last"``: the final
-   policy), and the provenance records the step and validation return it was chosen at.
+   the goal) at the last checkpoint, 120k; the best scored -96.9 on 20 held-out episodes.
+   At the end the best is exported (``keep="last"``: the final policy), and the provenance
+   records the step and validation return it was chosen at.
 5. Saves the chosen SB3 model beside the artifact as ``<out stem>.sb3.zip`` (and, off-policy,
    ``<out stem>.sb3.replay.pkl``); ``deltanet prune`` fine-tunes from it. The artifact records
    the file name (relative to the artifact's folder) in ``provenance["sb3_zip"]``.
