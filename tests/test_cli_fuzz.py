@@ -25,6 +25,7 @@ from deltanet.sim import runner as sim_runner
 
 from deltanet import amaranth_engine, bundled_model, design
 from deltanet import synth as synth_lib
+from deltanet.cli import build as cmd_build
 from deltanet.cli import build_parser, main
 from deltanet.cli import calibrate as cmd_calibrate
 from deltanet.cli import compress as cmd_compress
@@ -63,6 +64,8 @@ BASE = {
     "verify": ["--model", CARTPOLE],
     "simulate": ["--model", CARTPOLE],
     "synth": ["--model", CARTPOLE],
+    "build": ["--model", CARTPOLE, "--board", "icebreaker", "--lanes", "2",
+              "--out", f"{T}/out/board"],
     "import": [f"{T}/policy.zip", "--out", f"{T}/out/i.npz"],
 }
 
@@ -94,6 +97,9 @@ NUMERIC = {
                  "--obs-words": ["0", "257"], "--waves-from": ["1000000001"],
                  "--waves-to": ["1000000001"]},
     "synth": {"--lanes": ["0", "65"], "--freq-mhz": ["0", "10001"], "--obs-words": ["0", "257"]},
+    # 6 Mbaud is in the option's range but needs a 24 MHz clock: the iCEBreaker has 12 MHz
+    "build": {"--lanes": ["0", "65"], "--obs-words": ["0", "257"],
+              "--baud": ["299", "12000001", "6000000"]},
     "import": {"--input-shape": ["0", "16777217"]},
 }
 #: out of range, not finite or not a number for every numeric option
@@ -115,6 +121,7 @@ OUTPUTS = {
     "verify": {"--json": "file"},
     "simulate": {"--json": "file", "--waves": "file"},
     "synth": {"--json": "file"},
+    "build": {"--out": "dir"},
     "import": {"--out": "file"},
 }
 _RO = [] if ROOT_USER else [f"{T}/ro/x.out", f"{T}/ro/sub/x.out"]  # root writes anywhere
@@ -206,6 +213,7 @@ def _variants() -> list:
                      "--engine", "amaranth"], "env-amaranth")
     for cmd, opt, v in [("eval", "--mode", "half"), ("verify", "--sim", "xcelium"),
                         ("simulate", "--engine", "spice"), ("synth", "--target", "virtex"),
+                        ("build", "--board", "virtex"),
                         ("simulate", "--obs-writes", "some"), ("verify", "--mutate", "bias"),
                         ("train", "--algo", "ddpg"), ("eval", "--bogus", "1")]:
         add(cmd, with_option(BASE[cmd], opt, [v]), "choice")
@@ -267,7 +275,7 @@ def _heavy(name):
 HEAVY = [(cmd_import, "import_policy"),
          (cmd_train, "train"), (cmd_prune, "prune_finetune"), (cmd_prune, "prune_oneshot"),
          (cmd_quantize, "quantize_model"), (cmd_calibrate, "calibrate"), (cmd_sweep, "sweep"),
-         (cmd_compress, "compress"),
+         (cmd_compress, "compress"), (cmd_build, "build_bitstream"),
          (cmd_eval, "run_episodes"), (design, "write_design"), (synth_lib, "synth"),
          (sim_runner, "prepare"), (sim_runner, "run_closed_loop"),
          (amaranth_engine, "_run_core")]

@@ -30,8 +30,8 @@ APPEND = {"calibrate": ["--episodes", "20", "--max-evals", "2"],
                        "--workers", "1", "--no-progress"],
           "eval": ["--no-progress"], "verify": ["--max-steps", "30"],
           "simulate": ["--max-steps", "30"]}
-#: lines that take minutes each (synthesis, Atari games): the slow test
-SLOW = ("deltanet synth", "Breakout", "atari/")
+#: lines that take minutes each (synthesis, bitstreams, Atari games): the slow test
+SLOW = ("deltanet synth", "deltanet build", "Breakout", "atari/")
 #: lines that show a variant on a file the reader brings (tests/test_import.py covers them)
 EXAMPLES = ("policy.onnx",)
 
@@ -62,7 +62,7 @@ def test_readme_has_the_command_lines():
     lines = readme_lines()
     commands = {shlex.split(line)[1] for line in lines}
     assert {"eval", "train", "prune", "quantize", "calibrate", "sweep", "compress", "generate",
-            "simulate", "verify", "synth", "import"} <= commands
+            "simulate", "verify", "synth", "build", "import"} <= commands
 
 
 def _run_all(tmp_path, monkeypatch, slow: bool):

@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "deltanet.cli.verify",
     "deltanet.cli.simulate",
     "deltanet.cli.synth",
+    "deltanet.cli.build",
 ]
 
 
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="deltanet",
         description="RL policies as sparse delta networks: train, prune, quantize, calibrate, "
-                    "evaluate, generate Verilog, simulate and verify.",
+                    "evaluate, generate Verilog, simulate, verify and build "
+                    "bitstreams for boards.",
     )
     parser.add_argument("--version", action="version", version=f"deltanet {__version__}")
     parser.add_argument("--quiet", action="store_true",
