@@ -20,6 +20,13 @@ Each env step :meth:`CoreBench.run`
    :class:`pysim.corecycles.CoreCycleModel` (``schedule(events, first)``);
 4. steps the env with the action decoded from **the hardware's** outputs.
 
+Over the UART host link (:class:`sim.link.LinkStepDriver`, passed as ``driver``) the loop
+is the same, with one check fewer: the ``cycles`` value comes from the result frame and is
+still compared with the cycle model, but the link hides the core's clock, so no elapsed edges
+are compared (result key ``elapsed_checked``: false); an adapter's edges then time the whole
+step on the link (``latency``), and each step also records ``round_trip_s`` and
+``link_bytes``.
+
 The run stops at the first mismatching step (a timeout waiting for ``done`` is one) and
 reports it. The result has the keys of :func:`sim.check.result` plus the run's figures, and with
 ``coverage=True`` a ``coverage`` key: the functional coverage of the steps run
@@ -76,10 +83,13 @@ class CoreBench:
     ``design``: the design JSON (:func:`hw.generate_core.design_info`); ``model``: the model
     the reference runs (normally the one the design was built from; a different one proves
     the checker can fail); ``writes``: ``changed`` (default) or ``all`` observation words per
-    step.
+    step; ``driver``: the step driver (default: :class:`sim.driver.StepDriver` of ``design``
+    with ``writes``; one given brings its own ``writes``). A driver whose ``through_ports`` is
+    false (:class:`sim.link.LinkStepDriver`) does not drive the adapter's ports: the edges
+    elapsed in its steps are not checked against the cycle model.
     """
 
-    def __init__(self, design: dict, model, *, writes: str = "changed"):
+    def __init__(self, design: dict, model, *, writes: str = "changed", driver=None):
         self.design = CoreDesign.from_json(design)
         d, cfg = self.design, model.config
         want = {"n_layers": len(cfg.layers), "n_in": cfg.n_in, "n_out": cfg.n_out,
@@ -90,7 +100,11 @@ class CoreBench:
                              + ", ".join(f"{k} {a} (design) != {b} (model)"
                                          for k, (a, b) in bad.items()))
         self.model = model
-        self.driver = StepDriver(d, writes=writes)
+        if driver is not None and driver.design != d:
+            raise ValueError(f"the driver's design {driver.design} is not the bench's {d}")
+        self.driver = StepDriver(d, writes=writes) if driver is None else driver
+        #: the steps drive the adapter's ports (whose edges then time them); StepDriver's do
+        self.through_ports = getattr(self.driver, "through_ports", True)
         self.cycle_model = CoreCycleModel(model, d.lanes, d.obs_words)
         self.ref = DeltaNetwork(model, mode="fixed", delta=True, batch=1)
         every = [np.ones(ly.n_in, dtype=bool) for ly in cfg.layers]
@@ -176,8 +190,10 @@ class CoreBench:
                 latency = None
                 if edges and not hw.get("timeout"):
                     # edges from the one that sampled start to the one after which done is
-                    # high; latency: from the first observation write on
-                    hw["elapsed"] = edges() - tio.start_edges + 1
+                    # high (not seen through a link); latency: from the first observation
+                    # write (over a link: its first request bit) on
+                    if self.through_ports:
+                        hw["elapsed"] = edges() - tio.start_edges + 1
                     latency = edges() - e0
                 r0 = time.perf_counter()
                 hw_s += r0 - h0
@@ -204,7 +220,8 @@ class CoreBench:
                     "busy": int(sum(sched.mac_cycles)),
                     "rounds": [int(v) for v in sched.rounds],
                     "lane_work": [int(v) for v in sched.lane_work],
-                    "mismatch": bool(diffs)})
+                    "mismatch": bool(diffs),
+                    **{k: hw[k] for k in ("round_trip_s", "link_bytes") if k in hw}})
                 r1 = time.perf_counter()
                 ref_s += r1 - r0
                 t += 1
@@ -241,6 +258,7 @@ class CoreBench:
         sim_cycles = edges() - e_start if edges else None
         res.update({
             "stopped_at_first_mismatch": stopped,
+            "elapsed_checked": bool(edges) and self.through_ports,
             "first_mismatch_text": describe(res["first_mismatch"]),
             "lanes": d.lanes,
             "obs_words": d.obs_words,

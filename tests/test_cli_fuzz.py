@@ -33,6 +33,7 @@ from deltanet.cli import eval as cmd_eval
 from deltanet.cli import import_ as cmd_import
 from deltanet.cli import prune as cmd_prune
 from deltanet.cli import quantize as cmd_quantize
+from deltanet.cli import run as cmd_run
 from deltanet.cli import sweep as cmd_sweep
 from deltanet.cli import synth as cmd_synth
 from deltanet.cli import train as cmd_train
@@ -67,6 +68,7 @@ BASE = {
     "build": ["--model", CARTPOLE, "--board", "icebreaker", "--lanes", "2",
               "--out", f"{T}/out/board"],
     "import": [f"{T}/policy.zip", "--out", f"{T}/out/i.npz"],
+    "run": ["--model", CARTPOLE, "--sim", "amaranth"],
 }
 
 #: every numeric option, with values out of its own range (beyond GENERIC_BAD)
@@ -101,6 +103,10 @@ NUMERIC = {
     "build": {"--lanes": ["0", "65"], "--obs-words": ["0", "257"],
               "--baud": ["299", "12000001", "6000000"]},
     "import": {"--input-shape": ["0", "16777217"]},
+    # --baud and --timeout belong to --port: with --sim even a value in range is refused
+    "run": {"--episodes": ["0"], "--seed": ["2147483648"], "--max-steps": ["1000000001"],
+            "--lanes": ["0", "65"], "--obs-words": ["0", "257"],
+            "--baud": ["299", "12000001", "9600"], "--timeout": ["0", "601", "1"]},
 }
 #: out of range, not finite or not a number for every numeric option
 GENERIC_BAD = ["-1", "nan", "inf", "-inf", "1e400", "1e12", "123456789012345678901234567890",
@@ -123,6 +129,7 @@ OUTPUTS = {
     "synth": {"--json": "file"},
     "build": {"--out": "dir"},
     "import": {"--out": "file"},
+    "run": {"--json": "file"},
 }
 _RO = [] if ROOT_USER else [f"{T}/ro/x.out", f"{T}/ro/sub/x.out"]  # root writes anywhere
 BAD_FILE = ["", " ", f"{T}/adir", f"{T}/afile/x.out", f"{T}/afile/sub/x.out", "/proc/x.out",
@@ -207,7 +214,7 @@ def _variants() -> list:
     add("compress", [*BASE["compress"], "--finetune-steps", "100"], "finetune-no-sb3")
     add("calibrate", [*BASE["calibrate"], "--reference", f"{T}/3inputs.npz"], "reference-size")
     add("calibrate", [*BASE["calibrate"], "--reference", f"{T}/junk.npz"], "reference-junk")
-    for cmd in ("verify", "simulate", "generate"):
+    for cmd in ("verify", "simulate", "generate", "run"):
         add(cmd, with_option(BASE[cmd], "--model", [f"{T}/wrongenv.npz"]), "env")
     add("simulate", [*with_option(BASE["simulate"], "--model", [f"{T}/wrongenv.npz"]),
                      "--engine", "amaranth"], "env-amaranth")
@@ -215,9 +222,19 @@ def _variants() -> list:
                         ("simulate", "--engine", "spice"), ("synth", "--target", "virtex"),
                         ("build", "--board", "virtex"),
                         ("simulate", "--obs-writes", "some"), ("verify", "--mutate", "bias"),
-                        ("train", "--algo", "ddpg"), ("eval", "--bogus", "1")]:
+                        ("train", "--algo", "ddpg"), ("eval", "--bogus", "1"),
+                        ("run", "--sim", "verilator"), ("run", "--mutate", "bias")]:
         add(cmd, with_option(BASE[cmd], opt, [v]), "choice")
     add("import", with_option(BASE["import"], "--input-shape", ["4", "84"]), "input-shape")
+    # run: the options of the other kind of run, a design.json that is not one, no port
+    run_port = ["--model", CARTPOLE, "--port", f"{T}/afile"]
+    for opt, v in (("--lanes", "2"), ("--obs-words", "2"), ("--mutate", "weight")):
+        add("run", with_option(run_port, opt, [v]), "port-vs-sim")
+    add("run", with_option(BASE["run"], "--design", [f"{T}/junk.npz"]), "design")
+    add("run", with_option(BASE["run"], "--design", [f"{T}/nope.json"]), "design")
+    add("run", with_option(run_port, "--port", [f"{T}/nope"]), "no-port")
+    add("run", with_option(run_port, "--port", [""]), "empty-port")
+    add("run", ["--model", CARTPOLE], "port-or-sim")
     add("eval", [], "missing-model")
     add("nosuchcommand", [], "command")
 
@@ -278,7 +295,7 @@ HEAVY = [(cmd_import, "import_policy"),
          (cmd_compress, "compress"), (cmd_build, "build_bitstream"),
          (cmd_eval, "run_episodes"), (design, "write_design"), (synth_lib, "synth"),
          (sim_runner, "prepare"), (sim_runner, "run_closed_loop"),
-         (amaranth_engine, "_run_core")]
+         (amaranth_engine, "_run_core"), (cmd_run, "run_sim"), (cmd_run, "run_port")]
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "deltanet.cli.simulate",
     "deltanet.cli.synth",
     "deltanet.cli.build",
+    "deltanet.cli.run",
 ]
 
 
