@@ -29,15 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import serial
-from amaranth.hdl import Shape
 
 from deltanet.hw.generate_core import model_checksum
-from deltanet.hw.protocol import PROTOCOL_VERSION, model_id
-from deltanet.hw.shapes import obs_layout
+from deltanet.hw.protocol import DESIGN_FIELDS, PROTOCOL_VERSION, CoreDesign, model_id
 from deltanet.pysim import Model
-from deltanet.pysim.coreplan import CorePlan
 from deltanet.sim.coreloop import CoreBench
-from deltanet.sim.driver import FIELDS
 from deltanet.sim.link import LinkStepDriver, NoResponse, check_status, query_status
 
 from .amaranth_engine import run_amaranth
@@ -107,7 +103,7 @@ def load_design(path) -> dict:
         info = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"--design {path}: not JSON ({e})") from None
-    missing = [k for k in FIELDS if not isinstance(info, dict) or k not in info]
+    missing = [k for k in DESIGN_FIELDS if not isinstance(info, dict) or k not in info]
     if missing:
         raise ValueError(f"--design {path}: not a deltanet design.json (no "
                          f"{', '.join(missing)})")
@@ -141,13 +137,11 @@ def _thresholds(model: Model) -> list:
 
 async def _board_design(model: Model, transport) -> dict:
     """The board's core from its STATUS, for a run without a design.json: its lanes,
-    observation word and widths; the observation address width follows from its plan. The
-    model id is checked first (another model has other sizes)."""
+    observation word and widths. The model id is checked first (another model has other
+    sizes)."""
     st = await query_status(transport)
     check_status(st, st, model_id=model_id(model), label=transport.label)  # (the id, version)
-    plan = CorePlan.build(model, st["lanes"], st["obs_words"])
-    return {**{k: st[k] for k in FIELDS if k in st},
-            "obs_addr_width": Shape.cast(obs_layout(plan)["addr"].shape).width}
+    return CoreDesign.from_json(st).to_dict()
 
 
 async def _port_loop(model: Model, transport, design: dict | None, *, episodes, seed,

@@ -65,9 +65,10 @@ import numpy as np
 from ..pysim.artifact import model_meta
 from ..pysim.coreplan import pack_words
 
-__all__ = ["COUNTER_BYTES", "FIRST", "PROTOCOL_VERSION", "RESPONSE", "STATUS_FIELDS",
-           "STATUS_LEN", "SYNC", "Command", "Frame", "FrameDecoder", "LinkError", "LinkFormat",
-           "Status", "checksum", "decode_ack", "decode_result", "decode_status", "encode_ack",
+__all__ = ["COUNTER_BYTES", "DESIGN_FIELDS", "FIRST", "PROTOCOL_VERSION", "RESPONSE",
+           "STATUS_FIELDS", "STATUS_LEN", "SYNC", "Command", "CoreDesign", "Frame", "FrameDecoder",
+           "LinkError", "LinkFormat", "Status", "checksum", "decode_ack", "decode_result",
+           "decode_status", "encode_ack",
            "encode_frame", "encode_read", "encode_result", "encode_start", "encode_status",
            "encode_status_response", "encode_write_obs", "encode_write_threshold", "model_id",
            "pack_words", "status_payload"]
@@ -116,9 +117,10 @@ def model_id(model) -> int:
 
 
 @dataclass(frozen=True)
-class LinkFormat:
-    """The widths the frames take from one core (the fields of ``sim.driver.CoreDesign``
-    that the link needs). Build it with :meth:`from_design`."""
+class CoreDesign:
+    """What a host needs to know about a generated core: the fields of its design JSON
+    (:func:`hw.generate_core.design_info`) that the step protocol uses, on the core's ports
+    (``sim.driver.StepDriver``) or over the link (:class:`LinkFormat`). Defined once, here."""
 
     n_layers: int
     n_in: int
@@ -133,7 +135,53 @@ class LinkFormat:
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"LinkFormat: {f.name} must be a positive integer, got {v!r}")
+                raise ValueError(f"{type(self).__name__}: {f.name} must be a positive integer, "
+                                 f"got {v!r}")
+
+    @classmethod
+    def from_json(cls, design):
+        """From the design JSON dict, a STATUS response dict (:func:`decode_status`), another
+        ``CoreDesign`` or any object or mapping with these fields. A given
+        ``obs_addr_width`` must be the one the fields imply."""
+        get = design.__getitem__ if isinstance(design, Mapping) else design.__getattribute__
+        out = cls(**{f.name: int(get(f.name)) for f in fields(CoreDesign)})
+        given = design.get("obs_addr_width") if isinstance(design, Mapping) else None
+        if given is not None and int(given) != out.obs_addr_width:
+            raise ValueError(f"design: obs_addr_width {given} does not match {out.obs_depth} "
+                             f"observation words (needs {out.obs_addr_width} bits)")
+        return out
+
+    def to_dict(self) -> dict:
+        return {**{f.name: getattr(self, f.name) for f in fields(CoreDesign)},
+                "obs_addr_width": self.obs_addr_width}
+
+    @property
+    def obs_depth(self) -> int:
+        """Observation words (``ceil(n_in / obs_words)``)."""
+        return -(-self.n_in // self.obs_words)
+
+    @property
+    def obs_addr_width(self) -> int:
+        """Bits of an observation word's address on the core's ``obs`` port."""
+        return max(1, (self.obs_depth - 1).bit_length())
+
+    def words(self, x_raw) -> list:
+        """Raw input codes -> the observation words (data fields, not yet with addresses;
+        :func:`pysim.coreplan.pack_words`)."""
+        return pack_words(x_raw, self.n_in, self.obs_words, self.in_width)
+
+
+#: the fields of a :class:`CoreDesign` (a design JSON has them, and ``obs_addr_width``)
+DESIGN_FIELDS = tuple(f.name for f in fields(CoreDesign))
+
+
+@dataclass(frozen=True)
+class LinkFormat(CoreDesign):
+    """A :class:`CoreDesign` as the link carries it: the widths its frames take, checked to
+    fit them. Build it with :meth:`from_design`."""
+
+    def __post_init__(self):
+        super().__post_init__()
         for name, nbytes in STATUS_FIELDS[2:]:
             if getattr(self, name) >= 1 << (8 * nbytes):
                 raise ValueError(f"LinkFormat: {name} = {getattr(self, name)} does not fit the "
@@ -145,17 +193,10 @@ class LinkFormat:
 
     @classmethod
     def from_design(cls, design) -> LinkFormat:
-        """From a ``CoreDesign``, the design JSON dict, a STATUS response dict
-        (:func:`decode_status`) or any object or mapping with these fields."""
-        get = design.__getitem__ if isinstance(design, Mapping) else design.__getattribute__
-        return cls(**{f.name: int(get(f.name)) for f in fields(cls)})
+        """:meth:`CoreDesign.from_json`, checked for the link."""
+        return cls.from_json(design)
 
     # ---- derived, read-only -------------------------------------------------------------
-    @property
-    def obs_depth(self) -> int:
-        """Observation words (``ceil(n_in / obs_words)``)."""
-        return -(-self.n_in // self.obs_words)
-
     @property
     def addr_bytes(self) -> int:
         return _nbytes((self.obs_depth - 1).bit_length())
@@ -189,11 +230,6 @@ class LinkFormat:
         """The payload length a request of ``command`` must have."""
         return {Command.STATUS: 0, Command.WRITE_OBS: self.write_obs_len, Command.START: 1,
                 Command.READ: 0, Command.WRITE_THR: self.write_thr_len}[Command(command)]
-
-    def words(self, x_raw) -> list:
-        """Raw input codes -> the observation words (:func:`pack_words`)."""
-        return pack_words(x_raw, self.n_in, self.obs_words, self.in_width)
-
 
 # ---- frames -------------------------------------------------------------------------------
 def checksum(command: int, payload: bytes) -> int:

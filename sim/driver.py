@@ -22,11 +22,9 @@ One step (``StepDriver.step``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from ..pysim.coreplan import pack_words
+from ..hw.protocol import CoreDesign
 
 __all__ = ["WRITE_MODES", "CoreDesign", "StepDriver", "signed_fields"]
 
@@ -41,41 +39,6 @@ def signed_fields(value: int, n: int, width: int) -> np.ndarray:
         v = (int(value) >> (k * width)) & mask
         out[k] = v - (1 << width) if v >> (width - 1) else v
     return out
-
-
-@dataclass(frozen=True)
-class CoreDesign:
-    """What the host needs to know about a generated core (from its JSON)."""
-
-    n_layers: int
-    n_in: int
-    n_out: int
-    in_width: int
-    out_width: int
-    obs_words: int
-    obs_addr_width: int
-    lanes: int
-    thr_width: int
-
-    @property
-    def obs_depth(self) -> int:
-        return -(-self.n_in // self.obs_words)
-
-    @classmethod
-    def from_json(cls, info: dict) -> CoreDesign:
-        return cls(*(int(info[k]) for k in FIELDS))
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in FIELDS}
-
-    def words(self, x_raw) -> list:
-        """Raw input codes -> the observation words (data fields, not yet with addresses;
-        :func:`pysim.coreplan.pack_words`)."""
-        return pack_words(x_raw, self.n_in, self.obs_words, self.in_width)
-
-
-FIELDS = ("n_layers", "n_in", "n_out", "in_width", "out_width", "obs_words", "obs_addr_width",
-          "lanes", "thr_width")
 
 
 class StepDriver:

@@ -37,8 +37,12 @@ def design_of(top: DeltaCore) -> CoreDesign:
     cfg = top.model.config
     ports = top.port_widths()
     aw = ports["obs__payload"][1] - top.obs_words * cfg.input_fmt.width
-    return CoreDesign(top.n_layers, cfg.n_in, cfg.n_out, cfg.input_fmt.width,
-                      cfg.output_fmt.width, top.obs_words, aw, top.lanes, ports["thr_data"][1])
+    # the port's address width must be the one the design's fields imply (from_json checks)
+    return CoreDesign.from_json({
+        "n_layers": top.n_layers, "n_in": cfg.n_in, "n_out": cfg.n_out,
+        "in_width": cfg.input_fmt.width, "out_width": cfg.output_fmt.width,
+        "obs_words": top.obs_words, "obs_addr_width": aw, "lanes": top.lanes,
+        "thr_width": ports["thr_data"][1]})
 
 
 def observations(n_in: int, steps: int, seed: int, scale: float = 1.0) -> np.ndarray:
