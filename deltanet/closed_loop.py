@@ -67,7 +67,8 @@ def work_dir(model: Model, lanes: int, tag: str, root: Path = Path("build")) -> 
 def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps: int = 0,
         mutation: str | None = None, waves: Path | None = None,
         obs_words: int | None = None, obs_writes: str | None = None,
-        coverage: bool = False, threshold_writes: int = 0) -> dict:
+        coverage: bool = False, threshold_writes: int = 0,
+        link_divisor: int | None = None) -> dict:
     """Generate (cached), build (cached) and run the closed loop; the bench's result dict.
 
     ``obs_words``: input codes per observation write (default
@@ -75,8 +76,12 @@ def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps
     words per step (default: the bench's, ``changed``); ``coverage``: add the run's functional
     coverage (key ``coverage``, :class:`sim.coverage.Coverage`); ``threshold_writes``: a
     run-time threshold write every that many steps (:meth:`sim.coreloop.CoreBench.run`).
+    ``link_divisor``: the core behind its UART host link at that many clock cycles per bit,
+    driven through the link's pins (``deltanet run --sim verilator``; the link's STATUS is
+    checked, its model id too unless ``mutation``, and the model's thresholds written first
+    unless ``mutation``); a link error leaves only ``link_error`` (its message) in the result.
     """
-    from deltanet.sim.runner import build, prepare, run_closed_loop
+    from deltanet.sim.runner import build, prepare, run_closed_loop, toplevel_of
 
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
@@ -88,20 +93,23 @@ def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps
     check_model_env(model)  # else the bench fails inside the simulator, with no result
     design_model = mutate(model, mutation) if mutation else model
     tag = mutation or "clean"
-    root = work_dir(model, lanes, f"core{obs_words}-{tag}")
+    kind = "core" if link_divisor is None else f"link{link_divisor}-"
+    root = work_dir(model, lanes, f"{kind}{obs_words}-{tag}")
+    toplevel = toplevel_of(link_divisor)
     # the long phases show where they are (on stderr, only on a terminal)
     with status("generating the Verilog (cached after the first run)") as st:
         design_dir, ref_path = prepare(model, lanes, root, design_model=design_model,
-                                       obs_words=obs_words)
+                                       obs_words=obs_words, link_divisor=link_divisor)
         st.update(f"building the design for {sim} (cached after the first build; about a "
                   "minute for a control model)")
-        build(design_dir, sim, waves=waves is not None)
+        build(design_dir, sim, waves=waves is not None, toplevel=toplevel)
         st.update(f"running {episodes} closed-loop episode(s) on {sim}, every step checked "
                   "against pysim")
         res = run_closed_loop(design_dir, ref_path, sim=sim, episodes=episodes, seed=seed,
                               max_steps=max_steps, waves=waves, work_dir=root / f"run-{sim}",
                               obs_writes=obs_writes, coverage=coverage,
-                              threshold_writes=threshold_writes)
+                              threshold_writes=threshold_writes, toplevel=toplevel,
+                              link_checked=mutation is None)
     res["model"] = str(model_path)
     res["lanes"] = lanes
     res["seed"] = seed

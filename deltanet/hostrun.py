@@ -13,9 +13,11 @@ the hardware's outputs give.
   opened, and the link's STATUS against both (protocol version, sizes, lanes, observation
   word, model id) before the first step. Reports the round trip of each step (wall time from
   its first request byte to its last result byte) and steps/s.
-* :func:`run_sim`: :class:`hw.hostlink.HostLink` in ``amaranth.sim`` driven through its pins
-  (:func:`deltanet.amaranth_engine.run_amaranth` with ``link_divisor``, a small divisor so that
-  it is quick), reporting the simulated steps/s and the link's clock cycles per step.
+* :func:`run_sim`: :class:`hw.hostlink.HostLink` driven through its pins at a small divisor
+  (so that it is quick), in ``amaranth.sim`` (:func:`deltanet.amaranth_engine.run_amaranth`
+  with ``link_divisor``) or as generated Verilog (``deltanet_link.v``) in Verilator through
+  the cocotb bench (:func:`deltanet.closed_loop.run` with ``link_divisor``), reporting the
+  simulated steps/s and the link's clock cycles per step.
 
 Both return the bench's result dict (``per_step`` included) plus :func:`link_figures`.
 """
@@ -31,16 +33,26 @@ import numpy as np
 import serial
 
 from deltanet.hw.generate_core import model_checksum
-from deltanet.hw.protocol import DESIGN_FIELDS, PROTOCOL_VERSION, CoreDesign, model_id
+from deltanet.hw.protocol import (
+    DESIGN_FIELDS,
+    PROTOCOL_VERSION,
+    CoreDesign,
+    LinkError,
+    model_id,
+)
 from deltanet.pysim import Model
 from deltanet.sim.coreloop import CoreBench
 from deltanet.sim.link import LinkStepDriver, NoResponse, check_status, query_status
 
 from .amaranth_engine import run_amaranth
+from .closed_loop import run as run_verilog
 
-__all__ = ["DEFAULT_BAUD", "DEFAULT_TIMEOUT_S", "SIM_DIVISOR", "PortError", "SerialPort",
-           "check_design", "design_baud", "link_figures", "load_design", "open_port",
-           "run_port", "run_sim"]
+__all__ = ["DEFAULT_BAUD", "DEFAULT_TIMEOUT_S", "SIMULATORS", "SIM_DIVISOR", "PortError",
+           "SerialPort", "check_design", "design_baud", "link_figures", "load_design",
+           "open_port", "run_port", "run_sim"]
+
+#: where ``run_sim`` simulates the link: Amaranth's simulator, or its Verilog in Verilator
+SIMULATORS = ("amaranth", "verilator")
 
 #: clock cycles per bit of the simulated link: the smallest the UART takes, so that a step's
 #: frames cost as few simulated cycles as they can
@@ -186,14 +198,26 @@ def run_port(model: Model, transport: SerialPort, *, design: dict | None = None,
 
 
 def run_sim(model_path, *, lanes: int, obs_words: int | None = None, episodes: int = 1,
-            seed: int = 0, max_steps: int = 0, mutation: str | None = None) -> dict:
-    """Episodes on :class:`hw.hostlink.HostLink` in Amaranth's simulator at
-    :data:`SIM_DIVISOR` cycles per bit, through its pins (``mutation``: the self-check of
-    :func:`deltanet.closed_loop.mutate`)."""
-    res = run_amaranth(model_path, lanes=lanes, episodes=episodes, seed=seed,
-                       max_steps=max_steps, obs_words=obs_words, mutation=mutation,
-                       link_divisor=SIM_DIVISOR)
-    res["link"] = {"transport": "amaranth", "divisor": SIM_DIVISOR}
+            seed: int = 0, max_steps: int = 0, mutation: str | None = None,
+            sim: str = "amaranth") -> dict:
+    """Episodes on :class:`hw.hostlink.HostLink` at :data:`SIM_DIVISOR` cycles per bit,
+    through its pins, in ``sim`` (one of :data:`SIMULATORS`: Amaranth's simulator, or the
+    generated Verilog in Verilator, built once and cached under ``build/``); ``mutation``: the
+    self-check of :func:`deltanet.closed_loop.mutate`. Raises :class:`hw.protocol.LinkError`
+    when the link fails (a STATUS that differs, no response, a framing error)."""
+    if sim == "amaranth":
+        res = run_amaranth(model_path, lanes=lanes, episodes=episodes, seed=seed,
+                           max_steps=max_steps, obs_words=obs_words, mutation=mutation,
+                           link_divisor=SIM_DIVISOR)
+    elif sim == "verilator":
+        res = run_verilog(model_path, lanes=lanes, sim="verilator", episodes=episodes,
+                          seed=seed, max_steps=max_steps, obs_words=obs_words,
+                          mutation=mutation, link_divisor=SIM_DIVISOR)
+        if res.get("link_error"):
+            raise LinkError(f"{res['link_error']} (see {res['log']})")
+    else:
+        raise ValueError(f"--sim must be one of {', '.join(SIMULATORS)}, got {sim!r}")
+    res["link"] = {"transport": sim, "divisor": SIM_DIVISOR}
     res.update(link_figures(res))
     return res
 

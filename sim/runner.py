@@ -5,7 +5,9 @@ builds in its own folder named by a hash of the Verilog (its leading ``//`` comm
 excluded), so a rebuild happens only when the design changes.
 
 The design is the event-driven core (:class:`hw.core.DeltaCore`, toplevel ``deltanet_core``,
-bench :mod:`sim.bench_core`), generated with its memory contents in ``$readmemh`` files
+bench :mod:`sim.bench_core`), or with ``link_divisor`` the same core behind its UART host link
+(:class:`hw.hostlink.HostLink`, toplevel ``deltanet_link``, the same bench driving its pins),
+generated with its memory contents in ``$readmemh`` files
 (``memory_files=True``): the simulators read them at time 0 from the run folder, where the
 runner copies them, so the build does not depend on them (a design that differs only in weights
 reuses the build) and the Verilog stays small (a Nature-DQN's inline memory contents are
@@ -23,7 +25,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from ..hw.generate_core import TOPLEVEL, generate_core
+from ..hw.core import DeltaCore
+from ..hw.generate_core import LINK_TOPLEVEL, TOPLEVEL, generate
+from ..hw.hostlink import HostLink
 from ..pysim import Model, save_model
 from .tools import ensure_on_path
 
@@ -37,14 +41,22 @@ class SimulationError(RuntimeError):
     """The simulator did not produce results; the message names the log to read."""
 
 
+def toplevel_of(link_divisor: int | None) -> str:
+    """The generated module's name: the bare core's, or with ``link_divisor`` the link's."""
+    return TOPLEVEL if link_divisor is None else LINK_TOPLEVEL
+
+
 def generate_design(model: Model, lanes: int, out_dir: Path, *,
-                    obs_words: int | None = None) -> Path:
+                    obs_words: int | None = None, link_divisor: int | None = None) -> Path:
     """Verilog + JSON of the core for ``model`` in ``out_dir`` (:func:`hw.generate_core.
-    generate_core`, ``obs_words`` default ``min(n_in, 8)``), memory contents in ``$readmemh``
-    files."""
+    generate`, ``obs_words`` default ``min(n_in, 8)``), memory contents in ``$readmemh``
+    files; with ``link_divisor``, the core behind its UART host link at that many clock cycles
+    per bit (``deltanet_link.v``)."""
     out_dir = Path(out_dir)
-    generate_core(model, lanes, out_dir, obs_words=default_obs_words(model, obs_words),
-                  memory_files=True)
+    obs_words = default_obs_words(model, obs_words)
+    top = DeltaCore(model, lanes=lanes, obs_words=obs_words) if link_divisor is None \
+        else HostLink(model, lanes=lanes, obs_words=obs_words, divisor=link_divisor)
+    generate(top, out_dir, memory_files=True)
     return out_dir
 
 
@@ -143,7 +155,8 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
                     seed: int = 0, max_steps: int = 0, waves: Path | None = None,
                     build_root: Path | None = None, work_dir: Path | None = None,
                     obs_writes: str | None = None, coverage: bool = False,
-                    threshold_writes: int = 0) -> dict:
+                    threshold_writes: int = 0, toplevel: str = TOPLEVEL,
+                    link_checked: bool = True) -> dict:
     """Run ``episodes`` closed-loop episodes; returns the bench's result dict.
 
     ``model_path`` is the model the *reference* runs; pass a different one from the design's
@@ -153,13 +166,16 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     all); None: the bench's default (``changed``). ``coverage``: the result gets the
     functional coverage of the run (``coverage``, :class:`sim.coverage.Coverage`);
     ``threshold_writes``: a run-time threshold write every that many steps
-    (:meth:`sim.coreloop.CoreBench.run`).
+    (:meth:`sim.coreloop.CoreBench.run`). ``toplevel``: the design's module
+    (:func:`toplevel_of`); the link's (``deltanet_link``) is driven through its pins, and
+    ``link_checked`` then checks its STATUS model id against ``model_path``'s model and writes
+    that model's thresholds before the first step (False for a deliberately different design).
     """
     import time
 
     from cocotb_tools.runner import get_runner
 
-    toplevel, bench = TOPLEVEL, BENCH
+    bench = BENCH
     design_dir = Path(design_dir).resolve()
     t0 = time.perf_counter()
     cached = (build_dir(design_dir, sim, waves=waves is not None, build_root=build_root,
@@ -192,6 +208,8 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
         env["DELTANET_THRESHOLD_WRITES"] = str(int(threshold_writes))
     if coverage:
         env["DELTANET_COVERAGE"] = "1"
+    if not link_checked:
+        env["DELTANET_LINK_CHECKED"] = "0"
     runner = get_runner(sim)
     kwargs = {}
     if sim == "icarus":
@@ -225,16 +243,19 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     return out
 
 
-def _generation_key(model: Model, lanes: int, obs_words: int) -> str:
+def _generation_key(model: Model, lanes: int, obs_words: int,
+                    link_divisor: int | None = None) -> str:
     """What the generated design depends on: the model's arrays and config (a fresh checksum,
     not the one in ``meta``, which a modified copy inherits), lanes, the observation word, the
-    generator's sources (this file's generation options included) and Amaranth version."""
+    link's divisor, the generator's sources (this file's generation options included) and
+    Amaranth version."""
     import amaranth
 
     from ..pysim.artifact import model_meta
 
     root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256(f"{model_meta(model)['checksum']}:{lanes}:{obs_words}:"
+    link = "" if link_divisor is None else f":link{link_divisor}"
+    h = hashlib.sha256(f"{model_meta(model)['checksum']}:{lanes}:{obs_words}{link}:"
                        f"{amaranth.__version__}".encode())
     for p in [Path(__file__).resolve()] + sorted(root.glob("hw/*.py")) \
             + sorted(root.glob("pysim/*.py")):
@@ -243,28 +264,29 @@ def _generation_key(model: Model, lanes: int, obs_words: int) -> str:
 
 
 def prepare(model: Model, lanes: int, root: Path, *, design_model: Model | None = None,
-            obs_words: int | None = None):
+            obs_words: int | None = None, link_divisor: int | None = None):
     """Write the reference model and the generated design under ``root``.
 
     ``design_model`` (default: ``model``) is what the hardware is built from, with observation
-    words of ``obs_words`` codes (:func:`generate_design`). A design generated before from
-    the same model, lanes and generator sources is kept (``design/.generated`` holds the key).
+    words of ``obs_words`` codes, behind the UART host link with ``link_divisor``
+    (:func:`generate_design`). A design generated before from the same model, lanes, link and
+    generator sources is kept (``design/.generated`` holds the key).
     Returns ``(design_dir, model_path)``.
     """
-    toplevel = TOPLEVEL
+    toplevel = toplevel_of(link_divisor)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     model_path = save_model(model, root / "reference.npz")
     dm = design_model or model
     design_dir = root / "design"
     obs_words = default_obs_words(dm, obs_words)
-    key = _generation_key(dm, lanes, obs_words)
+    key = _generation_key(dm, lanes, obs_words, link_divisor)
     stamp = design_dir / ".generated"
     if stamp.exists() and stamp.read_text().strip() == key \
             and (design_dir / f"{toplevel}.v").exists():
         return design_dir, model_path
     if stamp.exists():
         stamp.unlink()
-    generate_design(dm, lanes, design_dir, obs_words=obs_words)
+    generate_design(dm, lanes, design_dir, obs_words=obs_words, link_divisor=link_divisor)
     stamp.write_text(key + "\n")
     return design_dir, model_path

@@ -223,7 +223,7 @@ def _variants() -> list:
                         ("build", "--board", "virtex"),
                         ("simulate", "--obs-writes", "some"), ("verify", "--mutate", "bias"),
                         ("train", "--algo", "ddpg"), ("eval", "--bogus", "1"),
-                        ("run", "--sim", "verilator"), ("run", "--mutate", "bias")]:
+                        ("run", "--sim", "icarus"), ("run", "--mutate", "bias")]:
         add(cmd, with_option(BASE[cmd], opt, [v]), "choice")
     add("import", with_option(BASE["import"], "--input-shape", ["4", "84"]), "input-shape")
     # run: the options of the other kind of run, a design.json that is not one, no port

