@@ -562,7 +562,8 @@ def _status(t, judge, decisions, accepted_no, tried, max_candidates, reruns, twi
         return "not tried", ("meets the search bound; ranks after the accepted trial "
                              f"{accepted_no}")
     if tried >= max_candidates:
-        return "not tried", f"meets the search bound; not among the {max_candidates} candidates tried"
+        return "not tried", (f"meets the search bound; not among the {max_candidates} "
+                             "candidates tried")
     return "not tried", "meets the search bound"
 
 
