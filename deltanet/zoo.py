@@ -285,6 +285,11 @@ def zoo_hyperparams(env_id: str, algo: str, table: dict | None = None,
     noise_std = entry.pop("noise_std", None)
     net_arch, pk = _policy_kwargs(entry.pop("policy_kwargs", None), algo, where, notes)
     kwargs = entry  # everything else goes to the SB3 constructor
+    if algo == "sac" and kwargs.get("use_sde") and pk.get("clip_mean", 2.0) != 0.0:
+        # gSDE clips SAC's mean with a Hardtanh, which an artifact (Linear layers) cannot hold
+        pk = {**pk, "clip_mean": 0.0}
+        notes.append("clip_mean 0.0 with use_sde (SAC's Hardtanh mean clip is not "
+                     "representable: deltanet exports a Linear mean)")
     if isinstance(kwargs.get("train_freq"), list):
         kwargs["train_freq"] = tuple(kwargs["train_freq"])
     for k in SCHEDULE_KEYS:

@@ -171,3 +171,15 @@ def test_vecnormalize_training_is_folded_into_the_input_map(tmp_path, capsys):
     want = agent.predict(vn.normalize_obs(obs), deterministic=True)[0]
     got = DeltaNetwork(m, mode="float", delta=False, batch=len(obs)).act(obs)
     assert len(obs) > 50 and np.mean(got == want) == 1.0
+
+
+def test_sac_with_gsde_gets_a_linear_mean():
+    """rl-zoo3's SAC entries with use_sde clip the mean with a Hardtanh, which an artifact
+    cannot hold: train sets clip_mean 0.0 and says so (MountainCarContinuous-v0 failed to
+    export without it)."""
+    from deltanet.train import hyperparams
+
+    hp = hyperparams("MountainCarContinuous-v0", "sac")
+    assert hp["kwargs"].get("use_sde") is True
+    assert hp["policy_kwargs"]["clip_mean"] == 0.0
+    assert any("clip_mean" in n for n in hp["notes"])
