@@ -97,6 +97,11 @@ def run_task(name: str, seed: int | None) -> None:
     write_json_atomic(d / "times.json", times)
 
 
+def _one_run(log: str) -> bool:
+    """Whether the compress run logged in ``log`` started from nothing."""
+    return "trials to run, 0 in" in log and "read from" not in log
+
+
 def collect() -> list:
     from deltanet.pysim import load_model
 
@@ -125,6 +130,8 @@ def collect() -> list:
             "compress_wall_seconds": times.get("compress"),
             "finetune_steps": comp["settings"]["finetune_steps"],
             "trials": len(comp["trials"]),
+            # a run that resumed a journal or read back a ladder did not take all the time
+            "one_run": _one_run((d / "log.txt").read_text().split("$ deltanet")[-1]),
             "accepted": None if a is None else {
                 "reduction": a["reduction"], "mults": a["mults"],
                 "dense_mults": comp["dense_mults_per_step"],

@@ -158,8 +158,9 @@ def compress_section(path: Path) -> list:
         a = r["accepted"]
         ref = "-" if r["reference"] is None else f"{r['reference']:g}"
         agent = f"{r['algo']} {r['train_steps']:,} steps, net {r['net']}, seed {r['seed']}"
-        times = (f"{(r['train_seconds'] or 0) / 60:.1f} / "
-                 f"{(r['compress_wall_seconds'] or r['compress_seconds'] or 0) / 60:.1f} min")
+        comp_min = (f"{(r['compress_wall_seconds'] or r['compress_seconds'] or 0) / 60:.1f}"
+                    if r.get("one_run") else "- (resumed run)")
+        times = f"{(r['train_seconds'] or 0) / 60:.1f} / {comp_min} min"
         if a is None:
             comp = "nothing accepted | - | - | -"
         else:
