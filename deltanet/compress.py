@@ -74,7 +74,6 @@ plot (``deltanet compress`` then exits with 1).
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import time
 import warnings
@@ -89,7 +88,7 @@ from deltanet.pysim.fixed import FixedFormat
 from .calibrate import lsb_multiples, target_return
 from .cleanup import dense_mults as trained_mults
 from .cluster import dask_client
-from .io import write_bytes_atomic, write_text_atomic
+from .io import write_figure_atomic, write_text_atomic
 from .progress import bar
 from .prune import apply_cleanup, prune_ladder, prune_oneshot
 from .quantize import quantize_model
@@ -630,11 +629,7 @@ def plot_pareto(path, rows: list, target: float, dense_return: float, title: str
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(path, fig)
 
 
 def _rows(study, space, grid, judge, decisions, accepted_no, tried, max_candidates,

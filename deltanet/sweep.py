@@ -98,7 +98,7 @@ def plot_pareto(rows, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import write_bytes_atomic
+    from .io import write_figure_atomic
 
     models = sorted({r["model"] for r in rows})
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
@@ -120,11 +120,7 @@ def plot_pareto(rows, path) -> None:
         ax.set_title(f"{rs[0].get('env_id')} ({Path(model).name})", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    write_figure_atomic(path, fig)
 
 
 def sweep(models, thresholds, sparsities, seeds, out, *, episodes: int = 10,
