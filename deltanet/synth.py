@@ -162,6 +162,20 @@ def ice40_memories(verilog: str) -> str:
     return _LUTRAM_DECL.sub(repl, verilog)
 
 
+def pnr_misfit(text: str, target: str) -> str | None:
+    """Why nextpnr's output ``text`` says the design does not fit ``target`` (None: it does not
+    say so)."""
+    m = re.search(r"(Design uses.*|Unable to (?:find legal )?place.*|.*too many.*|"
+                  r".*not enough.*|Failed to expand region .* of (\d+) ICESTORM_LCs)",
+                  text, re.IGNORECASE)
+    if m is None:
+        return None
+    if m.group(2):  # the iCE40 placer ran out of logic cells
+        return (f"luts: placement needs {int(m.group(2))} logic cells, {target} has "
+                f"{TARGETS[target]['capacity']['luts']}")
+    return m.group(1).strip()
+
+
 def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq_mhz=100.0,
           status=None, top_name: str = TOP) -> dict:
     """Synthesize + place and route; returns resources, fmax and paths (cached)."""
@@ -226,10 +240,8 @@ def synth(verilog_path, target: str, *, cache_root=Path("build") / "synth", freq
     p = step("nextpnr place and route", pnr)
     text = p.stdout + p.stderr
     if p.returncode != 0 or not (work / "report.json").exists():
-        m = re.search(r"(Design uses.*|Unable to (?:find legal )?place.*|.*too many.*|"
-                      r".*not enough.*)", text, re.IGNORECASE)
-        if m:
-            why = m.group(1).strip()
+        why = pnr_misfit(text, target)
+        if why:
             raise DoesNotFit(f"the design does not fit {target}: {why}",
                              {"target": target, "fits": False, "error": why, "reason": why,
                               "work_dir": str(work), "versions": yowasp_versions(),

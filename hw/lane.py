@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..pysim.coreplan import CorePlan
 from ._checks import check_int
-from .shapes import BLOCK_RAM, mac_command_layout, ram_attrs
+from .shapes import BLOCK_RAM, mac_command_layout, ram_attrs, rom_attrs
 
 __all__ = ["MacLane"]
 
@@ -85,7 +85,8 @@ class MacLane(wiring.Component):
         w_rd = rom.read_port()
         bias = m.submodules.bias = memory.Memory(
             shape=unsigned(W), depth=plan.init_steps,
-            init=[v & ((1 << W) - 1) for v in plan.bias_words()[self._k]], attrs=BLOCK_RAM)
+            init=[v & ((1 << W) - 1) for v in plan.bias_words()[self._k]],
+            attrs=rom_attrs(plan.init_steps))
         b_rd = bias.read_port()
         m.d.comb += b_rd.addr.eq(self.init_index)
         init_v = Signal()

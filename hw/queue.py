@@ -8,6 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int
+from .shapes import ram_attrs
 
 __all__ = ["EventQueue"]
 
@@ -30,9 +31,11 @@ class EventQueue(wiring.Component):
     from there it is either popped at once, when the ring buffer is empty, or written into the
     ring buffer behind the older groups.
 
-    The ring buffer's read port is synchronous, so it maps to block RAM on every FPGA (an
-    iCE40 has no asynchronous-read memory; ``amaranth.lib.fifo.SyncFIFO`` would become
-    flip-flops there, and ``SyncFIFOBuffered`` adds a cycle of latency). It reads the *next*
+    The ring buffer's memory style follows :func:`hw.shapes.ram_attrs` (LUT RAM where the FPGA
+    has it and the buffer is small, else block RAM). Its read port is synchronous, so it can be
+    block RAM on every FPGA (an iCE40 has no asynchronous-read memory;
+    ``amaranth.lib.fifo.SyncFIFO`` would become flip-flops there, and ``SyncFIFOBuffered`` adds
+    a cycle of latency). It reads the *next*
     head's address (the head after this cycle's pop) and is transparent for the write port,
     so its data in a cycle is the head row as an asynchronous read would give it: the timing
     is exactly that of a FIFO with an asynchronous read.
@@ -57,7 +60,7 @@ class EventQueue(wiring.Component):
         m = Module()
         depth = self._depth
         storage = m.submodules.storage = Memory(shape=unsigned(self._layout.size), depth=depth,
-                                                init=[])
+                                                init=[], attrs=ram_attrs(depth, self._layout.size))
         w_port = storage.write_port()
         r_port = storage.read_port(domain="sync", transparent_for=(w_port,))
         held = Signal(self._layout)  # the input register

@@ -15,9 +15,10 @@ from amaranth.lib import data
 from ..pysim.config import NetworkConfig
 from ..pysim.fixed import FixedFormat
 
-__all__ = ["BLOCK_RAM", "DISTRIBUTED_MAX_BITS", "acc_shape", "delta_shape", "group_layout",
-           "mac_command_layout", "obs_layout", "pack",
-           "ram_attrs", "raw_shape", "raw_vector", "slot_layout", "threshold_shape", "unpack"]
+__all__ = ["BLOCK_RAM", "DISTRIBUTED_MAX_BITS", "ROM_LOGIC_MAX_DEPTH", "acc_shape",
+           "delta_shape", "group_layout", "mac_command_layout", "obs_layout", "pack",
+           "ram_attrs", "raw_shape", "raw_vector", "rom_attrs", "slot_layout",
+           "threshold_shape", "unpack"]
 
 
 #: memory attributes asking yosys for block RAM (ECP5 DP16KD, iCE40 SB_RAM40_4K) instead of
@@ -33,6 +34,17 @@ def ram_attrs(depth: int, width: int) -> dict:
     if depth * width <= DISTRIBUTED_MAX_BITS:
         return {"ram_style": "distributed"}
     return BLOCK_RAM
+
+
+#: read-only memories up to this many words are logic: one LUT4 per bit holds 16 words, fewer
+#: logic cells than the block RAMs a wide word takes (an iCE40 block RAM is 16 bits wide)
+ROM_LOGIC_MAX_DEPTH = 16
+
+
+def rom_attrs(depth: int) -> dict:
+    """Attributes for a read-only memory: logic when at most :data:`ROM_LOGIC_MAX_DEPTH`
+    words deep, else block RAM."""
+    return {"ram_style": "logic"} if depth <= ROM_LOGIC_MAX_DEPTH else BLOCK_RAM
 
 
 def raw_shape(f: FixedFormat) -> Shape:

@@ -1,70 +1,35 @@
-"""Compression as a new user runs it: ``deltanet train`` then ``deltanet compress``, defaults.
+"""Compression as a new user runs it, collected: ``deltanet train`` then ``deltanet compress``.
 
     python scripts/bench_compress.py [TASK ...] [--seed 0]      # runs what is missing
     python scripts/bench_compress.py --report                   # only collects the results
 
-Per task (the bundled tasks and gymnasium tasks that are not bundled), in
-``runs/compress/<task>/`` (git-ignored; every step resumes or is skipped when its output
-exists):
-
-1. ``deltanet train --env ENV --algo ALGO --seed S --out dense.npz --resume``: rl-zoo3's tuned
-   hyper-parameters, the best validated policy kept;
-2. ``deltanet eval --model dense.npz --mode float --dense --episodes 20 --seed 900000``: the
-   dense agent on 20 episodes no step of training, validation or compression uses, against the
-   task's reference level (issue 12: rl-zoo3's benchmark level; for the tasks that are not
-   bundled, gymnasium's ``reward_threshold``);
-3. ``deltanet compress --model dense.npz --out comp.npz --json comp.json`` with default options.
-
-The results (and the commands that made them) go to ``benchmarks/results/compress.json``;
-``scripts/bench_reduction.py`` puts them at the top of reduction.md.
+Per task (the bundled tasks and gymnasium tasks that are not bundled) the runs of
+``scripts/build_models.py`` in ``runs/compress/<task>/`` (train with rl-zoo3's settings, the
+dense agent on 20 held-out episodes, ``deltanet compress`` with default options; every step
+resumes or is skipped when its output exists). The results (and the commands that made them) go
+to ``benchmarks/results/compress.json``; ``scripts/bench_reduction.py`` puts them at the top of
+reduction.md. This script bundles nothing: ``scripts/build_models.py`` does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from build_models import EVAL_EPISODES, EVAL_SEED, RUNS, TASKS, run_task  # noqa: E402
 
 from deltanet.io import write_json_atomic
 
-RUNS = ROOT / "runs" / "compress"
 OUT = ROOT / "benchmarks" / "results" / "compress.json"
-#: held-out episodes of the dense agents (seeds EVAL_SEED+, used nowhere else)
-EVAL_EPISODES = 20
-EVAL_SEED = 900_000
-#: task -> env, algorithm, bundled, reference level (None: gymnasium's reward_threshold),
-#: training seed
-TASKS = {
-    "cartpole": ("CartPole-v1", "ppo", True, 475.0, 0),
-    "lunarlander": ("LunarLander-v3", "ppo", True, 200.0, 0),
-    "mountaincar": ("MountainCar-v0", "dqn", True, -110.0, 0),
-    "pendulum": ("Pendulum-v1", "sac", True, -200.0, 0),
-    "acrobot": ("Acrobot-v1", "dqn", False, None, 0),
-    "mountaincarcontinuous": ("MountainCarContinuous-v0", "sac", False, None, 0),
-}
 #: the compression target of issue 12 (CartPole: 150x)
 TARGET_REDUCTION = {"cartpole": 150.0}
 DEFAULT_TARGET = 20.0
-
-
-def deltanet(*args, log: Path) -> float:
-    """Run a ``deltanet`` command (appending its output to ``log``); its wall time."""
-    cmd = [sys.executable, "-m", "deltanet", *map(str, args)]
-    t0 = time.time()
-    with open(log, "a") as f:
-        f.write(f"$ deltanet {' '.join(map(str, args))}\n")
-        f.flush()
-        p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False, cwd=ROOT)
-    if p.returncode not in (0, 1):
-        raise SystemExit(f"deltanet {' '.join(map(str, args))} failed ({p.returncode}); "
-                         f"see {log}")
-    return time.time() - t0
 
 
 def reference(env_id: str, level):
@@ -74,27 +39,6 @@ def reference(env_id: str, level):
 
     thr = gym.spec(env_id).reward_threshold
     return (float(thr) if thr is not None else None), "gymnasium reward_threshold"
-
-
-def run_task(name: str, seed: int | None) -> None:
-    env_id, algo, _bundled, _level, default_seed = TASKS[name]
-    seed = default_seed if seed is None else seed
-    d = RUNS / name
-    d.mkdir(parents=True, exist_ok=True)
-    log = d / "log.txt"
-    times = json.loads((d / "times.json").read_text()) if (d / "times.json").exists() else {}
-    if not (d / "dense.npz").exists():
-        times["train"] = deltanet("--quiet", "train", "--env", env_id, "--algo", algo, "--seed",
-                                  seed, "--out", d / "dense.npz", "--resume", log=log)
-    if not (d / "dense_eval.json").exists():
-        deltanet("--quiet", "eval", "--model", d / "dense.npz", "--mode", "float", "--dense",
-                 "--episodes", EVAL_EPISODES, "--seed", EVAL_SEED, "--json",
-                 d / "dense_eval.json", log=log)
-    if not (d / "comp.json").exists():
-        times["compress"] = deltanet("--quiet", "compress", "--model", d / "dense.npz",
-                                     "--out", d / "comp.npz", "--json", d / "comp.json",
-                                     log=log)
-    write_json_atomic(d / "times.json", times)
 
 
 def _one_run(log: str) -> bool:

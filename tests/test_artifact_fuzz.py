@@ -304,17 +304,19 @@ def test_fuzz_array_members(tmp_path, reference):
         "int8 mask": ("layer1.mask", m.astype(np.int8)),
         "uint8 mask": ("layer1.mask", m.astype(np.uint8)),
         "Fortran weight": ("layer1.weight", np.asfortranarray(w)),
-        "transposed weight": ("layer1.weight", np.ascontiguousarray(w[:, :32])),
-        "3-D weight": ("layer1.weight", w.reshape(64, 8, 8)),
-        "flat bias 2-D": ("layer1.bias", b.reshape(1, 64)),
-        "short bias": ("layer1.bias", b[:63]),
-        "empty mask": ("layer1.mask", np.zeros((0, 64), bool)),
+        "transposed weight": ("layer1.weight", np.ascontiguousarray(w.T if w.shape[0] != w.shape[1]
+                                                                     else w[:, :-1])),
+        "3-D weight": ("layer1.weight", w.reshape(*w.shape, 1)),
+        "flat bias 2-D": ("layer1.bias", b.reshape(1, -1)),
+        "short bias": ("layer1.bias", b[:-1]),
+        "empty mask": ("layer1.mask", np.zeros((0, m.shape[1]), bool)),
         "NaN weight": ("layer1.weight", np.where(np.arange(w.size).reshape(w.shape) == 7,
                                                  np.float32("nan"), w)),
-        "inf bias": ("layer1.bias", np.where(np.arange(64) == 3, np.float32("inf"), b)),
+        "inf bias": ("layer1.bias", np.where(np.arange(b.size) == b.size // 2,
+                                             np.float32("inf"), b)),
         "-inf weight": ("layer0.weight", np.full_like(arrays["layer0.weight"], -np.inf)),
-        "structured weight": ("layer1.weight", np.zeros((64, 64), [("a", "<f4")])),
-        "string bias": ("layer1.bias", np.array(["x"] * 64)),
+        "structured weight": ("layer1.weight", np.zeros(w.shape, [("a", "<f4")])),
+        "string bias": ("layer1.bias", np.array(["x"] * b.size)),
         "complex bias": ("layer1.bias", b.astype(np.complex64)),
     }
     cases = []
@@ -331,12 +333,12 @@ def test_fuzz_array_members(tmp_path, reference):
     mask2[0, 0] = 2
     a = {**arrays, "layer1.mask": mask2.view(bool)}
     cases.append(("mask byte 2", lambda p: write_model(p, header, a)))
-    hdr = {"descr": "<f4", "fortran_order": False, "shape": (64, 64)}
+    hdr = {"descr": "<f4", "fortran_order": False, "shape": w.shape}
     raw = {
         "data short": npy_raw(hdr, w.tobytes()[:-4]),
         "data long": npy_raw(hdr, w.tobytes() + b"\0\0\0\0"),
-        "shape 1e9": npy_raw({**hdr, "shape": (10 ** 9, 64)}, w.tobytes()),
-        "shape negative": npy_raw({**hdr, "shape": (-64, -64)}, w.tobytes()),
+        "shape 1e9": npy_raw({**hdr, "shape": (10 ** 9, w.shape[1])}, w.tobytes()),
+        "shape negative": npy_raw({**hdr, "shape": (-w.shape[0], -w.shape[1])}, w.tobytes()),
         "object dtype": npy_raw({**hdr, "descr": "|O"}, b"\x80\x04N."),
         "header not a dict": npy_raw("[1, 2]", w.tobytes()),
         "header code": npy_raw("{'descr': __import__('os').getcwd()}", w.tobytes()),
@@ -374,7 +376,7 @@ BY_KEY = {  # further values, invalid for fields of this name
     "weight_fmt": ["", "SQ99.99", "UQ2.6", "SQ0.8", "SQ2.6:round", "Q2.6", "SQ2.6" + " " * 50,
                    "SQ62.62"],
     "out_fmt": ["", "SQ70.0", "UQ3.13", "SQ3.13:half_even:clip", "sq3.13", "SQ+3.13"],
-    "input_fmt": ["", "UQ2.14", "SQ2.14:x", "SQ20.-4", "SQ2.14\n"],
+    "input_fmt": ["", "UQ2.14", "SQ2.14:x", "SQ20.-4", "SQ2.14\n:x"],
     "activation": ["", "tanh", "RELU", "relu "],
     "kind": ["conv2d", "lstm", "Dense", ""],
     "dtype": ["float64", "int8", "<f4", ""],

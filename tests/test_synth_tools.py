@@ -2,7 +2,7 @@
 
 import pytest
 
-from deltanet.synth import DoesNotFit, SynthError, io_shim, ports, synth
+from deltanet.synth import DoesNotFit, SynthError, io_shim, pnr_misfit, ports, synth
 
 COUNTER = """module deltanet_core(clk, rst, start, done, q);
   input clk; wire clk;
@@ -89,3 +89,14 @@ def test_ice40_memories_tiny_to_logic_others_to_block():
     assert '(* ram_style = "logic" *)\n  reg [0:0] dirty [16:0];' in out
     assert '(* ram_style = "block" *)\n  reg [30:0] acc [16:0];' in out
     assert out.count('ram_style = "block"') == 2
+
+
+def test_pnr_misfit_names_what_ran_out():
+    # nextpnr-ice40's placer, out of logic cells (seen with 5,518 of 5,280)
+    text = ("Warning: No PCF file specified; IO pins will be placed automatically\n"
+            "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5518 ICESTORM_LCs\n")
+    assert pnr_misfit(text, "ice40-up5k") == ("luts: placement needs 5518 logic cells, "
+                                              "ice40-up5k has 5280")
+    assert pnr_misfit("Info: Device utilisation: ok\nERROR: Unable to place cell 'x'",
+                      "ecp5-25k") == "Unable to place cell 'x'"
+    assert pnr_misfit("ERROR: Max frequency for clock: timing failed", "ecp5-25k") is None
