@@ -44,7 +44,10 @@ Choices (the paper does not publish its schedule)
 * **Clean-up** (``cleanup=True``; on by default in ``deltanet prune``, ``--no-cleanup`` turns it
   off): hidden units that nothing reads (or that only add a constant) are then removed, see
   :mod:`deltanet.cleanup`. Removing rows renumbers the lanes' rows, so a lane-balanced mask may
-  be less balanced afterwards (the provenance records the balance after the clean-up).
+  be less balanced afterwards. With lanes, :func:`order_for_lanes` then re-orders the units of
+  every hidden dense layer (a permutation of its rows and bias and of the next layer's columns:
+  the same network, bit for bit in fixed point) so that the busiest lane of each column holds
+  as few non-zeros as it can; the provenance records the balance before and after.
 """
 
 from __future__ import annotations
@@ -143,6 +146,88 @@ def check_balance(mask: np.ndarray, lanes: int) -> tuple[bool, str]:
             return False, (f"column {j}: lanes hold {col.tolist()} non-zeros "
                            f"(expected {want.tolist()})")
     return True, "balanced"
+
+
+def lane_cost(mask: np.ndarray, lanes: int) -> int:
+    """Issue cycles of one event on every input: the busiest lane's non-zeros, summed over the
+    columns."""
+    return int(lane_nnz(np.asarray(mask, dtype=bool), lanes).max(axis=0).sum())
+
+
+def lane_order(mask: np.ndarray, lanes: int) -> np.ndarray:
+    """A permutation ``perm`` of the rows of ``mask`` (n_out, n_in) such that
+    ``lane_cost(mask[perm], lanes) <= lane_cost(mask, lanes)``, as low as a local search finds.
+
+    Lane ``k`` owns the rows ``r % lanes == k`` (fixed counts). Starting from the identity, the
+    best swap of two rows on different lanes is taken, one row at a time, while any swap
+    lowers the cost, or keeps it and lowers the sum of squared lane counts (which evens the
+    lanes out where a single swap cannot lower a column's maximum yet); deterministic."""
+    mask = np.asarray(mask, dtype=bool)
+    n = mask.shape[0]
+    nz = mask.astype(np.int64)
+    lane = np.arange(n) % lanes
+    cnt = np.stack([nz[lane == k].sum(axis=0) for k in range(lanes)])
+    cost = int(cnt.max(axis=0).sum())
+    sq = int((cnt * cnt).sum())
+    improved = True
+    while improved and lanes > 1:
+        improved = False
+        for a in range(n):
+            p = lane[a]
+            for q in range(lanes):
+                if q == p:
+                    continue
+                b_rows = np.flatnonzero(lane == q)
+                if b_rows.size == 0:
+                    continue
+                others = [k for k in range(lanes) if k not in (p, q)]
+                rest = cnt[others].max(axis=0) if others else np.zeros(cnt.shape[1], np.int64)
+                diff = nz[b_rows] - nz[a]  # (rows of q, n_in)
+                new_p = cnt[p] + diff
+                new_q = cnt[q] - diff
+                costs = np.maximum(np.maximum(new_p, new_q), rest).sum(axis=1)
+                sqs = sq + (new_p * new_p + new_q * new_q).sum(axis=1) \
+                    - int((cnt[p] * cnt[p] + cnt[q] * cnt[q]).sum())
+                i = int(np.lexsort((sqs, costs))[0])
+                if (costs[i], sqs[i]) < (cost, sq):
+                    b = int(b_rows[i])
+                    cnt[p] += diff[i]
+                    cnt[q] -= diff[i]
+                    lane[a], lane[b] = q, p
+                    cost, sq = int(costs[i]), int(sqs[i])
+                    improved = True
+                    p = q
+    # lane k's rows, in their original order, at positions k, k + lanes, ...
+    perm = np.empty(n, dtype=np.int64)
+    for k in range(lanes):
+        perm[k::lanes] = np.flatnonzero(lane == k)
+    return perm
+
+
+def order_for_lanes(model, lanes: int):
+    """``model`` with the units of every hidden dense layer that feeds a dense layer re-ordered
+    by :func:`lane_order` (rows, biases and masks of the layer, columns of the next); the
+    output layer (the actions) and conv layers keep their order. Returns ``(model, report)``
+    with the per-layer issue cost of one event on every input, before and after."""
+    from deltanet.pysim import LayerParams
+    from deltanet.pysim.config import DenseLayer
+
+    layers = model.config.layers
+    params = list(model.params)
+    report = []
+    for i in range(len(layers) - 1):
+        if not (isinstance(layers[i], DenseLayer) and isinstance(layers[i + 1], DenseLayer)):
+            continue
+        p, nxt = params[i], params[i + 1]
+        nz = np.asarray(p.mask, dtype=bool) & (np.asarray(p.weight) != 0)
+        before = lane_cost(nz, lanes)
+        perm = lane_order(nz, lanes)
+        after = lane_cost(nz[perm], lanes)
+        report.append({"layer": i, "cost_before": before, "cost_after": after})
+        if after < before:
+            params[i] = LayerParams(p.weight[perm], p.bias[perm], p.mask[perm])
+            params[i + 1] = LayerParams(nxt.weight[:, perm], nxt.bias, nxt.mask[:, perm])
+    return model.replace(params=tuple(params)), report
 
 
 def lane_balance(mask: np.ndarray, lanes: int) -> float:
@@ -543,11 +628,15 @@ def apply_cleanup(model, lanes: int | None = None, log=print):
     log(cleanup_summary(rep))
     if lanes:
         st = mask_stats([p.mask for p in out.params], lanes)
-        log(f"lane balance after the clean-up (rows renumbered): {st['lane_balance']}")
+        out, order = order_for_lanes(out, lanes)
+        st2 = mask_stats([p.mask for p in out.params], lanes)
+        log(f"lane balance after the clean-up (rows renumbered): {st['lane_balance']}; "
+            f"units re-ordered for {lanes} lanes: {st2['lane_balance']}")
         meta = dict(out.meta)
         prov = dict(meta["provenance"])
-        prov["cleanup"] = {**rep, "lane_balance": st["lane_balance"],
-                           "balanced": st["balanced"]}
+        prov["cleanup"] = {**rep, "lane_balance_renumbered": st["lane_balance"],
+                           "lane_order": order, "lane_balance": st2["lane_balance"],
+                           "balanced": st2["balanced"]}
         meta["provenance"] = prov
         out = out.replace(meta=meta)
     return out

@@ -41,11 +41,6 @@ def reference(env_id: str, level):
     return (float(thr) if thr is not None else None), "gymnasium reward_threshold"
 
 
-def _one_run(log: str) -> bool:
-    """Whether the compress run logged in ``log`` started from nothing."""
-    return "trials to run, 0 in" in log and "read from" not in log
-
-
 def collect() -> list:
     from deltanet.pysim import load_model
 
@@ -71,11 +66,12 @@ def collect() -> list:
             "reference": ref, "reference_source": ref_src,
             "competent": ref is None or ev["mean_return"] >= ref,
             "compress_seconds": comp.get("seconds"),
-            "compress_wall_seconds": times.get("compress"),
+            # the wall time of a compress that ran from nothing (not resumed)
+            "compress_wall_seconds": times.get("compress_whole"),
             "finetune_steps": comp["settings"]["finetune_steps"],
             "trials": len(comp["trials"]),
             # a run that resumed a journal or read back a ladder did not take all the time
-            "one_run": _one_run((d / "log.txt").read_text().split("$ deltanet")[-1]),
+            "one_run": "compress_whole" in times,
             "accepted": None if a is None else {
                 "reduction": a["reduction"], "mults": a["mults"],
                 "dense_mults": comp["dense_mults_per_step"],

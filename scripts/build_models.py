@@ -86,11 +86,19 @@ def run_task(name: str, seed: int | None = None, runs: Path = RUNS) -> Path:
                  "--episodes", EVAL_EPISODES, "--seed", EVAL_SEED, "--json",
                  d / "dense_eval.json", log=log)
     if not (d / "comp.json").exists():
-        times["compress"] = deltanet("--quiet", "compress", "--model", d / "dense.npz",
-                                     "--out", d / "comp.npz", "--json", d / "comp.json",
-                                     log=log)
+        t = deltanet("--quiet", "compress", "--model", d / "dense.npz", "--out", d / "comp.npz",
+                     "--json", d / "comp.json", log=log)
+        times["compress_last"] = t
+        if whole_run(log.read_text().split("$ deltanet")[-1]):
+            times["compress_whole"] = t  # the time a compress from nothing took
     write_json_atomic(d / "times.json", times)
     return d
+
+
+def whole_run(log: str) -> bool:
+    """Whether the compress run logged in ``log`` started from nothing (no journal trials, no
+    ladder read back)."""
+    return "trials to run, 0 in" in log and "read from" not in log
 
 
 def bundle(name: str, d: Path) -> bool:

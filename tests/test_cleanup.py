@@ -10,6 +10,7 @@ from deltanet.pysim import DeltaNetwork, LayerParams, load_model
 from deltanet import bundled_model
 from deltanet.cleanup import cleanup
 from deltanet.cli import main
+from deltanet.prune import apply_cleanup, lane_cost, lane_order, order_for_lanes
 
 from .conftest import random_model, random_walk
 from .test_pysim_conv import conv_net, random_params
@@ -182,3 +183,51 @@ def test_reductions_count_against_the_trained_network(tmp_path):
     assert a["dense_mults_per_step"] == b["dense_mults_per_step"] == sum(want)
     assert b["reduction"] >= a["reduction"]
     assert weight_memory(again)["dense_bits"] == weight_memory(full)["dense_bits"]
+
+
+# ---- units re-ordered for the lanes after the clean-up ---------------------------------------
+@pytest.mark.parametrize("lanes", [1, 2, 3, 4, 5, 8])
+def test_lane_order_is_a_permutation_that_never_costs_more(lanes):
+    rng = np.random.default_rng(lanes)
+    for n_out, n_in, density in ((3, 16, 0.5), (16, 4, 0.4), (37, 29, 0.15), (64, 64, 0.05)):
+        mask = rng.random((n_out, n_in)) < density
+        perm = lane_order(mask, lanes)
+        np.testing.assert_array_equal(np.sort(perm), np.arange(n_out))
+        before, after = lane_cost(mask, lanes), lane_cost(mask[perm], lanes)
+        assert after <= before
+        # never below the MAC bound: ceil(column non-zeros / lanes), nor below the row limit
+        assert after >= int(np.ceil(mask.sum(axis=0) / lanes).sum())
+
+
+def test_lane_order_finds_the_balanced_order():
+    # 8 rows on 4 lanes: rows 0-3 read column 0, rows 4-7 column 1; in the identity order
+    # lanes 0-3 hold one of each already; shuffled so that lane 0 holds rows 0 and 1 of column 0
+    mask = np.zeros((8, 2), dtype=bool)
+    mask[[0, 4, 1, 5], 0] = True  # lanes 0, 0, 1, 1 in the identity order
+    mask[[2, 6, 3, 7], 1] = True
+    assert lane_cost(mask, 4) == 4
+    perm = lane_order(mask, 4)
+    assert lane_cost(mask[perm], 4) == 2  # one non-zero per lane and column
+
+
+@pytest.mark.parametrize("lanes", [2, 3, 4])
+def test_order_for_lanes_keeps_fixed_point_outputs_bit_identical(lanes):
+    for seed in range(3):
+        m = random_model(seed, [5, 23, 11, 3], sparsity=0.7, thresholds=[0.02, 0.05, 0.05])
+        small, rep = order_for_lanes(m, lanes)
+        assert [r["layer"] for r in rep] == [0, 1]  # hidden dense layers; not the outputs
+        assert all(r["cost_after"] <= r["cost_before"] for r in rep)
+        xs = walk(m, 3 + seed)
+        a, sig_a = rollout(m, xs, "fixed")
+        b, sig_b = rollout(small, xs, "fixed")
+        np.testing.assert_array_equal(b, a)
+        assert sig_b == sig_a
+
+
+def test_apply_cleanup_with_lanes_records_the_order():
+    m = kill_units(random_model(4, [6, 24, 16, 3], sparsity=0.6), 4)
+    out = apply_cleanup(m, 4, log=lambda *a: None)
+    c = out.meta["provenance"]["cleanup"]
+    assert [r["layer"] for r in c["lane_order"]] == [0, 1]
+    for r, p in zip(c["lane_order"], out.params):
+        assert r["cost_after"] == lane_cost(p.mask & (p.weight != 0), 4)
