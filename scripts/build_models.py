@@ -51,6 +51,7 @@ TASKS = {
     "pendulum": ("Pendulum-v1", "sac", True, -200.0, 0),
     "acrobot": ("Acrobot-v1", "dqn", False, None, 0),
     "mountaincarcontinuous": ("MountainCarContinuous-v0", "sac", False, None, 0),
+    "lunarlandercontinuous": ("LunarLanderContinuous-v3", "ppo", False, None, 0),
 }
 BUNDLED = [name for name, t in TASKS.items() if t[2]]
 
