@@ -104,7 +104,6 @@ class Controller(wiring.Component):
         rescan = Signal()  # a threshold was written: examine every neuron next step
         ml = Signal(range(N + 1))  # the layer whose MAC runs
         ex_active = Signal()
-        ex_wait = Signal()  # the examination starts next cycle (its X0 sees the last append)
         fin = Signal()
         more = Signal()  # round `index` runs (registered)
         busy = Signal()
@@ -195,17 +194,16 @@ class Controller(wiring.Component):
                 m.d.comb += self.mac_en.eq(ml < N)
                 prod_done = Mux(ml == 0, 1, fin)
                 with m.If((ml < N) & prod_done & self.queue_empty & self.issue_idle):
-                    # the MAC of layer ml is done: its examination starts in the next cycle
+                    # the MAC of layer ml is done: its examination starts in the next cycle,
+                    # that of the last issue's dirty-list append (its X0 sees it)
                     with m.If(ml != 0):
                         m.d.comb += self.dl_clear.eq(Mux(ml[0], 0b01, 0b10))
-                    m.d.sync += [self.exam_layer.eq(ml), ex_active.eq(0), ex_wait.eq(1),
+                    m.d.sync += [self.exam_layer.eq(ml), ex_active.eq(1), more.eq(1),
                                  self.index.eq(0), self.index1.eq(1), ml.eq(ml + 1)]
                 with m.Elif((ml == N) & fin):
                     m.d.comb += [self.dl_clear.eq(0b10 if (N - 1) % 2 else 0b01), latch.eq(1)]
                     m.d.sync += [self.done.eq(1), self.cycles.eq(cyc + 1), ex_active.eq(0)]
                     m.next = "IDLE"
-        with m.If(ex_wait):
-            m.d.sync += [ex_active.eq(1), ex_wait.eq(0), more.eq(1)]
         with m.If(self.done):
             m.d.sync += self.done.eq(0)
         return m

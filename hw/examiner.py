@@ -107,7 +107,8 @@ class Examiner(wiring.Component):
         rows_here = per_layer(n_out_rows, range(max(n_out_rows) + 1), "rows_here")
         # whether rounds index and index + 1 hold a neuron of this lane: compared with the
         # registered count, and the dirty-list append of this very cycle decided last (it is the
-        # last thing known: the MAC's final write may be happening now)
+        # last thing known: the MAC's final append may be happening now; round 0's
+        # accumulator read in X1 then falls in the cycle of its write, which it sees)
         count = Mux(self.layer[0], self.count[1], self.count[0])
         app = Mux(self.layer[0], self.appending[1], self.appending[0])
         idx1 = self.index1

@@ -45,13 +45,16 @@ class MacLane(wiring.Component):
 
     Pipeline (the numbers of ``pysim.corecycles``): **I** the command addresses the weight
     memory; **R** the weight word is registered (its accumulator address plus the command's
-    output pixel); **A** accumulator read, ``w * delta``
-    registered; **P** ``acc + product`` and the dirty bit written, the address appended to the
-    dirty list if the bit was clear. ``MAC_LATENCY`` = 3 cycles from issue to write; one word
-    per cycle. An update reads
-    its accumulator in the cycle in which the previous one writes it: the read port is
-    transparent, so back-to-back updates of one address are not lost. The examination, the bias
-    write and the MAC never use one bank in the same cycle (the core's schedule).
+    output pixel) and its dirty bit is read; **A** accumulator read, ``w * delta``
+    registered, the dirty bit set and the address appended to the dirty list if the bit was
+    clear (``APPEND_LATENCY`` = 2 cycles from issue to append); **P** ``acc + product``
+    written (``MAC_LATENCY`` = 3 cycles from issue to write). One word per cycle. An update
+    reads its accumulator (and its dirty bit) in the cycle in which the previous one writes
+    it: the read ports are transparent, so back-to-back updates of one address are neither
+    lost nor listed twice. So the dirty list is complete one cycle before the last write, and
+    the examination's first accumulator read may fall in the cycle of that write (it sees it,
+    through the same transparent port). Otherwise the examination, the bias write and the MAC
+    never use one bank in the same cycle (the core's schedule).
     """
 
     def __init__(self, *, plan, lane):
@@ -137,10 +140,13 @@ class MacLane(wiring.Component):
         lay_a = Signal.like(lay_r)
         # a conv weight word addresses its channel's pixel 0: add the event's output pixel
         # (dense-only plans have no adder here)
-        a_word = word[ww:ww + aw]
+        a_word = Signal(aw)
+        m.d.comb += a_word.eq(word[ww:ww + aw] + pix_r if plan.has_conv else word[ww:ww + aw])
+        for b in range(2):  # the dirty bit, read here so that the append is known in A
+            m.d.comb += bits_rd[b].addr.eq(a_word)
         m.d.sync += [
             w.eq(word[:ww]),
-            a_r.eq(a_word + pix_r if plan.has_conv else a_word),
+            a_r.eq(a_word),
             hit.eq(v_r & word[ww + aw]),
             d_a.eq(d_r),
             lay_a.eq(lay_r),
@@ -156,38 +162,40 @@ class MacLane(wiring.Component):
         m.d.sync += [v_p.eq(hit), a_p.eq(a_r), bank_p.eq(bank_r), prod_p.eq(w * d_a)]
         for b in range(2):
             mac_b = hit & (bank_r == b)
-            m.d.comb += [banks_rd[b].addr.eq(Mux(mac_b, a_r, self.ex_rd_addr)),
-                         bits_rd[b].addr.eq(a_r)]
+            m.d.comb += banks_rd[b].addr.eq(Mux(mac_b, a_r, self.ex_rd_addr))
         ex_bank_q = Signal()
         m.d.sync += ex_bank_q.eq(self.ex_rd_bank)
         m.d.comb += self.ex_rd_data.eq(Mux(ex_bank_q, banks_rd[1].data, banks_rd[0].data))
-
-        # ---- P: add, write back with the dirty bit, append to the dirty list ------------------
-        old = Signal(W)
+        # the dirty bit is set, and the address appended to the dirty list if it was clear
         was_dirty = Signal()
-        m.d.comb += [old.eq(Mux(bank_p, banks_rd[1].data, banks_rd[0].data)),
-                     was_dirty.eq(Mux(bank_p, bits_rd[1].data, bits_rd[0].data))]
-        new = Signal(W)
-        m.d.comb += new.eq(old + prod_p)
+        m.d.comb += was_dirty.eq(Mux(bank_r, bits_rd[1].data, bits_rd[0].data))
         append = Signal()
-        m.d.comb += append.eq(v_p & ~was_dirty)
+        m.d.comb += append.eq(hit & ~was_dirty)
         m.d.comb += [
             self.dl_data.eq(dl_rd.data),
-            dl_wr.addr.eq(Cat(bank_p, Mux(bank_p, self.count[1], self.count[0]))),
-            dl_wr.data.eq(a_p),
+            dl_wr.addr.eq(Cat(bank_r, Mux(bank_r, self.count[1], self.count[0]))),
+            dl_wr.data.eq(a_r),
             dl_wr.en.eq(append),
         ]
+
+        # ---- P: add, write back -------------------------------------------------------------
+        old = Signal(W)
+        m.d.comb += old.eq(Mux(bank_p, banks_rd[1].data, banks_rd[0].data))
+        new = Signal(W)
+        m.d.comb += new.eq(old + prod_p)
         for b in range(2):
             wp, bp = banks_wr[b], bits_wr[b]
             with m.If(v_p & (bank_p == b)):
-                m.d.comb += [wp.addr.eq(a_p), wp.data.eq(new), wp.en.eq(1),
-                             bp.addr.eq(a_p), bp.data.eq(1), bp.en.eq(1)]
+                m.d.comb += [wp.addr.eq(a_p), wp.data.eq(new), wp.en.eq(1)]
             with m.Elif(init_v & (init_b == b)):
-                m.d.comb += [wp.addr.eq(init_a), wp.data.eq(b_rd.data), wp.en.eq(1),
-                             bp.addr.eq(init_a), bp.data.eq(0), bp.en.eq(1)]
+                m.d.comb += [wp.addr.eq(init_a), wp.data.eq(b_rd.data), wp.en.eq(1)]
+            with m.If(hit & (bank_r == b)):
+                m.d.comb += [bp.addr.eq(a_r), bp.data.eq(1), bp.en.eq(1)]
+            with m.Elif(init_v & (init_b == b)):
+                m.d.comb += [bp.addr.eq(init_a), bp.data.eq(0), bp.en.eq(1)]
             with m.Elif(self.ex_clean_en & (self.ex_clean_bank == b)):
                 m.d.comb += [bp.addr.eq(self.ex_clean_addr), bp.data.eq(0), bp.en.eq(1)]
-            app_b = append & (bank_p == b)
+            app_b = append & (bank_r == b)
             cnt = self.count[b]
             m.d.comb += self.appending[b].eq(app_b)
             with m.If(self.dl_clear[b]):

@@ -22,14 +22,16 @@ conv layer the sum over its events' kernel positions that land on the output gri
   1 for a conv layer, whose first position needs a column-table read, else 0). Intake groups are
   available at ``S_0`` in write order (ascending word address). The MAC is done in the first
   cycle ``f_l = max(S_l, D_l, s_last + c_last)`` in which its producer is done (``D_l``) and the
-  queue is empty (``S_l`` itself when no group came). Each issue writes its accumulators
-  ``MAC_LATENCY`` - 1 cycles later.
+  queue is empty (``S_l`` itself when no group came). Each issue appends to the dirty lists
+  ``APPEND_LATENCY`` - 1 cycles later and writes its accumulators ``MAC_LATENCY`` - 1 cycles
+  later.
 * **Examination of layer l** re-examines the neurons whose accumulator changed in this step:
   lane ``k`` keeps them in its *dirty list* in the order the MAC first touched them (groups in
   order, a group's slots in order, a conv event's positions in order, a column's words in
   channel order). Round ``r`` takes entry
   ``r`` of every lane: ``R_l = max_k len(dirty_k)`` rounds, one per cycle from
-  ``x_l = f_l + MAC_LATENCY - 1`` (the cycle of the last accumulator write). An episode start
+  ``x_l = f_l + APPEND_LATENCY - 1`` (the cycle of the last dirty-list append; round 0 reads
+  its accumulators in the next cycle, that of the last accumulator write). An episode start
   or the step after a threshold write examines every
   neuron instead (``R_l = rows_l``, round ``r`` = row ``r``). Round ``r`` requantizes,
   activates and delta-encodes its neurons and, if it holds work, pushes its group, available to
@@ -47,7 +49,7 @@ conv layer the sum over its events' kernel positions that land on the output gri
   first write to ``done`` is ``writes + INTAKE_LATENCY + cycles``.
 
 So a step costs ``MAC issue cycles + examination rounds not hidden behind the next layer's MAC
-+ about 7 cycles per layer``, never a scan of a layer's inputs or outputs (except at episode
++ about 6 cycles per layer``, never a scan of a layer's inputs or outputs (except at episode
 starts and after threshold writes).
 """
 
@@ -61,6 +63,7 @@ from .coreplan import CorePlan
 from .model import Model
 
 __all__ = [
+    "APPEND_LATENCY",
     "EXAM_LATENCY",
     "INTAKE_LATENCY",
     "MAC_LATENCY",
@@ -71,10 +74,13 @@ __all__ = [
     "max_cycles",
 ]
 
-#: cycles from an issue to the accumulator write (weight read, weight register, product and
-#: accumulator read, add and write); the examination's first round starts in the cycle of the
-#: last write (``x_l = f_l + MAC_LATENCY - 1``), when the last dirty-list append is known
+#: cycles from an issue to the accumulator write (weight read, weight register and dirty-bit
+#: read, product and accumulator read, add and write)
 MAC_LATENCY = 3
+#: cycles from an issue to its dirty-list append (with the accumulator read); the
+#: examination's first round starts in the cycle of the last append
+#: (``x_l = f_l + APPEND_LATENCY - 1``)
+APPEND_LATENCY = 2
 #: cycles from a round's start to its group's push (dirty-list read, accumulator read,
 #: requantize, saturate + activate, delta + compare)
 EXAM_LATENCY = 4
@@ -211,7 +217,7 @@ class CoreCycleModel:
             macs.append(int(c.sum()))
             ngroups.append(len(members))
             f = max(S, D, t)
-            x = f + MAC_LATENCY - 1
+            x = f + APPEND_LATENCY - 1
             inputs = (np.concatenate(members) if members else np.zeros(0, dtype=np.int64))
             cnt = ptr[inputs + 1] - ptr[inputs]
             tot = int(cnt.sum())

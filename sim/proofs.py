@@ -137,9 +137,9 @@ class _MacRef:
     """The harness's own MAC pipeline for the lane (``pysim.corecycles.MAC_LATENCY`` = 3 from
     issue to write): the weight word as read from the lane's ROM (a second read port at the
     command's address), decoded as :class:`pysim.coreplan.CorePlan` packs it, and the product
-    ``w * delta``. Stage 2 is the cycle the lane reads the accumulator, stage 3 the cycle it
-    writes it (at the edge that ends it). Also the bias write (``init_en``: written at the
-    next edge)."""
+    ``w * delta``. Stage 2 is the cycle the lane reads the accumulator and sets the dirty bit
+    (``APPEND_LATENCY``), stage 3 the cycle it writes the accumulator (both at the edge that
+    ends the cycle). Also the bias write (``init_en``: written at the next edge)."""
 
     def __init__(self, m: Module, lane: MacLane, lm: Module, plan: CorePlan):
         assert MAC_LATENCY == 3, "the reference pipeline below has three stages"
@@ -178,6 +178,10 @@ class _MacRef:
     def mac_writes(self, bank):
         return self.wr3 & (self.bank3 == bank)
 
+    def dirty_writes(self, bank):
+        """The MAC sets a dirty bit of ``bank`` (at ``addr2``) in this cycle."""
+        return self.mac_reads(bank)
+
     def init_writes(self, bank):
         return self.init1 & (self.init_bank1 == bank)
 
@@ -195,8 +199,9 @@ def _layer_words(plan: CorePlan, cmd):
 def _lane_environment(m: Module, lane: MacLane, plan: CorePlan, ref: _MacRef) -> None:
     """Free inputs for a lane under its contract: commands to weight words of their layer's
     columns; bias writes of init steps and addresses that exist; the MAC, the bias write and
-    the examination (read or clean) never use one bank in one cycle (:class:`hw.lane.MacLane`).
-    """
+    the examination (read or clean) never use one bank in one cycle, except that an
+    examination read may fall in the cycle of the MAC's accumulator write
+    (:class:`hw.lane.MacLane`)."""
     N, depth = plan.n_layers, plan.bank_depth
     cmd = lane.cmd.payload
     m.d.comb += [
@@ -217,9 +222,9 @@ def _lane_environment(m: Module, lane: MacLane, plan: CorePlan, ref: _MacRef) ->
         lane.ex_clean_addr.eq(AnySeq(len(lane.ex_clean_addr))),
         Assume(_below(lane.ex_rd_addr, depth, lane.ex_rd_bank)),
         Assume(_below(lane.ex_clean_addr, depth, lane.ex_clean_bank)),
-        Assume(~(lane.ex_rd_en & (ref.mac_reads(lane.ex_rd_bank) | ref.mac_writes(lane.ex_rd_bank)
+        Assume(~(lane.ex_rd_en & (ref.mac_reads(lane.ex_rd_bank)
                                   | ref.init_writes(lane.ex_rd_bank)))),
-        Assume(~(lane.ex_clean_en & (ref.mac_writes(lane.ex_clean_bank)
+        Assume(~(lane.ex_clean_en & (ref.dirty_writes(lane.ex_clean_bank)
                                      | ref.init_writes(lane.ex_clean_bank)))),
     ]
 
@@ -291,10 +296,10 @@ def lane_dirty_list(plan: CorePlan, bug: str | None = None) -> Module:
     dirty = [Signal(depth[b], name=f"dirty{b}") for b in range(2)]
     listed = [Signal(depth[b], name=f"listed{b}") for b in range(2)]
     for b in range(2):
-        mw = ref.mac_writes(b)
+        mw = ref.dirty_writes(b)
         for a in range(depth[b]):
             bit = _view(m, lm.submodules[f"dirty_bits{b}"], a)
-            here = ref.addr3 == a
+            here = ref.addr2 == a
             clean = lane.ex_clean_en & (lane.ex_clean_bank == b) & (lane.ex_clean_addr == a)
             with m.If(mw & here):
                 m.d.sync += [dirty[b][a].eq(1), listed[b][a].eq(1)]
@@ -306,7 +311,7 @@ def lane_dirty_list(plan: CorePlan, bug: str | None = None) -> Module:
                 Assume(~(mw & here & listed[b][a] & ~dirty[b][a])),
             ]
         first = Signal(name=f"first_write{b}")
-        m.d.comb += first.eq(mw & ~(dirty[b] >> ref.addr3)[0])
+        m.d.comb += first.eq(mw & ~(dirty[b] >> ref.addr2)[0])
         with m.If(lane.dl_clear[b]):
             m.d.sync += listed[b].eq(0)
         m.d.comb += [
@@ -322,7 +327,7 @@ def lane_dirty_list(plan: CorePlan, bug: str | None = None) -> Module:
     m.d.comb += t_listed.eq(Mux(bank, listed[1] >> addr, listed[0] >> addr)[0])
     count = Mux(bank, lane.count[1], lane.count[0])
     pos = Signal(plan.acc_addr_width)  # the harness's count when it was first written
-    with m.If(ref.mac_writes(bank) & (ref.addr3 == addr) & ~t_listed):
+    with m.If(ref.dirty_writes(bank) & (ref.addr2 == addr) & ~t_listed):
         m.d.sync += pos.eq(Mux(bank, _popcount(listed[1]), _popcount(listed[0])))
     dl = lm.submodules.dirty
     at_pos = _view(m, dl, Cat(bank, pos))
@@ -417,8 +422,8 @@ def exam_covers_dirty(plan: CorePlan, bug: str | None = None, *, cover: bool = F
     """**BMC** (one step from reset). Lane 0 and its examiner, wired as in
     :class:`hw.core.DeltaCore`; the harness plays the controller's part as
     :func:`control_rounds` proves it: the MAC of the examined layer (free commands) until a
-    free cycle ``f`` with no issue, round 0 in cycle ``f + 2`` (that of the last accumulator
-    write), round ``r + 1`` while a round had ``more`` in this lane or (free) in another, the
+    free cycle ``f`` with no issue, round 0 in cycle ``f + 1`` (that of the last dirty-list
+    append; its accumulator read falls in the cycle of the last write), round ``r + 1`` while a round had ``more`` in this lane or (free) in another, the
     end when no round is pending and the examiner is not busy; meanwhile free commands of the
     next layer (the other bank). Dirty-list or full (every row) mode, chosen by the solver.
     For a symbolic neuron of the examined layer: it is read (``ex_rd``) at most once; in
@@ -452,15 +457,13 @@ def exam_covers_dirty(plan: CorePlan, bug: str | None = None, *, cover: bool = F
     # the controller's part
     mac_on = Signal(init=1)
     stop = _free(m, 1, "stop")
-    wait, active, more = Signal(), Signal(), Signal()
+    active, more = Signal(), Signal()
     index, index1 = Signal(aw), Signal(aw + 1, init=1)
     go, fin = Signal(), Signal()
     m.d.comb += [go.eq(active & more), fin.eq(active & ~more & ~ex.busy),
                  ex.go.eq(go), ex.index.eq(index), ex.index1.eq(index1)]
     with m.If(mac_on & stop):
-        m.d.sync += [mac_on.eq(0), wait.eq(1), index.eq(0), index1.eq(1)]
-    with m.If(wait):
-        m.d.sync += [wait.eq(0), active.eq(1), more.eq(1)]
+        m.d.sync += [mac_on.eq(0), active.eq(1), more.eq(1), index.eq(0), index1.eq(1)]
     # the other lanes may still have neurons in later rounds (never past the layer's rows)
     others = _free(m, 1, "others_more")
     m.d.comb += Assume(~others | (index1 < _per_layer(layer, plan.rows)))
@@ -586,7 +589,7 @@ def control_rounds(plan: CorePlan, bug: str | None = None) -> Module:
     """**k-induction.** The examination rounds as :func:`exam_covers_dirty` assumes them, on the
     real controller with every input free: a MAC-done decision shows as the MAC's layer
     counting up; round 0 of the examination of the layer whose MAC is done starts (``go``)
-    two cycles after the decision; round ``r + 1`` starts in the cycle after round ``r``
+    in the cycle after the decision; round ``r + 1`` starts in the cycle after round ``r``
     exactly when a lane had ``more`` in round ``r``; at ``go``, ``index`` = ``r``,
     ``index1`` = ``r + 1`` and ``exam_layer`` is the layer before the MAC's; the next MAC-done
     decision (of a layer that has an examination before it) and the step's end (``done``) come
@@ -611,18 +614,20 @@ def control_rounds(plan: CorePlan, bug: str | None = None) -> Module:
     ml = probe(cm, "ml")  # the MAC's layer, 0..N (the mac_layer port has the layer's width)
     ml_prev = Signal.like(ml)
     m.d.sync += ml_prev.eq(ml)
-    adv = Signal()  # the cycle after a MAC-done decision
+    adv = Signal()  # the cycle after a MAC-done decision: round 0 is due
     m.d.comb += adv.eq(~ctrl.idle & (ml == ml_prev + 1))
-    expect, rounds, quiet = Signal(), Signal(range(max(plan.rows) + 2)), Signal()
-    m.d.sync += [expect.eq(adv | (ctrl.go & ctrl.more.any())),
-                 quiet.eq(~expect & ~ctrl.busy.any())]
-    with m.If(adv):
-        m.d.sync += rounds.eq(0)
-    with m.Elif(ctrl.go & (rounds <= max(plan.rows))):
-        m.d.sync += rounds.eq(rounds + 1)
+    cont, quiet = Signal(), Signal()  # a round r + 1 is due; nothing was due nor busy
+    expect = Signal()
+    rounds, cur = Signal(range(max(plan.rows) + 2)), Signal(range(max(plan.rows) + 2))
+    m.d.comb += [expect.eq(adv | cont), cur.eq(Mux(adv, 0, rounds))]
+    m.d.sync += [cont.eq(ctrl.go & ctrl.more.any()), quiet.eq(~expect & ~ctrl.busy.any())]
+    with m.If(ctrl.go & (cur <= max(plan.rows))):
+        m.d.sync += rounds.eq(cur + 1)
+    with m.Else():
+        m.d.sync += rounds.eq(cur)
     m.d.comb += [
         Assert(ctrl.go == expect),
-        Assert(~ctrl.go | ((ctrl.index == rounds) & (ctrl.index1 == rounds + 1))),
+        Assert(~ctrl.go | ((ctrl.index == cur) & (ctrl.index1 == cur + 1))),
         Assert(~ctrl.go | (ctrl.exam_layer + 1 == ml)),
         Assert(~(adv & (ml >= 2)) | quiet),
         Assert(~ctrl.done | quiet),
@@ -631,17 +636,19 @@ def control_rounds(plan: CorePlan, bug: str | None = None) -> Module:
                | (ctrl.index1 < _per_layer(ctrl.exam_layer, plan.rows))),
     ]
     # invariants for the induction (the controller's own registers)
-    ex_active, ex_wait = probe(cm, "ex_active"), probe(cm, "ex_wait")
+    ex_active = probe(cm, "ex_active")
+    more_r = probe(cm, "more", exclude=[ctrl.more])
     state = probe(cm, "fsm_state")  # IDLE, INIT, RUN: encoded 0, 1, 2
     m.d.comb += [
         Assert(state <= 2),
-        Assert(~(ex_active | ex_wait) | (~ctrl.idle & ~ctrl.init_en)),  # only in RUN
+        Assert(~ex_active | (~ctrl.idle & ~ctrl.init_en)),  # only in RUN
         Assert(ml <= N),
-        Assert(ex_wait == adv),
+        Assert(~adv | (ex_active & more_r)),
+        Assert(~ex_active | adv | (more_r == cont)),
         # (after the last round index may wrap: a layer's rows can be 2 ** len(index))
-        Assert(~ex_active | ((ctrl.index == rounds[:len(ctrl.index)])
-                             & (ctrl.index1 == (rounds + 1)[:len(ctrl.index1)]))),
-        Assert(~(ex_active | ex_wait) | (ctrl.exam_layer + 1 == ml)),
+        Assert(~ex_active | ((ctrl.index == cur[:len(ctrl.index)])
+                             & (ctrl.index1 == (cur + 1)[:len(ctrl.index1)]))),
+        Assert(~ex_active | (ctrl.exam_layer + 1 == ml)),
     ]
     return m
 
@@ -713,7 +720,7 @@ PROPERTIES = (
                  "intake_events <= obs_words, at most max_cycles(plan) cycles"),
     Property(
         "control_rounds", "Controller",
-        "examination rounds: round 0 two cycles after the MAC is done, round r + 1 iff a lane "
+        "examination rounds: round 0 in the cycle after the MAC is done, round r + 1 iff a lane "
         "had more in round r, index = r; the next phase only with no round pending and no "
         "lane busy", "prove", 2, control_rounds,
         {"lane0_more_only": "the next round is decided from lane 0 alone"}, bug_depth=14,
