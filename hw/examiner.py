@@ -39,7 +39,8 @@ class Examiner(wiring.Component):
     slot: Out(``slot_layout``) this lane's candidate event of the round in X4 (``work``: it
     fired and its key is not 0); valid: Out(1) a hidden neuron is in X4; fire: Out(1) it
     fired (counted as an event of the next layer, even with an empty column).
-    busy: Out(1) a round is in X1..X4.
+    busy: Out(1) a round is in X1..X4 (the last layer: X1..X2; its X3 writes the output
+    registers at the edge that ends the cycle).
     out: Out(array of the last layer's output codes of this lane's rows); written when the
     last layer is examined, held otherwise.
 
@@ -219,6 +220,8 @@ class Examiner(wiring.Component):
             xn_wr.addr.eq(xaddr4),
             xn_wr.data.eq(Cat(x[:xw], nx4)),
             xn_wr.en.eq(v4 & (fire | self.first)),
-            self.busy.eq(v1 | v2 | v3 | v4),
+            # the last layer's X3 writes the output registers at the edge that ends it, the
+            # edge at which the controller may end the step: not busy then
+            self.busy.eq(v1 | v2 | (v3 & hidden) | v4),
         ]
         return m

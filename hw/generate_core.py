@@ -171,7 +171,7 @@ FORMULA = ("cycles = the schedule of pysim.corecycles.CoreCycleModel: S_0 = 1 + 
            "examination rounds (changed neurons, or every row at first/rescan) run one per "
            "cycle from x_l = f_l + 1, a round's group available to layer l+1 after "
            "EXAM_LATENCY + QUEUE_LATENCY; S_{l+1} = x_l; D_{l+1} = x_l + R_l + EXAM_LATENCY "
-           "(x_l + 1 if R_l = 0); cycles = x_{N-1} + R_{N-1} + OUT_LATENCY + 1 (x_{N-1} + 1 if "
+           "(x_l + 1 if R_l = 0); cycles = x_{N-1} + R_{N-1} + OUT_LATENCY (x_{N-1} + 2 if "
            "R_{N-1} = 0); latency of a step = observation writes + cycles")
 
 

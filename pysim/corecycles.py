@@ -39,9 +39,10 @@ conv layer the sum over its events' kernel positions that land on the output gri
   ``S_{l+1} = f_l + 1``; the producer of layer ``l + 1`` is done from
   ``D_{l+1} = x_l + R_l + EXAM_LATENCY`` (``x_l + 1`` if ``R_l = 0``: round 0 always takes
   its cycle, as whether it holds a neuron is known only then); ``D_0 = S_0``.
-* The last layer's examination writes the output registers ``OUT_LATENCY`` cycles after a
-  round starts (``D_N = x_{N-1} + R_{N-1} + OUT_LATENCY``, or ``x_{N-1} + 1`` if no round);
-  ``done`` is high in cycle ``D_N + 1``: that number is ``cycles``. ``ready`` is high in the
+* The last layer's examination writes the output registers at the edge that ends the cycle
+  ``OUT_LATENCY`` cycles after a round starts; ``done`` is high from the cycle after the last
+  round's write: ``cycles = x_{N-1} + R_{N-1} + OUT_LATENCY`` (``x_{N-1} + 2`` if no round:
+  round 0 always takes its cycle). ``ready`` is high in the
   ``done`` cycle, so
   back-to-back steps take exactly ``cycles`` each. The host's observation writes come before
   ``start`` (one word per cycle); ``ready`` (and so ``start``) waits ``INTAKE_LATENCY``
@@ -84,7 +85,8 @@ APPEND_LATENCY = 2
 #: cycles from a round's start to its group's push (dirty-list read, accumulator read,
 #: requantize, saturate + activate, delta + compare)
 EXAM_LATENCY = 4
-#: cycles from a round's start to the output registers (the last layer: no delta, no push)
+#: cycles from a round's start to the cycle whose ending edge writes the output registers (the
+#: last layer: no delta, no push); the step's ``done`` rises at that edge
 OUT_LATENCY = 3
 #: cycles from the edge that accepts an observation word to its group's push
 INTAKE_LATENCY = 3
@@ -258,7 +260,7 @@ class CoreCycleModel:
                 avail = (x + r_idx + EXAM_LATENCY + QUEUE_LATENCY).astype(np.int64)
                 members = [safe[r][wk[r]] for r in r_idx]
             S = f + 1
-            D = x + R + (EXAM_LATENCY if i + 1 < N else OUT_LATENCY) if R else x + 1
+            D = x + R + (EXAM_LATENCY if i + 1 < N else OUT_LATENCY - 1) if R else x + 1
         return StepSchedule(D + 1, macs, rounds, ngroups, dirty_n, lane_work)
 
     def step_cycles(self, event_masks, first, rescan=False) -> np.ndarray:
