@@ -125,15 +125,18 @@ class Controller(wiring.Component):
                    for i, ly in enumerate(plan.config.layers)]
         mac_live = [Signal(range(int(plan.model.column_nnz(i).sum()) + 1), name=f"mac_live{i}")
                     for i in range(N)]
-        # the increments are registered first (off the examination's and the MAC's paths): a
-        # count lags its event by one cycle, and the latch at the end of a step adds the last
+        # the increments are registered first (off the examination's and the MAC's paths; the
+        # fire bits before their sum, which would lengthen the examiner's compare): a count
+        # lags its event by one cycle, and the latch at the end of a step adds the last
+        fires_r = Signal(plan.lanes)
         n_fires = Signal(range(plan.lanes + 1))
         n_macs = Signal(range(plan.lanes + 1))
         fire_layer = Signal.like(self.exam_layer)
         mac_layer = Signal.like(self.mac_layer_r)
         n_intake = Signal.like(self.intake_events)
+        m.d.comb += n_fires.eq(sum(fires_r[k] for k in range(plan.lanes)))
         m.d.sync += [
-            n_fires.eq(sum(self.fires[k] for k in range(plan.lanes))),
+            fires_r.eq(self.fires),
             n_macs.eq(sum(self.mac_valid[k] for k in range(plan.lanes))),
             fire_layer.eq(self.exam_layer), mac_layer.eq(self.mac_layer_r),
             n_intake.eq(self.intake_events),

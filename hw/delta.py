@@ -53,9 +53,11 @@ def delta_difference(m: Module, x, x_hat, first, name: str = "dx"):
     return d
 
 
-def delta_fire(m: Module, d, threshold, full, name: str = "dx"):
+def delta_fire(m: Module, d, threshold, full, name: str = "dx", *, neg_threshold=None):
     """Difference form, stage 2, combinational: ``d != 0 & (full | d >= theta | d <= -theta)``
-    from stage 1's (registered) ``d``."""
+    from stage 1's (registered) ``d``. ``neg_threshold``: ``-theta`` from a register of the
+    caller's (so that no negation precedes the compare), else negated here."""
+    neg = -threshold if neg_threshold is None else neg_threshold
     fire = Signal(name=f"{name}_fire")
-    m.d.comb += fire.eq((d != 0) & (full | (d >= threshold) | (d <= -threshold)))
+    m.d.comb += fire.eq((d != 0) & (full | (d >= threshold) | (d <= neg)))
     return fire

@@ -8,9 +8,9 @@ from amaranth.lib.wiring import In, Out
 
 from ..pysim.coreplan import CorePlan
 from ._checks import check_int
-from .activation import requantize_overflow, requantize_split
+from .activation import requantize_overflow, requantize_round
 from .delta import delta_event, delta_window
-from .shapes import BLOCK_RAM, mac_command_layout, raw_shape, slot_layout, threshold_shape
+from .shapes import mac_command_layout, ram_attrs, raw_shape, slot_layout, threshold_shape
 
 __all__ = ["Examiner"]
 
@@ -36,19 +36,20 @@ class Examiner(wiring.Component):
     threshold: In the next layer's threshold register.
     count, appending, dl_data / dl_bank, dl_index; ex_rd_* / ex_rd_data; ex_clean_*: to the lane's
     dirty lists and accumulator banks (:class:`hw.lane.MacLane`).
-    slot: Out(``slot_layout``) this lane's candidate event of the round in X4 (``work``: it
-    fired and its key is not 0); valid: Out(1) a hidden neuron is in X4; fire: Out(1) it
+    slot: Out(``slot_layout``) this lane's candidate event of the round in X3 (``work``: it
+    fired and its key is not 0); valid: Out(1) a hidden neuron is in X3; fire: Out(1) it
     fired (counted as an event of the next layer, even with an empty column).
-    busy: Out(1) a round is in X1..X4 (the last layer: X1..X2; its X3 writes the output
+    busy: Out(1) a round is in X1..X3 (the last layer: X1..X2; its X3 writes the output
     registers at the edge that ends the cycle).
     out: Out(array of the last layer's output codes of this lane's rows); written when the
     last layer is examined, held otherwise.
 
-    Pipeline (``EXAM_LATENCY`` = 4 from X0 to the push): **X0** dirty-list read; **X1**
-    accumulator, ``x_hat`` and ``next`` reads; **X2** requantize: shift and rounding increment
-    (the dirty bit is cleared); **X3** round, saturate or wrap, activation (the last
-    layer: the output register), the threshold window of ``x_hat`` (:mod:`hw.delta`); **X4**
-    ``d = x - x_hat``, threshold compare, ``x_hat`` write.
+    Pipeline (``EXAM_LATENCY`` = 3 from X0 to the push; one carry chain per stage): **X0**
+    dirty-list read; **X1** accumulator, ``x_hat`` and ``next`` reads; **X2** requantize:
+    shift and rounding add (the dirty bit is cleared), the threshold window of ``x_hat``
+    (:mod:`hw.delta`); **X3** saturate or wrap, activation (the last layer: the output
+    register), ``d = x - x_hat``, threshold compare; the ``x_hat`` write follows in the next
+    cycle.
     One round per cycle.
     """
 
@@ -93,11 +94,12 @@ class Examiner(wiring.Component):
                         m.d.comb += s.eq(v)
             return s
 
-        # x_hat (RAM) and next (constant) share one word: {next, x_hat}
+        # x_hat (RAM) and next (constant) share one word: {next, x_hat}; X2's window adds to
+        # the read data, so it is LUT RAM where small (ram_attrs)
         nw = plan.key_width
         xn = m.submodules.xnext = memory.Memory(
             shape=unsigned(nw + xw), depth=plan.x_depth,
-            init=[v << xw for v in plan.next_keys()[k]], attrs=BLOCK_RAM)
+            init=[v << xw for v in plan.next_keys()[k]], attrs=ram_attrs(plan.x_depth, nw + xw))
         xn_wr = xn.write_port()
         # not transparent: a neuron is examined once per examination, so its x_hat is never
         # read in the cycle it is written
@@ -150,36 +152,33 @@ class Examiner(wiring.Component):
         xaddr2 = Signal.like(xaddr1)
         m.d.sync += [v2.eq(v1), addr2.eq(addr1), xaddr2.eq(xaddr1)]
 
-        # ---- X2: requantize (shift and round), write the word back clean ---------------------
-        # the shifted value and its rounding increment are registered; the add is in X3
-        shifted, incs = [], []
+        # ---- X2: requantize (shift and round), the threshold window; write the word back clean
+        # one carry chain per stage: the rounding add here, the window's from x_hat beside it
+        rounded = []
         for i, ly in enumerate(cfg.layers):
             acc = self.ex_rd_data[:ly.acc_bits].as_signed()
-            q, rnd = requantize_split(m, acc, cfg.acc_fmt(i), ly.out_fmt, name=f"rq{i}")
-            shifted.append(q)
-            incs.append(rnd)
-        rw = max(len(q) for q in shifted) + 1
-        q2 = per_layer(shifted, signed(rw - 1), "shifted")
-        rnd2 = per_layer(incs, 1, "rnd")
+            rounded.append(requantize_round(m, acc, cfg.acc_fmt(i), ly.out_fmt, name=f"rq{i}"))
+        rw = max(len(r) for r in rounded)
+        r2 = per_layer(rounded, signed(rw), "rounded")
+        xh_eff, lo, hi = delta_window(m, xn_rd.data[:xw].as_signed(), self.threshold,
+                                      self.first, name="ex")
         m.d.comb += [
             self.ex_clean_en.eq(v2),
             self.ex_clean_bank.eq(self.layer[0]),
             self.ex_clean_addr.eq(addr2),
         ]
         v3 = Signal()
-        q3 = Signal(signed(rw - 1))
-        rnd3 = Signal()
-        xh3 = Signal(xw)  # block RAM outputs are registered before any logic
+        r3 = Signal(signed(rw))
+        xh3 = Signal.like(xh_eff)
+        lo3 = Signal.like(lo)
+        hi3 = Signal.like(hi)
         nx3 = Signal(nw)
         addr3 = Signal(aw)
         xaddr3 = Signal.like(xaddr1)
-        m.d.sync += [v3.eq(v2), q3.eq(q2), rnd3.eq(rnd2), xh3.eq(xn_rd.data[:xw]),
-                     nx3.eq(xn_rd.data[xw:]),
-                     addr3.eq(addr2), xaddr3.eq(xaddr2)]
+        m.d.sync += [v3.eq(v2), r3.eq(r2), xh3.eq(xh_eff), lo3.eq(lo), hi3.eq(hi),
+                     nx3.eq(xn_rd.data[xw:]), addr3.eq(addr2), xaddr3.eq(xaddr2)]
 
-        # ---- X3: round, saturate/wrap, activation -----------------------------------------------
-        r3 = Signal(signed(rw))
-        m.d.comb += r3.eq(q3 + rnd3)
+        # ---- X3: saturate/wrap, activation, delta, threshold compare, x_hat write ---------------
         ow = max(ly.out_fmt.width for ly in cfg.layers)
         acts = []
         for i, ly in enumerate(cfg.layers):
@@ -187,7 +186,7 @@ class Examiner(wiring.Component):
             if ly.activation == "relu":
                 y = Mux(y < 0, 0, y)
             acts.append(y)
-        x3 = per_layer(acts, signed(ow), "x")
+        x = per_layer(acts, signed(ow), "x")
         hidden = Signal()
         m.d.comb += hidden.eq(self.layer != N - 1)
         # the last layer: its output codes of this lane's rows
@@ -196,32 +195,28 @@ class Examiner(wiring.Component):
         with m.If(v3 & ~hidden), m.Switch(row3):
             for r in range(plan.rows[-1]):
                 with m.Case(r):
-                    m.d.sync += self.out[r].eq(x3)
-        xh_eff, lo, hi = delta_window(m, xh3.as_signed(), self.threshold, self.first,
-                                      name="ex")
-        v4 = Signal()
-        x = Signal(signed(ow))
-        xh4 = Signal.like(xh_eff)
-        lo4 = Signal.like(lo)
-        hi4 = Signal.like(hi)
-        nx4 = Signal(nw)
+                    m.d.sync += self.out[r].eq(x)
+        d, fire = delta_event(m, x, xh3, lo3, hi3, self.first, name="ex")
+        vh = Signal()
+        m.d.comb += vh.eq(v3 & hidden)
+        # the x_hat write is registered first (off the compare's path; the neuron is not read
+        # again in this examination, and the next one starts after this step's end)
         xaddr4 = Signal.like(xaddr1)
-        m.d.sync += [v4.eq(v3 & hidden), x.eq(x3), xh4.eq(xh_eff), lo4.eq(lo), hi4.eq(hi),
-                     nx4.eq(nx3), xaddr4.eq(xaddr3)]
-
-        # ---- X4: delta, threshold compare, x_hat write ----------------------------------------
-        d, fire = delta_event(m, x, xh4, lo4, hi4, self.first, name="ex")
+        xdata4 = Signal(nw + xw)
+        xwe4 = Signal()
+        m.d.sync += [xaddr4.eq(xaddr3), xdata4.eq(Cat(x[:xw], nx3)),
+                     xwe4.eq(vh & (fire | self.first))]
         m.d.comb += [
-            self.valid.eq(v4),
-            self.fire.eq(v4 & fire),
-            self.slot.work.eq(v4 & fire & (nx4 != 0)),
+            self.valid.eq(vh),
+            self.fire.eq(vh & fire),
+            self.slot.work.eq(vh & fire & (nx3 != 0)),
             self.slot.delta.eq(d),
-            self.slot.key.eq(nx4),
+            self.slot.key.eq(nx3),
             xn_wr.addr.eq(xaddr4),
-            xn_wr.data.eq(Cat(x[:xw], nx4)),
-            xn_wr.en.eq(v4 & (fire | self.first)),
+            xn_wr.data.eq(xdata4),
+            xn_wr.en.eq(xwe4),
             # the last layer's X3 writes the output registers at the edge that ends it, the
             # edge at which the controller may end the step: not busy then
-            self.busy.eq(v1 | v2 | (v3 & hidden) | v4),
+            self.busy.eq(v1 | v2 | vh),
         ]
         return m

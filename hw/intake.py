@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -112,11 +112,15 @@ class Intake(wiring.Component):
         m.d.comb += self.busy.eq(v1 | v2 | v3)
 
         # stage W3: compare every difference with the threshold, store x_hat, push the group
+        # (-threshold from a register: the threshold is written while idle, at least three
+        # cycles before a word written with it or after it reaches W3)
+        neg_thr = Signal(signed(len(self.threshold) + 1))
+        m.d.sync += neg_thr.eq(-self.threshold)
         fires, works, new_codes = [], [], []
         for p in range(P):
             exists = a3 < -(-(n_in - p) // P) if p < n_in else 0  # input a3 * P + p < n_in
             x = data3[p]
-            fire = delta_fire(m, d3[p], self.threshold, first3, name=f"in{p}")
+            fire = delta_fire(m, d3[p], self.threshold, first3, name=f"in{p}", neg_threshold=neg_thr)
             fire_p = Signal(name=f"fire{p}")
             m.d.comb += fire_p.eq(v3 & fire & exists)
             key = ct3[p * cwid:(p + 1) * cwid]

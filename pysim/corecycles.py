@@ -82,9 +82,9 @@ MAC_LATENCY = 3
 #: examination's first round starts in the cycle of the last append
 #: (``x_l = f_l + APPEND_LATENCY - 1``)
 APPEND_LATENCY = 2
-#: cycles from a round's start to its group's push (dirty-list read, accumulator read,
-#: requantize, saturate + activate, delta + compare)
-EXAM_LATENCY = 4
+#: cycles from a round's start to its group's push (dirty-list read; accumulator read;
+#: requantize and the threshold window; saturate, activate, delta and compare)
+EXAM_LATENCY = 3
 #: cycles from a round's start to the cycle whose ending edge writes the output registers (the
 #: last layer: no delta, no push); the step's ``done`` rises at that edge
 OUT_LATENCY = 3

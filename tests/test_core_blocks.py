@@ -45,6 +45,9 @@ def test_delta_comparator_both_forms_exhaustive():
     d1, f1 = delta_event(m, x, xe, lo, hi, first)
     d2 = delta_difference(m, x, xh, first)
     f2 = delta_fire(m, d2, thr, first)
+    neg = Signal(signed(w + 2))
+    m.d.comb += neg.eq(-thr)
+    f3 = delta_fire(m, d2, thr, first, neg_threshold=neg)
     cases = [(a, b, t, f) for a in range(-8, 8) for b in range(-8, 8) for t in range(18)
              if t < 32 for f in (0, 1)]
     got = []
@@ -55,14 +58,14 @@ def test_delta_comparator_both_forms_exhaustive():
             ctx.set(xh, b)
             ctx.set(thr, t)
             ctx.set(first, f)
-            got.append((ctx.get(d1), ctx.get(f1), ctx.get(d2), ctx.get(f2)))
+            got.append((ctx.get(d1), ctx.get(f1), ctx.get(d2), ctx.get(f2), ctx.get(f3)))
 
     sim = Simulator(m)
     sim.add_testbench(bench)
     sim.run()
-    for (a, b, t, f), (g1, h1, g2, h2) in zip(cases, got):
+    for (a, b, t, f), (g1, h1, g2, h2, h3) in zip(cases, got):
         d, fire = ref_fire(a, b, t, bool(f))
-        assert (g1, bool(h1), g2, bool(h2)) == (d, fire, d, fire), (a, b, t, f)
+        assert (g1, bool(h1), g2, bool(h2), bool(h3)) == (d, fire, d, fire, fire), (a, b, t, f)
 
 
 @pytest.fixture(scope="module")
