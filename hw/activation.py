@@ -18,7 +18,8 @@ __all__ = ["Activation", "requantize", "requantize_overflow", "requantize_round"
 def requantize_split(m: Module, value, src: FixedFormat, dst: FixedFormat, name: str = "rq"):
     """The shift by ``src.frac - dst.frac`` with ``dst.rounding``, as a pair ``(q, rnd)``:
     ``q`` the shifted value (floor; a left shift is exact) and ``rnd`` the 0/1 rounding
-    increment; the rounded value is ``q + rnd`` (:func:`requantize_round`)."""
+    increment; the rounded value is ``q + rnd`` (:func:`requantize_round`). Split so that a
+    caller can select among several layers' pairs before one adder."""
     aw = src.width
     s = src.frac_bits - dst.frac_bits
     if s > 0:
@@ -40,7 +41,7 @@ def requantize_split(m: Module, value, src: FixedFormat, dst: FixedFormat, name:
 
 
 def requantize_round(m: Module, value, src: FixedFormat, dst: FixedFormat, name: str = "rq"):
-    """First half of :func:`requantize` (the examiner's X2 stage): the shift by ``src.frac - dst.frac`` with ``dst.rounding``: ``q + rnd`` of
+    """First half of :func:`requantize`: the shift by ``src.frac - dst.frac`` with ``dst.rounding``: ``q + rnd`` of
     :func:`requantize_split`."""
     q, rnd = requantize_split(m, value, src, dst, name)
     r = Signal(signed(len(q) + 1), name=f"{name}_r")

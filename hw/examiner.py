@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..pysim.coreplan import CorePlan
 from ._checks import check_int
-from .activation import requantize_overflow, requantize_round
+from .activation import requantize_overflow, requantize_split
 from .delta import delta_event, delta_window
 from .shapes import mac_command_layout, ram_attrs, raw_shape, slot_layout, threshold_shape
 
@@ -154,12 +154,18 @@ class Examiner(wiring.Component):
 
         # ---- X2: requantize (shift and round), the threshold window; write the word back clean
         # one carry chain per stage: the rounding add here, the window's from x_hat beside it
-        rounded = []
+        # (the layer's shift and rounding bit are selected first: one adder, not one per layer)
+        shifted, incs = [], []
         for i, ly in enumerate(cfg.layers):
             acc = self.ex_rd_data[:ly.acc_bits].as_signed()
-            rounded.append(requantize_round(m, acc, cfg.acc_fmt(i), ly.out_fmt, name=f"rq{i}"))
-        rw = max(len(r) for r in rounded)
-        r2 = per_layer(rounded, signed(rw), "rounded")
+            q, rnd = requantize_split(m, acc, cfg.acc_fmt(i), ly.out_fmt, name=f"rq{i}")
+            shifted.append(q)
+            incs.append(rnd)
+        rw = max(len(q) for q in shifted) + 1
+        q2 = per_layer(shifted, signed(rw - 1), "shifted")
+        rnd2 = per_layer(incs, 1, "rnd")
+        r2 = Signal(signed(rw))
+        m.d.comb += r2.eq(q2 + rnd2)
         xh_eff, lo, hi = delta_window(m, xn_rd.data[:xw].as_signed(), self.threshold,
                                       self.first, name="ex")
         m.d.comb += [

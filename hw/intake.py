@@ -34,7 +34,8 @@ class Intake(wiring.Component):
     busy: Out(1) a word is in flight (the core does not start a step until it has been queued).
 
     Latency ``INTAKE_LATENCY`` = 3 cycles after the accepting edge (W1 registers the memories'
-    words, W2 computes the differences, W3 compares and pushes); one word per cycle.
+    words, W2 computes the differences, W3 compares and pushes; ``x_hat`` is written in the
+    cycle after W3); one word per cycle.
     """
 
     def __init__(self, *, plan):
@@ -132,11 +133,11 @@ class Intake(wiring.Component):
             keep = Signal(cw, name=f"keep{p}")
             m.d.comb += keep.eq(Mux(fire_p | first3, x, raw3[p]))
             new_codes.append(keep)
+        # the x_hat write is registered first (off the compare's path): a word is written at
+        # most once per step, so it is not read again before the write lands
+        m.d.sync += [xh_wr.addr.eq(a3), xh_wr.data.eq(Cat(*new_codes)), xh_wr.en.eq(v3)]
         m.d.comb += [
             self.o.valid.eq(Cat(*works).any()),
             self.events.eq(sum(fires)),
-            xh_wr.addr.eq(a3),
-            xh_wr.data.eq(Cat(*new_codes)),
-            xh_wr.en.eq(v3),
         ]
         return m

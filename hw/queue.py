@@ -84,9 +84,12 @@ class EventQueue(wiring.Component):
             write.eq(held_v & ~(~stored & self.o.ready)),
             next_consume.eq(Mux(pop_stored, incr(consume), consume)),
             r_port.addr.eq(next_consume),
+            # the held group is written at the tail whether or not it is popped at once (then
+            # the row stays free: the tail does not move), so the write enable does not wait
+            # for the issue stage's pop
             w_port.addr.eq(produce),
             w_port.data.eq(held),
-            w_port.en.eq(write),
+            w_port.en.eq(held_v),
             self.empty.eq(~held_v & ~stored),
         ]
         m.d.sync += [consume.eq(next_consume), level.eq(level + write - pop_stored)]
