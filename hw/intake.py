@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,8 +34,8 @@ class Intake(wiring.Component):
     busy: Out(1) a word is in flight (the core does not start a step until it has been queued).
 
     Latency ``INTAKE_LATENCY`` = 3 cycles after the accepting edge (W1 registers the memories'
-    words, W2 computes the differences, W3 compares and pushes; ``x_hat`` is written in the
-    cycle after W3); one word per cycle.
+    words, W2 computes the differences, W3 compares, pushes and stores the codes that fired in
+    ``x_hat``); one word per cycle.
     """
 
     def __init__(self, *, plan):
@@ -61,7 +61,8 @@ class Intake(wiring.Component):
 
         xhat = m.submodules.xhat = memory.Memory(shape=unsigned(P * cw), depth=W, init=[],
                                                  attrs=BLOCK_RAM)
-        xh_wr = xhat.write_port()
+        # one write enable per code: a code is stored only if it fired (or at an episode start)
+        xh_wr = xhat.write_port(granularity=cw)
         xh_rd = xhat.read_port()  # each word is written at most once per step
         # the keys of a word's P inputs in layer 0, side by side
         cwid = plan.key_width
@@ -101,15 +102,13 @@ class Intake(wiring.Component):
         first3 = Signal()
         ct3 = Signal.like(ct_rd.data)
         m.d.sync += [v3.eq(v2), a3.eq(a2), data3.eq(data2), first3.eq(first2), ct3.eq(ct2)]
-        d3, raw3 = [], []
+        d3 = []
         for p in range(P):
             xh_raw = xh2[p * cw:(p + 1) * cw]
             d = delta_difference(m, data2[p], xh_raw.as_signed(), first2, name=f"in{p}")
             dr = Signal.like(d, name=f"d{p}_3")
-            raw = Signal(cw, name=f"xh_raw{p}_3")
-            m.d.sync += [dr.eq(d), raw.eq(xh_raw)]
+            m.d.sync += dr.eq(d)
             d3.append(dr)
-            raw3.append(raw)
         m.d.comb += self.busy.eq(v1 | v2 | v3)
 
         # stage W3: compare every difference with the threshold, store x_hat, push the group
@@ -117,11 +116,11 @@ class Intake(wiring.Component):
         # cycles before a word written with it or after it reaches W3)
         neg_thr = Signal(signed(len(self.threshold) + 1))
         m.d.sync += neg_thr.eq(-self.threshold)
-        fires, works, new_codes = [], [], []
+        fires, works, stores = [], [], []
         for p in range(P):
             exists = a3 < -(-(n_in - p) // P) if p < n_in else 0  # input a3 * P + p < n_in
-            x = data3[p]
-            fire = delta_fire(m, d3[p], self.threshold, first3, name=f"in{p}", neg_threshold=neg_thr)
+            fire = delta_fire(m, d3[p], self.threshold, first3, name=f"in{p}",
+                              neg_threshold=neg_thr)
             fire_p = Signal(name=f"fire{p}")
             m.d.comb += fire_p.eq(v3 & fire & exists)
             key = ct3[p * cwid:(p + 1) * cwid]
@@ -130,13 +129,11 @@ class Intake(wiring.Component):
                          slot.key.eq(key)]
             fires.append(fire_p)
             works.append(slot.work)
-            keep = Signal(cw, name=f"keep{p}")
-            m.d.comb += keep.eq(Mux(fire_p | first3, x, raw3[p]))
-            new_codes.append(keep)
-        # the x_hat write is registered first (off the compare's path): a word is written at
-        # most once per step, so it is not read again before the write lands
-        m.d.sync += [xh_wr.addr.eq(a3), xh_wr.data.eq(Cat(*new_codes)), xh_wr.en.eq(v3)]
+            stores.append(v3 & (fire_p | first3))
         m.d.comb += [
+            xh_wr.addr.eq(a3),
+            xh_wr.data.eq(Cat(*(data3[p] for p in range(P)))),
+            xh_wr.en.eq(Cat(*stores)),
             self.o.valid.eq(Cat(*works).any()),
             self.events.eq(sum(fires)),
         ]

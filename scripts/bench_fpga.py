@@ -155,9 +155,10 @@ def main(argv=None):
                      f"{e['delta_pj'] / 1000:.3f} nJ |")
     lines += ["", "## What the figures show", "",
               ("**Event-driven core** (`deltanet_core`): memories hold the state (accumulators, "
-               "dirty bits and the event queue in LUT RAM when small - on an iCE40, which has "
-               "none, in flip-flops when tiny and else in block RAM -, biases in logic when at "
-               "most 16 words deep, weights, x_hat and dirty lists in block RAM); per lane one "
+               "dirty bits, dirty lists, the event queue and the examiners' x_hat in LUT RAM "
+               "when small - on an iCE40, which has none, in flip-flops when tiny and else in "
+               "block RAM -, biases in logic when at most 16 words deep, weights and the "
+               "intake's x_hat and keys in block RAM); per lane one "
                "MAC (a DSP) and one examination pipeline; cycles follow the events and "
                "significant MACs (cycles.md). It replaced two older cores "
                "(archive/old-cores.md has their figures, measured with the same flow before "
