@@ -41,8 +41,8 @@ def requantize_split(m: Module, value, src: FixedFormat, dst: FixedFormat, name:
 
 
 def requantize_round(m: Module, value, src: FixedFormat, dst: FixedFormat, name: str = "rq"):
-    """First half of :func:`requantize`: the shift by ``src.frac - dst.frac`` with ``dst.rounding``: ``q + rnd`` of
-    :func:`requantize_split`."""
+    """First half of :func:`requantize`: the shift by ``src.frac - dst.frac`` with
+    ``dst.rounding``: ``q + rnd`` of :func:`requantize_split`."""
     q, rnd = requantize_split(m, value, src, dst, name)
     r = Signal(signed(len(q) + 1), name=f"{name}_r")
     m.d.comb += r.eq(q + rnd)

@@ -423,9 +423,10 @@ def exam_covers_dirty(plan: CorePlan, bug: str | None = None, *, cover: bool = F
     :class:`hw.core.DeltaCore`; the harness plays the controller's part as
     :func:`control_rounds` proves it: the MAC of the examined layer (free commands) until a
     free cycle ``f`` with no issue, round 0 in cycle ``f + 1`` (that of the last dirty-list
-    append; its accumulator read falls in the cycle of the last write), round ``r + 1`` while a round had ``more`` in this lane or (free) in another, the
-    end when no round is pending and the examiner is not busy; meanwhile free commands of the
-    next layer (the other bank). Dirty-list or full (every row) mode, chosen by the solver.
+    append; its accumulator read falls in the cycle of the last write), round ``r + 1`` while
+    a round had ``more`` in this lane or (free) in another, the end when no round is pending
+    and the examiner is not busy; meanwhile free commands of the next layer (the other bank).
+    Dirty-list or full (every row) mode, chosen by the solver.
     For a symbolic neuron of the examined layer: it is read (``ex_rd``) at most once; in
     dirty-list mode only while its dirty bit is set; at the end, if the MAC updated its
     accumulator in the step, it was read after its last update (the value a read returns is
