@@ -50,7 +50,7 @@ conv layer the sum over its events' kernel positions that land on the output gri
   first write to ``done`` is ``writes + INTAKE_LATENCY + cycles``.
 
 So a step costs ``MAC issue cycles + examination rounds not hidden behind the next layer's MAC
-+ about 6 cycles per layer``, never a scan of a layer's inputs or outputs (except at episode
++ about 5 cycles per layer``, never a scan of a layer's inputs or outputs (except at episode
 starts and after threshold writes).
 """
 

@@ -168,8 +168,8 @@ def main(argv=None):
                 f"{r['latency_cycles_mean']:.1f} | {r['dense_cycles']} | {r['speedup']:.0f}x | "
                 f"{r['reduction']:.0f}x | {r['speedup_over_reduction']:.2f} |")
     lines += ["", ("Where the cycles go: MAC issue (one cycle per non-empty weight column word, "
-                   "all lanes in step) plus, per layer, 7 cycles from a layer's last issue to the "
-                   "next layer's first (2 to its dirty-list append, 4 to re-examine the first "
+                   "all lanes in step) plus, per layer, 6 cycles from a layer's last issue to the "
+                   "next layer's first (2 to its dirty-list append, 3 to re-examine the first "
                    "changed neurons, 1 through the queue) and examination rounds the next "
                    "layer's MAC cannot hide. Small networks are latency-bound: at L >= 8 the "
                    "cycles stop falling while utilisation drops. The DQNs are MAC-bound: their "
