@@ -68,6 +68,7 @@ from .synth import (
     DoesNotFit,
     SynthError,
     memory_style,
+    pnr_misfit,
     synth_counts,
     tool_path,
     yowasp_versions,
@@ -246,12 +247,10 @@ def _does_not_fit(work: Path, board: Board) -> str | None:
     return "; ".join(over) or None
 
 
-def _nextpnr_reason(work: Path) -> str | None:
-    text = (work / "build.log").read_text(errors="replace") if (work / "build.log").exists() \
-        else ""
-    m = re.search(r"(Design uses.*|Unable to (?:find legal )?place.*|.*too many.*|"
-                  r".*not enough.*)", text, re.IGNORECASE)
-    return m.group(1).strip() if m else None
+def _nextpnr_reason(work: Path, board: Board) -> str | None:
+    """What nextpnr's part of the build log says ran out (:func:`deltanet.synth.pnr_misfit`)."""
+    log = work / "build.log"
+    return pnr_misfit(log.read_text(errors="replace") if log.exists() else "", board.target)
 
 
 def _build(plan, work: Path, board: Board, status) -> dict:
@@ -271,7 +270,7 @@ def _build(plan, work: Path, board: Board, status) -> dict:
         res = {"board": board.name, "part": board.part, "work_dir": str(work),
                "versions": yowasp_versions(), "build_s": round(seconds, 1)}
         if rc != 0 or not (work / board.bitstream).exists():
-            why = _does_not_fit(work, board) or _nextpnr_reason(work)
+            why = _does_not_fit(work, board) or _nextpnr_reason(work, board)
             if why is None:
                 raise SynthError(f"the build for {board.name} failed (exit code {rc}); see "
                                  f"{work / 'build.log'}: {_tail(work / 'build.log')}")

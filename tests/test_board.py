@@ -286,3 +286,20 @@ def test_real_bitstream(name, lanes, size, tmp_path, monkeypatch, capsys):
     assert design["lanes"] == lanes and design["board"]["bitstream"] == board.bitstream
     with capsys.disabled():
         print(f"\n{out.splitlines()[0]} [test {time.monotonic() - t0:.0f} s]")
+
+
+def test_a_placer_out_of_logic_cells_is_does_not_fit(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+
+    def placer(work, board, status):  # yosys' counts fit, nextpnr-ice40's placer does not
+        (work / "build.log").write_text(
+            "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5323 ICESTORM_LCs\n")
+        return 1, 0.5
+
+    monkeypatch.setattr(board_lib, "_run_script", placer)
+    rc, _, err = run_cli(capsys, "build", "--model", CARTPOLE, "--board", "icebreaker",
+                         "--lanes", "4", "--out", "board")
+    assert rc == 1 and len(err.splitlines()) == 1, err
+    assert ("does not fit icebreaker (iCE40UP5K-SG48): luts: placement needs 5323 logic "
+            "cells, ice40-up5k has 5280") in err
+    assert not (tmp_path / "board").exists()
