@@ -184,7 +184,7 @@ class Examiner(wiring.Component):
         m.d.sync += [v3.eq(v2), r3.eq(r2), xh3.eq(xh_eff), lo3.eq(lo), hi3.eq(hi),
                      nx3.eq(xn_rd.data[xw:]), addr3.eq(addr2), xaddr3.eq(xaddr2)]
 
-        # ---- X3: saturate/wrap, activation, delta, threshold compare, x_hat write ---------------
+        # ---- X3: saturate/wrap, activation, delta, threshold compare --------------------------
         ow = max(ly.out_fmt.width for ly in cfg.layers)
         acts = []
         for i, ly in enumerate(cfg.layers):
@@ -205,8 +205,8 @@ class Examiner(wiring.Component):
         d, fire = delta_event(m, x, xh3, lo3, hi3, self.first, name="ex")
         vh = Signal()
         m.d.comb += vh.eq(v3 & hidden)
-        # the x_hat write is registered first (off the compare's path; the neuron is not read
-        # again in this examination, and the next one starts after this step's end)
+        # the x_hat write is registered first (off the compare's path): the neuron's word is
+        # not read again before the next step
         xaddr4 = Signal.like(xaddr1)
         xdata4 = Signal(nw + xw)
         xwe4 = Signal()
