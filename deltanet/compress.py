@@ -18,11 +18,13 @@ The search (Optuna, trials on Dask)
   - ``level`` (with fine-tuning, the default when the dense artifact's SB3 model is at hand):
     the rung of the **pruning ladder** the trial starts from. Before the search, one run of
     gradual lane-balanced magnitude pruning with RL fine-tuning
-    (:func:`deltanet.prune.prune_ladder`, ``finetune_steps`` env steps in all) walks the
-    policy down ``ladder_levels + 1`` sparsities, from dense to one weight per lane and column,
-    and keeps the fine-tuned policy of every level (``OUT.ladder/``, reused by a re-run with
-    the same settings). One-shot pruning removes what it can from a policy trained dense;
-    fine-tuning lets the kept weights take over the work of the removed ones, which is how the
+    (:func:`deltanet.prune.prune_ladder`, up to ``finetune_steps`` env steps in all:
+    :func:`default_finetune_steps`) walks the policy down ``ladder_levels + 1`` sparsities, from
+    dense to one weight per lane and column, each level fine-tuned until its return is back
+    within the budget (or a cap), and keeps the fine-tuned policy of every level
+    (``OUT.ladder/``, reused by a re-run with the same settings). One-shot pruning removes
+    what it can from a policy trained dense; fine-tuning lets the kept weights take over the
+    work of the removed ones, which is how the
     paper (and ``scripts/build_models.py``) reach their sparsities. ``keep_i`` then prunes
     further, one-shot, on top of the level's mask.
 
@@ -30,7 +32,11 @@ The search (Optuna, trials on Dask)
   remove the units nothing reads (:mod:`deltanet.cleanup`), quantize
   (:func:`deltanet.quantize.quantize_model`, 16-bit activations; a kept weight never rounds to
   zero), set the thresholds, and run ``episodes`` bit-accurate delta episodes
-  (``mode="fixed"``) on the search seeds ``400000 + i``.
+  (``mode="fixed"``) on the search seeds ``400000 + i``. **Sequential**: while the trial's
+  bound below is undecided (not met, but the matching upper bound does not rule it out) and
+  its multiplications beat the best trial meeting the bound so far, its episodes double, up
+  to ``SEQUENTIAL_FACTOR`` times ``episodes``; a task whose returns vary much from episode to
+  episode (LunarLanderContinuous) otherwise fails every good trial on noise.
 * **Objectives**: significant multiplications per step (minimised) and the weight-memory bits
   the core stores (:func:`deltanet.weight_memory.weight_memory` ``hw_bits``, minimised, the
   secondary objective); **constraint**: the acceptance rule below on the search episodes:
@@ -63,7 +69,8 @@ model) is not tried again. Up to ``candidates`` of them are tried (:func:`margin
 best-ranked one, then the best-ranked ones with ever more margin on the search bound), in that
 order: the
 candidate and the dense float model run the same ``n`` **held-out** episodes (seeds
-``500000 + i``, never used by the search), giving paired differences ``d_i = R_cand,i -
+``500000 + i``, never used by the search; ``n`` from the candidate's search episodes alone,
+:func:`holdout_size`), giving paired differences ``d_i = R_cand,i -
 R_dense,i``. The candidate is **accepted** when the one-sided ``confidence`` (95%) lower bound
 of the mean difference, ``mean(d) - t_{confidence, n-1} * sd(d) / sqrt(n)``, is ``>=
 -allowed_loss``, ``allowed_loss = (1 - budget) * |mean(R_dense)|`` over the held-out episodes;
@@ -109,15 +116,24 @@ ACCEPT_SEED = 500_000
 STUDY_NAME = "deltanet-compress"
 #: rungs of the pruning ladder below the dense one (fine-tuned policies the search starts from)
 LADDER_LEVELS = 10
+#: a trial whose search bound is undecided doubles its episodes up to this many times the
+#: search episodes
+SEQUENTIAL_FACTOR = 4
+#: the held-out episodes of a candidate are at most this many times ``holdout_episodes``
+HOLDOUT_FACTOR = 8
+#: the power a candidate's held-out episodes are sized for (see :func:`holdout_size`)
+HOLDOUT_POWER = 0.8
 #: the weight widths a trial may choose (quantization, deltanet.quantize)
 WEIGHT_BITS = (6, 8, 10, 12)
 #: the least reduced trial, queued first in a new study: dense layers, no thresholds, 8 bits
 BASELINE_WEIGHT_BITS = 8
 #: the acceptance rule, as stated in the report and in --help
-RULE = ("a candidate (a trial meeting the same bound on the search seeds; the fewest "
+RULE = ("a candidate (a trial meeting the same bound on the search seeds, its episodes "
+        "doubled while undecided; the fewest "
         "significant multiplications first, then the fewest with ever more margin on that "
         "bound, in tenths of the allowed loss) and the dense float model run the same "
-        "N held-out episodes (seeds 500000+); it is accepted when the one-sided lower "
+        "N held-out episodes (seeds 500000+; N sized from the candidate's search episodes for "
+        "80% power, 1 to 8 times --holdout-episodes); it is accepted when the one-sided lower "
         "confidence bound (confidence conf, default 95%) of the mean paired return difference "
         "d = candidate - dense, mean(d) - t(conf, N-1) sd(d) / sqrt(N), is >= -(1 - budget) "
         "|dense mean return|; else the next candidate is tried")
@@ -145,8 +161,11 @@ class Settings:
     #: float episodes whose observations set the formats (deltanet.quantize)
     quant_episodes: int = 10
     search_seed: int = SEARCH_SEED
-    #: what a trial must meet on the search seeds (older journals: the bare mean)
-    search_rule: str = "paired lower bound"
+    #: what a trial must meet on the search seeds (older journals: the bare mean, or the
+    #: paired lower bound on a fixed number of episodes)
+    search_rule: str = "paired lower bound, sequential"
+    #: a trial whose search bound is undecided runs more episodes, up to this many
+    max_episodes: int = 0
     #: its confidence (and the acceptance rule's)
     confidence: float = 0.95
 
@@ -159,9 +178,16 @@ def outputs(out) -> dict:
             "ladder": out.parent / f"{out.stem}.ladder"}
 
 
+#: algorithms that learn from a replay buffer: their ladder gets the whole training budget
+OFF_POLICY = ("dqn", "sac", "td3")
+
+
 def default_finetune_steps(model: Model, model_path) -> int:
-    """Half the env steps the dense policy was trained for when its SB3 model is at hand
-    (``deltanet train`` output), else 0 (one-shot pruning)."""
+    """When the dense policy's SB3 model is at hand (``deltanet train`` output): the env steps
+    it was trained for (off-policy algorithms: DQN, SAC, TD3) or half of them (on-policy), else
+    0 (one-shot pruning). An off-policy agent recovers from pruning slowly: Acrobot's DQN at
+    sparsity 0.81 needed 18k fine-tuning steps to come back to -80 (dense -70), where half its
+    100k training steps split over the ladder left a level 4.5k and a return of -128."""
     from .train import find_sb3
 
     try:
@@ -169,7 +195,9 @@ def default_finetune_steps(model: Model, model_path) -> int:
             return 0
     except (ValueError, FileNotFoundError):
         return 0
-    return max(1000, int(model.meta.get("provenance", {}).get("steps", 0)) // 2)
+    prov = model.meta.get("provenance", {})
+    steps = int(prov.get("steps", 0))
+    return max(1000, steps if str(prov.get("algo", "")).lower() in OFF_POLICY else steps // 2)
 
 
 def _silent(*args, **kwargs) -> None:
@@ -266,13 +294,35 @@ def _figures(model: Model, summary: dict, lanes: int) -> dict:
 
 
 def run_trial(dense: Model, params: dict, settings: Settings, dense_path=None,
-              ladder=None) -> dict:
-    """One trial: build the candidate, run the search episodes; its figures."""
+              ladder=None, judge=None, best=None) -> dict:
+    """One trial: build the candidate, run the search episodes; its figures. With ``judge``
+    the evaluation is sequential: while the trial's paired bound is undecided
+    (:meth:`Judge.undecided`) and its multiplications beat ``best`` (the fewest of a trial
+    meeting the bound so far; None: none yet), the episodes double, up to
+    ``settings.max_episodes`` (seeds continue: episode ``i`` always has seed
+    ``search_seed + i``)."""
     t0 = time.time()
     m = build_candidate(dense, params, settings, dense_path, ladder)
     s = run_episodes(m, settings.episodes, settings.search_seed, mode="fixed", delta=True,
                      progress=False).summary()
-    return {**_figures(m, s, settings.lanes), "returns": [float(v) for v in s["returns"]],
+    returns = [float(v) for v in s["returns"]]
+    steps = s["steps"]
+    sig = s["significant_mults_per_step"] * steps
+    limit = max(settings.episodes, settings.max_episodes)
+    while (judge is not None and len(returns) < limit and judge.undecided(returns)
+           and (best is None or sig / max(steps, 1) < best)):
+        more = run_episodes(m, min(len(returns), limit - len(returns)),
+                            settings.search_seed + len(returns), mode="fixed", delta=True,
+                            progress=False).summary()
+        returns += [float(v) for v in more["returns"]]
+        steps += more["steps"]
+        sig += more["significant_mults_per_step"] * more["steps"]
+    if len(returns) > settings.episodes:
+        per_step = sig / max(steps, 1)
+        s = {**s, "returns": returns, "mean_return": float(np.mean(returns)),
+             "std_return": float(np.std(returns)), "significant_mults_per_step": per_step,
+             "reduction": s["dense_mults_per_step"] / per_step if per_step else float("inf")}
+    return {**_figures(m, s, settings.lanes), "returns": returns,
             "seconds": round(time.time() - t0, 3)}
 
 
@@ -356,16 +406,34 @@ def _requeue_interrupted(study, log) -> None:
 class Judge:
     """The constraint on the search seeds: the paired lower bound of a trial's returns against
     the dense returns of the same episodes (:func:`deltanet.stats.paired_lower_bound`) must be
-    ``>= -allowed``, ``allowed = (1 - budget) * |mean dense return|``."""
+    ``>= -allowed``, ``allowed = (1 - budget) * |mean dense return|`` (the mean over the first
+    ``episodes`` search seeds, whatever episodes a trial runs). ``dense_returns`` covers every
+    seed a sequential trial may reach."""
 
-    def __init__(self, dense_returns, budget: float, confidence: float):
+    def __init__(self, dense_returns, budget: float, confidence: float,
+                 episodes: int | None = None):
         self.ref = np.asarray(dense_returns, dtype=np.float64)
-        self.allowed = (1.0 - budget) * abs(float(self.ref.mean()))
+        base = self.ref[:episodes] if episodes else self.ref
+        self.allowed = (1.0 - budget) * abs(float(base.mean()))
         self.confidence = confidence
 
+    def _diffs(self, returns) -> np.ndarray:
+        r = np.asarray(returns, dtype=np.float64)
+        return r - self.ref[:r.size]
+
     def lower(self, returns) -> float:
-        d = np.asarray(returns, dtype=np.float64) - self.ref
+        d = self._diffs(returns)
         return float(d.mean()) if d.size < 2 else paired_lower_bound(d, self.confidence)["lower"]
+
+    def undecided(self, returns) -> bool:
+        """The bound is not met, yet the matching upper bound (``mean + t sd / sqrt(n)``) does
+        not exclude meeting it: more episodes may decide either way."""
+        d = self._diffs(returns)
+        if d.size < 2:
+            return False
+        b = paired_lower_bound(d, self.confidence)
+        upper = 2 * b["mean"] - b["lower"]
+        return b["lower"] < -self.allowed <= upper
 
     def meets(self, attrs: dict) -> bool:
         return attrs["search_lower"] >= -self.allowed
@@ -417,7 +485,7 @@ def _search(study, client, dense_f, dense_path, settings, space, grid, judge, tr
                 pbar.update(1)
                 continue
             fut = client.submit(run_trial, dense_f, params, settings, dense_path, ladder_f,
-                                pure=False)
+                                judge, best, pure=False)
             running[fut] = tr
         if not running:
             continue
@@ -462,28 +530,56 @@ def _candidates(study, judge) -> tuple:
     return out, twins
 
 
+def holdout_size(search_diffs, allowed: float, confidence: float, episodes: int) -> int:
+    """Held-out episodes for a candidate, sized from its search episodes only (so the held-out
+    test stays a fresh one): enough that a candidate whose true mean paired difference is its
+    search mean (at most 0) passes with probability ``HOLDOUT_POWER``,
+    ``n = ((z_conf + z_power) * sd / (allowed + min(mean, 0)))^2``, within ``episodes ..
+    HOLDOUT_FACTOR * episodes``. A task whose returns vary much from episode to episode
+    (LunarLanderContinuous: paired sd ~65 against an allowed loss of ~14) needs several
+    hundred episodes to tell a 5% loss from noise; a quiet one keeps ``episodes``."""
+    from statistics import NormalDist
+
+    d = np.asarray(search_diffs, dtype=np.float64)
+    if d.size < 2:
+        return int(episodes)
+    margin = allowed + min(float(d.mean()), 0.0)
+    sd = float(d.std(ddof=1))
+    if margin <= 0 or sd == 0:
+        return int(episodes) if sd == 0 else int(HOLDOUT_FACTOR * episodes)
+    z = NormalDist().inv_cdf(confidence) + NormalDist().inv_cdf(HOLDOUT_POWER)
+    n = math.ceil((z * sd / margin) ** 2)
+    return int(min(max(n, episodes), HOLDOUT_FACTOR * episodes))
+
+
 def _accept(client, dense_f, dense_path, settings, cands, holdout_episodes, confidence,
-            budget, log, ladder_f=None):
-    """Try the candidates in order (batches of the cluster's size); returns ``(decisions by
-    trial number, dense held-out returns, accepted (trial, model) or None)``."""
+            budget, log, ladder_f=None, judge=None):
+    """Try the candidates in order (batches of the cluster's size), each on its
+    :func:`holdout_size` held-out episodes (``holdout_episodes`` without ``judge``); returns
+    ``(decisions by trial number, dense held-out returns, accepted (trial, model) or
+    None)``."""
     if not cands:
         return {}, None, None
-    ref_f = client.submit(dense_returns, dense_f, holdout_episodes, ACCEPT_SEED, pure=False)
+    sizes = {t.number: (holdout_size(judge._diffs(t.user_attrs["returns"]), judge.allowed,
+                                     confidence, holdout_episodes)
+                        if judge is not None else holdout_episodes) for t in cands}
+    ref_f = client.submit(dense_returns, dense_f, max(sizes.values()), ACCEPT_SEED, pure=False)
     slots = max(1, sum(client.nthreads().values()))
     decisions, accepted = {}, None
-    ref = None
+    ref_all = None
     for k in range(0, len(cands), slots):
         batch = cands[k:k + slots]
         futs = [client.submit(run_holdout, dense_f, dict(t.params), settings, dense_path,
-                              holdout_episodes, ladder_f, pure=False) for t in batch]
-        ref = ref if ref is not None else np.asarray(ref_f.result())
-        allowed = (1.0 - budget) * abs(float(ref.mean()))
+                              sizes[t.number], ladder_f, pure=False) for t in batch]
+        ref_all = ref_all if ref_all is not None else np.asarray(ref_f.result())
         for t, f in zip(batch, futs):
             try:
                 r, model = f.result()
             except Exception as e:
                 decisions[t.number] = {"passed": False, "error": f"{type(e).__name__}: {e}"}
                 continue
+            ref = ref_all[:sizes[t.number]]
+            allowed = (1.0 - budget) * abs(float(ref.mean()))
             d = np.asarray(r["returns"]) - ref
             b = paired_lower_bound(d, confidence)
             passed = b["lower"] >= -allowed
@@ -493,16 +589,17 @@ def _accept(client, dense_f, dense_path, settings, cands, holdout_episodes, conf
                                    "dense_return": float(ref.mean()),
                                    "return": float(np.mean(r["returns"])),
                                    "mults": r["mults"], "hw_bits": r["hw_bits"]}
-            log(f"held-out check of trial {t.number}: mean return {np.mean(r['returns']):.2f} "
-                f"vs dense {ref.mean():.2f}, paired difference {b['mean']:+.2f}, "
-                f"{confidence:.0%} lower bound {b['lower']:+.2f} "
+            log(f"held-out check of trial {t.number} ({b['n']} episodes): mean return "
+                f"{np.mean(r['returns']):.2f} vs dense {ref.mean():.2f}, paired difference "
+                f"{b['mean']:+.2f}, {confidence:.0%} lower bound {b['lower']:+.2f} "
                 f"{'>=' if passed else '<'} {-allowed:+.2f}: "
                 f"{'accepted' if passed else 'rejected'}")
             if passed and accepted is None:
                 accepted = (t, model)
         if accepted is not None:
             break
-    return decisions, (ref.tolist() if ref is not None else None), accepted
+    ref_used = (ref_all[:holdout_episodes].tolist() if ref_all is not None else None)
+    return decisions, ref_used, accepted
 
 
 def margin_ladder(ranked: list, judge, n: int) -> list:
@@ -674,7 +771,8 @@ def ladder_models(settings: Settings, dense_path, folder, progress: bool, log) -
 
     folder = Path(folder)
     want = {"model": settings.model, "lanes": settings.lanes,
-            "levels": settings.ladder_levels, "finetune_steps": settings.finetune_steps}
+            "levels": settings.ladder_levels, "finetune_steps": settings.finetune_steps,
+            "budget": settings.budget, "fine_tuning": "until recovered"}
     index = folder / "ladder.json"
     if index.exists():
         have = json.loads(index.read_text())
@@ -686,7 +784,8 @@ def ladder_models(settings: Settings, dense_path, folder, progress: bool, log) -
     with atomic_dir(folder) as tmp:
         paths = prune_ladder(dense_path, tmp, lanes=settings.lanes,
                              levels=settings.ladder_levels,
-                             finetune_steps=settings.finetune_steps, progress=progress, log=log)
+                             finetune_steps=settings.finetune_steps, budget=settings.budget,
+                             progress=progress, log=log)
         (Path(tmp) / "ladder.json").write_text(json.dumps(
             {"settings": want, "files": [p.name for p in paths],
              "seconds": round(time.time() - t0, 1)}, indent=1) + "\n")
@@ -715,6 +814,7 @@ def compress(dense: Model, dense_path, out, *, budget: float = 0.95, lanes: int 
                          "beside which its SB3 model lies")
     settings = Settings(model=str(dense.meta.get("checksum")), budget=float(budget),
                         lanes=int(lanes), episodes=int(episodes),
+                        max_episodes=SEQUENTIAL_FACTOR * int(episodes),
                         finetune_steps=int(finetune_steps),
                         ladder_levels=LADDER_LEVELS if finetune_steps > 0 else 0,
                         confidence=float(confidence))
@@ -727,9 +827,9 @@ def compress(dense: Model, dense_path, out, *, budget: float = 0.95, lanes: int 
                             user_attrs={"baseline": True})
     ref = study.user_attrs.get("dense_search_returns")
     if ref is None:
-        ref = dense_returns(dense, episodes, settings.search_seed)
+        ref = dense_returns(dense, settings.max_episodes, settings.search_seed)
         study.set_user_attr("dense_search_returns", ref)
-    ref_mean = float(np.mean(ref))
+    ref_mean = float(np.mean(ref[:episodes]))
     target = target_return(ref_mean, budget)
     n_before = len(_finished(study))
     log(f"compress: dense float return {ref_mean:.2f} over {episodes} search episodes, target "
@@ -740,7 +840,7 @@ def compress(dense: Model, dense_path, out, *, budget: float = 0.95, lanes: int 
     with dask_client(scheduler, workers) as client:
         dense_f = client.scatter(dense, broadcast=True)
         ladder_f = client.scatter(ladder, broadcast=True) if ladder else None
-        judge = Judge(ref, budget, confidence)
+        judge = Judge(ref, budget, confidence, episodes)
         ran = _search(study, client, dense_f, dense_path, settings, space, grid, judge, trials,
                       progress, log, ladder_f)
         ranked, twins = _candidates(study, judge)
@@ -748,11 +848,11 @@ def compress(dense: Model, dense_path, out, *, budget: float = 0.95, lanes: int 
         n_meet = len(ranked) + len(twins)
         log(f"compress: {n_meet} of {len(study.trials)} trials meet the search bound "
             f"({len(ranked)} distinct); held-out checks of up to {len(cands)} "
-            f"({holdout_episodes} paired "
-            "episodes each)")
+            f"({holdout_episodes} to {HOLDOUT_FACTOR * holdout_episodes} paired episodes each, "
+            "sized from its search episodes)")
         decisions, ref_hold, accepted = _accept(client, dense_f, dense_path, settings, cands,
                                                 holdout_episodes, confidence, budget, log,
-                                                ladder_f)
+                                                ladder_f, judge)
     acc_no = accepted[0].number if accepted else None
     rows = _rows(study, space, grid, judge, decisions, acc_no, len(decisions), candidates,
                  twins)

@@ -32,6 +32,10 @@ Choices (the paper does not publish its schedule)
   (default: the same as the others); with ``whole_columns`` it sets how many hidden units of the
   last hidden layer feed the outputs, and so how many of its delta events reach the (poorly
   lane-filled) output layer. The schedule ramps every layer with the same cubic.
+* **Ladder** (:func:`prune_ladder`, what ``deltanet compress`` searches from): one fine-tuning
+  run walks down a geometric ladder of lane-balanced sparsities; a level fine-tunes until its
+  float return on check seeds is back within the budget of the dense policy's (or a cap), so
+  the steps go to the levels that need them.
 * **One-shot** pruning (``finetune_steps=0``, used by ``deltanet sweep``) masks the artifact's
   weights directly and keeps its formats, scaling and thresholds.
 * **Per-layer targets**: a sequence of sparsities, one per layer, instead of one number (per-layer
@@ -52,6 +56,7 @@ Choices (the paper does not publish its schedule)
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -524,13 +529,50 @@ def ladder_sparsities(model, lanes: int, levels: int) -> list:
     return out
 
 
+#: seeds of the ladder's recovery checks (``LADDER_SEED + i``; no other step uses them)
+LADDER_SEED = 600_000
+#: episodes of a recovery check
+LADDER_EPISODES = 20
+#: a level fine-tunes for at most this many nominal spans (``finetune_steps / (levels + 1)``)
+LADDER_CAP = 3
+
+
+def ladder_returns(model, episodes: int = LADDER_EPISODES) -> np.ndarray:
+    """Float (dense-update) returns of ``model`` on the ladder's check seeds."""
+    from .rollout import run_episodes
+
+    res = run_episodes(model, episodes, LADDER_SEED, mode="float", delta=False, progress=False)
+    return np.asarray(res.summary()["returns"], dtype=np.float64)
+
+
+def recovered(returns, ref, budget: float) -> tuple:
+    """``(ok, mean difference)``: whether a level's check ``returns`` are not clearly below
+    ``budget`` of the dense ``ref`` returns on the same seeds: the mean paired difference plus
+    one standard error is ``>= -(1 - budget) * |mean(ref)|`` (lenient on purpose: the check
+    only decides when the ladder moves on)."""
+    d = np.asarray(returns, dtype=np.float64) - np.asarray(ref, dtype=np.float64)
+    se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
+    return bool(d.mean() + se >= -(1.0 - budget) * abs(float(np.mean(ref)))), float(d.mean())
+
+
 def prune_ladder(model_path, folder, *, lanes: int, levels: int, finetune_steps: int,
-                 progress: bool = True, log=print) -> list:
-    """One run of gradual lane-balanced pruning with RL fine-tuning down a ladder of
-    ``levels + 1`` sparsities (:func:`ladder_sparsities`), each level fine-tuned for
-    ``finetune_steps / (levels + 1)`` env steps; the policy at the end of each level is
-    written to ``folder/level_<k>.npz`` (float, masked, not cleaned up: every level has the
-    dense shapes). Returns the paths. ``deltanet compress`` searches over the levels."""
+                 budget: float = 0.95, episodes: int = LADDER_EPISODES, progress: bool = True,
+                 log=print) -> list:
+    """One run of lane-balanced pruning with RL fine-tuning down a ladder of ``levels + 1``
+    sparsities (:func:`ladder_sparsities`); the policy at the end of each level is written to
+    ``folder/level_<k>.npz`` (float, masked, not cleaned up: every level has the dense shapes).
+    Returns the paths. ``deltanet compress`` searches over the levels.
+
+    The fine-tuning steps follow recovery, within ``finetune_steps`` env steps in all: a level
+    is checked (float return over ``episodes`` episodes on seeds ``LADDER_SEED + i``) as soon
+    as its mask is applied and then every ``chunk`` steps (half a nominal span
+    ``finetune_steps / (levels + 1)``, at least one rollout of an on-policy algorithm); it is
+    kept and the next level begins once its returns are back within ``budget`` of the dense
+    policy's on the same seeds (:func:`recovered`), or after ``LADDER_CAP`` spans with the
+    policy of its best check (RL fine-tuning wanders). Levels that one-shot pruning does not
+    hurt take no steps, so the hard ones get them: a DQN needs many more steps to recover at
+    high sparsity than an even split gives it. Levels not reached when the steps run out are
+    written without fine-tuning; the run stops early once the last level is kept."""
     from deltanet.pysim import save_model
 
     from .train import versions
@@ -538,6 +580,9 @@ def prune_ladder(model_path, folder, *, lanes: int, levels: int, finetune_steps:
     ss = _finetune_session(model_path)
     targets = ladder_sparsities(ss.src, lanes, levels)
     span = max(1, finetune_steps // (levels + 1))
+    rollout = int(getattr(ss.model, "n_steps", 0) or 0) * int(ss.model.n_envs)
+    chunk = max(1, span // 2, rollout)
+    ref = ladder_returns(ss.src, episodes)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -554,23 +599,34 @@ def prune_ladder(model_path, folder, *, lanes: int, levels: int, finetune_steps:
                     for mk, m in zip(masks, ss.linears)]
         cb.apply()
 
-    def snapshot(k):
+    def current(k, steps, total):
         masks = [mk.cpu().numpy().astype(bool) for mk in cb.masks]
         prov = dict(ss.prov)
         prov.pop("sb3_zip", None)
         prov.pop("vecnormalize", None)
         prov.update({"pruning": {
-            "method": "lane-balanced magnitude ladder + RL fine-tuning", "level": k,
-            "levels": levels, "target": targets[k], "lanes": lanes,
-            "finetune_steps": span * (k + 1), "source": str(model_path),
+            "method": "lane-balanced magnitude ladder + RL fine-tuning until recovered",
+            "level": k, "levels": levels, "target": targets[k], "lanes": lanes,
+            "finetune_steps": total, "level_steps": steps, "source": str(model_path),
             "source_checksum": ss.src.meta.get("checksum"), **mask_stats(masks, lanes)},
             "versions": versions()})
-        m = _export_masked(ss, prov, masks, ss.vn_src, _silent_log)
+        return _export_masked(ss, prov, masks, ss.vn_src, _silent_log)
+
+    def snapshot(m, k, rets):
+        ok, diff = recovered(rets, ref, budget)
+        ret = float(rets.mean())
+        prov = dict(m.meta["provenance"])
+        prov["pruning"] = {**prov["pruning"], "check_return": round(ret, 4),
+                           "check_reference": round(float(ref.mean()), 4), "recovered": ok}
+        m = m.replace(meta={**m.meta, "provenance": prov})
         path = folder / f"level_{k}.npz"
         save_model(m, path)
         paths.append(path)
-        log(f"ladder level {k}/{levels}: sparsity {prov['pruning']['sparsity']:.3f} per layer "
-            f"{prov['pruning']['per_layer_sparsity']} after {span * (k + 1):,} env steps")
+        st = prov["pruning"]
+        log(f"ladder level {k}/{levels}: sparsity {st['sparsity']:.3f} per layer "
+            f"{st['per_layer_sparsity']}, return {ret:.2f} (dense {ref.mean():.2f}"
+            f"{'' if ok else ', not recovered'}) after {st['level_steps']:,} "
+            f"fine-tuning steps ({st['finetune_steps']:,} in all)")
 
     class Ladder(BaseCallback):
         def __init__(self):
@@ -578,6 +634,9 @@ def prune_ladder(model_path, folder, *, lanes: int, levels: int, finetune_steps:
             self.masks = [torch.ones_like(m.weight, dtype=torch.bool) for m in ss.linears]
             self.level = 0
             self.start = 0
+            self.level_start = 0
+            self.check_at = 0
+            self.best = None  # (check returns, policy state, model) of the level's best check
 
         def apply(self, *_args, **_kwargs):
             with torch.no_grad():
@@ -588,29 +647,56 @@ def prune_ladder(model_path, folder, *, lanes: int, levels: int, finetune_steps:
             self.start = self.num_timesteps
 
         def _on_step(self) -> bool:
-            if self.num_timesteps - self.start >= span * (self.level + 1) \
-                    and self.level < levels:
-                snapshot(self.level)
+            now = self.num_timesteps - self.start
+            if now < self.check_at:
+                return True
+            # check the level (at once for a new one, then every chunk): keep it and go on
+            # once recovered, or after its cap with the best policy it had at a check (RL
+            # fine-tuning, a DQN's above all, wanders); stop the run after the last level
+            while True:
+                used = now - self.level_start
+                m = current(self.level, used, now)
+                rets = ladder_returns(m, episodes)
+                ok = recovered(rets, ref, budget)[0]
+                if self.best is None or rets.mean() > self.best[0].mean():
+                    self.best = (rets, copy.deepcopy(ss.model.policy.state_dict()), m)
+                if not ok and used < LADDER_CAP * span:
+                    self.check_at = now + chunk
+                    return True
+                if not ok:
+                    rets, state, m = self.best
+                    ss.model.policy.load_state_dict(state)
+                self.best = None
+                snapshot(m, self.level, rets)
+                if self.level >= levels:
+                    return False
                 self.level += 1
+                self.level_start = now
                 set_level(self.level)
-            return True
 
     cb = Ladder()
     hooks = [o.register_step_post_hook(cb.apply) for o in ss.optimizers]
     log(f"pruning ladder of {ss.env_id} {ss.algo.upper()}: {levels + 1} levels down to "
-        f"sparsity {targets[-1]} ({lanes} lanes balanced), {span:,} fine-tuning env steps "
-        "each")
+        f"sparsity {targets[-1]} ({lanes} lanes balanced), up to {finetune_steps:,} fine-tuning "
+        f"env steps, each level until its return ({ref.mean():.2f} dense) is back within "
+        f"{budget:g} "
+        f"(checked every {chunk:,} steps, at most {LADDER_CAP * span:,} steps a level)")
     try:
-        ss.model.learn(total_timesteps=span * (levels + 1), callback=cb,
+        ss.model.learn(total_timesteps=max(1, finetune_steps), callback=cb,
                        progress_bar=shown(progress))
-        while cb.level < levels:  # rollouts overshoot: levels not reached yet get no steps
-            snapshot(cb.level)
-            cb.level += 1
-            set_level(cb.level)
     finally:
         for h in hooks:
             h.remove()
-    snapshot(levels)
+    # the steps ran out: the level in progress and those not reached, without more steps
+    total = ss.model.num_timesteps - cb.start
+    while len(paths) < levels + 1:
+        k = len(paths)
+        used = total - cb.level_start if k == cb.level else 0
+        if k != cb.level:
+            cb.level = k
+            set_level(k)
+        m = current(k, used, total)
+        snapshot(m, k, ladder_returns(m, episodes))
     ss.env.close()
     return paths
 

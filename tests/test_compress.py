@@ -49,6 +49,74 @@ def test_paired_lower_bound():
         paired_lower_bound([1.0])
 
 
+def test_holdout_size_follows_the_spread_of_the_search_episodes():
+    from deltanet.compress import HOLDOUT_FACTOR, holdout_size
+
+    rng = np.random.default_rng(0)
+    quiet = rng.normal(0.0, 0.5, 30)
+    assert holdout_size(quiet, 10.0, 0.95, 100) == 100  # a quiet task keeps the minimum
+    noisy = rng.normal(-4.0, 60.0, 30)
+    n = holdout_size(noisy, 13.0, 0.95, 100)
+    d = noisy
+    z = 1.6448536 + 0.8416212
+    want = math.ceil((z * d.std(ddof=1) / (13.0 + min(d.mean(), 0.0))) ** 2)
+    assert n == min(max(want, 100), HOLDOUT_FACTOR * 100) and n > 100
+    assert holdout_size(rng.normal(-20.0, 40.0, 30), 13.0, 0.95, 100) == HOLDOUT_FACTOR * 100
+    assert holdout_size([1.0], 13.0, 0.95, 100) == 100
+
+
+def test_ladder_recovery_check_is_paired_and_lenient_by_one_standard_error():
+    from deltanet.prune import recovered
+
+    ref = np.array([100.0, 110.0, 90.0, 100.0])
+    assert recovered(ref, ref, 0.95) == (True, 0.0)
+    assert not recovered(ref - 50.0, ref, 0.95)[0]
+    d = np.array([-9.0, -3.0, -6.0, -6.0])  # mean -6, se sqrt(6/4) = 1.22; allowed 5
+    assert recovered(ref + d, ref, 0.95)[0]
+    assert not recovered(ref + d - 1.0, ref, 0.95)[0]
+
+
+def test_judge_extends_only_undecided_trials():
+    from deltanet.compress import Judge
+
+    ref = np.zeros(120)
+    j = Judge(ref + 100.0, 0.95, 0.95, episodes=30)
+    assert j.allowed == pytest.approx(5.0)
+    rng = np.random.default_rng(1)
+    noisy = 100.0 + rng.normal(0.0, 20.0, 30)  # mean ~0 difference, bound far below -5
+    assert j.lower(noisy) < -j.allowed and j.undecided(noisy)
+    assert not j.undecided(np.full(30, 100.0))  # met: no spread, difference 0
+    assert not j.undecided(np.full(30, 50.0))  # clearly failed
+    assert not j.undecided([90.0])
+
+
+def test_sequential_trial_runs_more_episodes_while_undecided():
+    """A trial the judge cannot decide doubles its episodes up to the cap, on the next seeds;
+    its figures are those of all its episodes (the same as one run of that many)."""
+    from deltanet.compress import Judge, baseline_params, run_trial
+
+    dense = load_model(DENSE)
+    settings = Settings(model="x", budget=0.95, lanes=4, episodes=3, max_episodes=12)
+    params = baseline_params(search_space(dense, 4))
+
+    class Always(Judge):
+        def undecided(self, returns):
+            return True
+
+    j = Always(np.full(12, 500.0), 0.95, 0.95, 3)
+    r = run_trial(dense, params, settings, judge=j)
+    assert len(r["returns"]) == 12
+    one = run_trial(dense, params, dataclasses_replace(settings, episodes=12))
+    assert r["returns"] == one["returns"] and r["mults"] == pytest.approx(one["mults"])
+    assert len(run_trial(dense, params, settings, judge=j, best=0.0)["returns"]) == 3
+
+
+def dataclasses_replace(obj, **kw):
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)
+
+
 def _run(*argv):
     return main(["compress", *[str(a) for a in argv]])
 
@@ -74,8 +142,10 @@ def test_tiny_search_writes_an_accepted_model(tiny):
     assert comp["trial"] == a["trial"] and comp["budget"] == 0.95
     assert "quantization" in m.meta["provenance"]
     assert [ly.threshold for ly in m.config.layers] == pytest.approx(a["thresholds"])
-    # the rule, checked independently on the written model: paired held-out episodes
-    n = 12
+    # the rule, checked independently on the written model: paired held-out episodes, as
+    # many as the candidate's search episodes called for (12 .. 8 x 12)
+    n = a["holdout"]["n"]
+    assert 12 <= n <= 96
     dense = run_episodes(load_model(DENSE), n, ACCEPT_SEED, mode="float", delta=False,
                          progress=False).returns
     cand = run_episodes(m, n, ACCEPT_SEED, mode="fixed", delta=True, progress=False).returns
@@ -159,9 +229,10 @@ def test_per_layer_sparsities_prune_each_layer_to_its_own_target():
 
 def test_pruning_ladder_is_built_once_and_searched(tmp_path):
     """With the SB3 model beside the dense artifact, compress fine-tunes by default: one
-    pruning ladder (half the training steps), its levels written to OUT.ladder/ and reused by a
-    re-run; every trial starts from a level, and the accepted model's pruning comes from it
-    (a barely trained agent: the path is checked, not the reduction)."""
+    pruning ladder (half the training steps of a PPO agent), its levels written to
+    OUT.ladder/ and reused by a re-run; every trial starts from a level, and the accepted
+    model's pruning comes from it (a barely trained agent: the path is checked, not the
+    reduction)."""
     from deltanet.compress import LADDER_LEVELS
     from deltanet.prune import check_balance
 
@@ -178,11 +249,16 @@ def test_pruning_ladder_is_built_once_and_searched(tmp_path):
     ladder = tmp_path / "x.ladder"
     files = json.loads((ladder / "ladder.json").read_text())["files"]
     assert files == [f"level_{k}.npz" for k in range(LADDER_LEVELS + 1)]
-    nnz = []
+    nnz, used = [], []
     for f in files:
         m = load_model(ladder / f)
         assert all(check_balance(p.mask, 4)[0] for p in m.params)
         nnz.append(sum(int(p.mask.sum()) for p in m.params))
+        st = m.meta["provenance"]["pruning"]
+        assert isinstance(st["recovered"], bool) and "check_return" in st
+        used.append(st["level_steps"])
+    # the fine-tuning steps follow recovery, within the budget
+    assert sum(used) <= res["settings"]["finetune_steps"] + 2048
     assert nnz == sorted(nnz, reverse=True) and nnz[0] > nnz[-1]  # sparser down the ladder
     assert all(r["level"] is not None and r["status"] != "failed" for r in res["trials"])
     assert res["trials"][0]["level"] == 0  # the baseline: the top of the ladder

@@ -68,15 +68,19 @@ def register(sub):
                    help="finished trials the study should hold (a resumed study runs the rest)")
     add_episodes(p, default=30, help="search episodes per trial")
     p.add_argument("--holdout-episodes", type=int_in(2, MAX_EPISODES), default=100,
-                   help="paired held-out episodes per acceptance check")
+                   help="paired held-out episodes per acceptance check, at least: a "
+                   "candidate gets up to 8 times as many, as the spread of its search "
+                   "episodes needs")
     p.add_argument("--confidence", type=float_in(0.5, 1, hi_open=True), default=0.95,
                    help="one-sided confidence of the acceptance bound")
     p.add_argument("--candidates", type=int_in(1, MAX_CANDIDATES), default=10,
                    help="most candidates given the held-out check")
     p.add_argument("--finetune-steps", type=int_in(0, MAX_STEPS), default=None, metavar="N",
                    help="RL fine-tuning env steps of the pruning ladder (needs the SB3 model "
-                        "saved beside MODEL by `deltanet train`; default: half its training "
-                        "steps when that model is there, else 0; 0: one-shot pruning only)")
+                        "saved beside MODEL by `deltanet train`; default when that model is "
+                        "there: its training steps for DQN, SAC and TD3, half of them for PPO "
+                        "and A2C, else 0; 0: one-shot pruning only). Each ladder level "
+                        "fine-tunes until its return is back within the budget (or a cap)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler address (default: a LocalCluster)")
     p.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=2,
