@@ -15,6 +15,9 @@ The search (Optuna, trials on Dask)
     calibrate`` (:func:`deltanet.calibrate.lsb_multiples`: 0, 1, 2, 3, 4, 6, 8, 11, ... LSB of
     the layer's input format, two steps per octave up to half the format's range).
   - ``weight_bits``: the weight width of the quantization, 6, 8, 10 or 12 bits.
+  - ``trim`` (0 or 1): after the clean-up, trim every column back to lane balance
+    (:func:`deltanet.prune.trim_for_lanes`: each lane keeps at most ``ceil(nnz / L)`` of the
+    column's weights), so the core issues it in the fewest cycles; clean up again.
   - ``level`` (with fine-tuning, the default when the dense artifact's SB3 model is at hand):
     the rung of the **pruning ladder** the trial starts from. Before the search, one run of
     gradual lane-balanced magnitude pruning with RL fine-tuning
@@ -97,7 +100,7 @@ from .cleanup import dense_mults as trained_mults
 from .cluster import dask_client
 from .io import write_figure_atomic, write_text_atomic
 from .progress import bar
-from .prune import apply_cleanup, prune_ladder, prune_oneshot
+from .prune import apply_cleanup, prune_ladder, prune_oneshot, trim_for_lanes
 from .quantize import quantize_model
 from .rollout import run_episodes
 from .stats import paired_lower_bound
@@ -123,6 +126,9 @@ SEQUENTIAL_FACTOR = 4
 HOLDOUT_FACTOR = 8
 #: the power a candidate's held-out episodes are sized for (see :func:`holdout_size`)
 HOLDOUT_POWER = 0.8
+#: a trimmed trial trims and cleans up at most this many times (a clean-up after a trim may
+#: renumber rows again)
+TRIM_ROUNDS = 3
 #: the weight widths a trial may choose (quantization, deltanet.quantize)
 WEIGHT_BITS = (6, 8, 10, 12)
 #: the least reduced trial, queued first in a new study: dense layers, no thresholds, 8 bits
@@ -239,6 +245,7 @@ def suggest(trial, space: list, grid: list, levels: int = 0) -> dict:
                                                               len(grid) - 1)
     params["weight_bits"] = trial.suggest_int("weight_bits", WEIGHT_BITS[0], WEIGHT_BITS[-1],
                                               step=2)
+    params["trim"] = trial.suggest_int("trim", 0, 1)
     return params
 
 
@@ -246,7 +253,7 @@ def baseline_params(space: list, levels: int = 0) -> dict:
     return {**({"level": 0} if levels else {}),
             **{f"keep_{s['layer']}": s["keep_max"] for s in space},
             **{f"threshold_{s['layer']}": 0 for s in space},
-            "weight_bits": BASELINE_WEIGHT_BITS}
+            "weight_bits": BASELINE_WEIGHT_BITS, "trim": 0}
 
 
 def sparsities(space: list, params: dict) -> list:
@@ -264,6 +271,11 @@ def build_candidate(dense: Model, params: dict, settings: Settings, dense_path=N
     base = dense if "level" not in params else ladder[int(params["level"])]
     m = prune_oneshot(base, sp, lanes=settings.lanes, whole_columns=True, source=dense_path)
     m = apply_cleanup(m, settings.lanes, log=_silent)
+    for _ in range(TRIM_ROUNDS if params.get("trim") else 0):
+        m, dropped = trim_for_lanes(m, settings.lanes)
+        if not any(dropped):
+            break
+        m = apply_cleanup(m, settings.lanes, log=_silent)
     q, _ = quantize_model(m, episodes=settings.quant_episodes, act_bits=settings.act_bits,
                           weight_bits=int(params["weight_bits"]))
     grid = threshold_lsb(settings)
@@ -750,7 +762,8 @@ def _rows(study, space, grid, judge, decisions, accepted_no, tried, max_candidat
             "level": p.get("level"),
             "keep_text": (f"L{p['level']}: " if "level" in p else "") + " ".join(
                 f"{k}/{s['keep_max']}{'c' if s['whole_columns'] else ''}"
-                f" ({v:.2f})" if k is not None else "-" for k, s, v in zip(keep, space, sp)),
+                f" ({v:.2f})" if k is not None else "-" for k, s, v in zip(keep, space, sp))
+            + (" trim" if p.get("trim") else ""),
             "thr_text": " ".join(str(v) for v in thr),
             **{k: a.get(k) for k in ("return", "std_return", "mults", "reduction", "hw_bits",
                                      "raw_bits", "nonzero", "units", "seconds")},

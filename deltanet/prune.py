@@ -235,6 +235,44 @@ def order_for_lanes(model, lanes: int):
     return model.replace(params=tuple(params)), report
 
 
+def trim_for_lanes(model, lanes: int):
+    """``model`` with every dense layer of more than one row per lane trimmed back to lane
+    balance: in each column, each lane keeps at most ``ceil(nnz / lanes)`` of its non-zero
+    weights (its largest), so that the column takes the fewest issue words its non-zeros allow.
+    The clean-up renumbers rows and breaks the balance of a lane-balanced mask, and a re-order
+    (:func:`order_for_lanes`) cannot always restore it (Pendulum's 28-unit layer: 527 issue
+    words for its 121 columns where 466 would do). Returns ``(model, dropped weights per
+    layer)``."""
+    from deltanet.pysim import LayerParams
+    from deltanet.pysim.config import DenseLayer
+
+    params = list(model.params)
+    dropped = []
+    for i, ly in enumerate(model.config.layers):
+        p = params[i]
+        if not isinstance(ly, DenseLayer) or -(-ly.n_out // lanes) < 2:
+            dropped.append(0)
+            continue
+        w = np.asarray(p.weight, dtype=np.float64)
+        mask = np.asarray(p.mask, dtype=bool) & (w != 0)
+        k = -(-mask.sum(axis=0) // lanes)  # per column: the fewest words its non-zeros need
+        keep = np.zeros_like(mask)
+        for lane in range(lanes):
+            rows = np.arange(lane, ly.n_out, lanes)
+            if rows.size == 0:
+                continue
+            mag = np.where(mask[rows], np.abs(w[rows]), -1.0)
+            order = np.argsort(-mag, axis=0, kind="stable")  # per column, largest first
+            rank = np.empty_like(order)
+            np.put_along_axis(rank, order, np.arange(rows.size)[:, None], axis=0)
+            keep[rows] = mask[rows] & (rank < k[None, :])
+        n = int(mask.sum() - keep.sum())
+        dropped.append(n)
+        if n:
+            params[i] = LayerParams(p.weight, p.bias, keep & np.asarray(p.mask, dtype=bool))
+    return model.replace(params=tuple(params)), dropped
+
+
 def lane_balance(mask: np.ndarray, lanes: int) -> float:
     """Spartus' balance: mean lane work / worst lane work, summed over columns (1.0 = ideal)."""
     nnz = lane_nnz(np.asarray(mask, dtype=bool), lanes)

@@ -231,3 +231,40 @@ def test_apply_cleanup_with_lanes_records_the_order():
     assert [r["layer"] for r in c["lane_order"]] == [0, 1]
     for r, p in zip(c["lane_order"], out.params):
         assert r["cost_after"] == lane_cost(p.mask & (p.weight != 0), 4)
+
+
+@pytest.mark.parametrize("lanes", [2, 3, 4])
+def test_trim_for_lanes_brings_every_column_to_its_fewest_issue_words(lanes):
+    """After the trim, no lane holds more than ceil(nnz / L) of a column's non-zeros (so the
+    column issues in the fewest words its non-zeros allow); each lane keeps its largest; a
+    layer with at most one row per lane and a balanced layer are left alone."""
+    from deltanet.prune import balanced_mask, lane_nnz, trim_for_lanes
+
+    rng = np.random.default_rng(lanes)
+    m = load_model(bundled_model("cartpole_dense"))
+    params = []
+    for p in m.params:
+        w = np.asarray(p.weight)
+        params.append(LayerParams(p.weight, p.bias, rng.random(w.shape) < 0.4))
+    m = m.replace(params=tuple(params))
+    out, dropped = trim_for_lanes(m, lanes)
+    for p, q, ly, n in zip(m.params, out.params, m.config.layers, dropped):
+        before, after = np.asarray(p.mask, bool), np.asarray(q.mask, bool)
+        assert not (after & ~before).any() and int(before.sum() - after.sum()) == n
+        if -(-ly.n_out // lanes) < 2:
+            assert n == 0
+            continue
+        k = -(-before.sum(axis=0) // lanes)
+        assert (lane_nnz(after, lanes) <= k[None, :]).all()
+        assert lane_cost(after, lanes) <= int(k.sum())
+        w = np.abs(np.asarray(p.weight))
+        for lane in range(lanes):
+            rows = np.arange(lane, ly.n_out, lanes)
+            for j in range(w.shape[1]):
+                kept, gone = after[rows, j], before[rows, j] & ~after[rows, j]
+                if kept.any() and gone.any():
+                    assert w[rows, j][kept].min() >= w[rows, j][gone].max()
+    # a lane-balanced mask is its own trim
+    bal = m.replace(params=tuple(LayerParams(p.weight, p.bias, balanced_mask(
+        np.asarray(p.weight), 0.5, lanes)) for p in m.params))
+    assert trim_for_lanes(bal, lanes)[1] == [0] * len(m.params)
