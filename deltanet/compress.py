@@ -48,9 +48,10 @@ The search (Optuna, trials on Dask)
   mean; one episode: the difference itself). A bare mean against the target lets the search
   pick the trials whose 30 episodes happened to go well, which then fail the held-out check
   (Pendulum and LunarLander did so with every candidate). Sampler: TPE
-  (multivariate, constant liar for the trials in flight, constraint-aware). The first trial of
-  a new study is the least reduced point (level 0, every layer dense, thresholds 0, 8-bit
-  weights).
+  (multivariate, constant liar for the trials in flight, constraint-aware). The first trials
+  of a new study are the least reduced point of every ladder level (no further pruning,
+  thresholds 0, 12-bit weights): anchors in the feasible region, without which the sampler can
+  lock onto the least bad of infeasible trials.
 * **Dask**: trials run on :func:`deltanet.cluster.dask_client` (a ``LocalCluster`` or a running
   scheduler), as many in flight as the cluster has threads; the parameters are asked and the
   results told in this process only, so only it writes the journal. Parameters asked again
@@ -131,8 +132,11 @@ HOLDOUT_POWER = 0.8
 TRIM_ROUNDS = 3
 #: the weight widths a trial may choose (quantization, deltanet.quantize)
 WEIGHT_BITS = (6, 8, 10, 12)
-#: the least reduced trial, queued first in a new study: dense layers, no thresholds, 8 bits
-BASELINE_WEIGHT_BITS = 8
+#: the least reduced trials, queued first in a new study (one per ladder level): no further
+#: pruning, no thresholds, the widest weights. They anchor the constrained search in the
+#: feasible region: on Acrobot's DQN even the dense model fails at 8-bit weights (-500 vs -76),
+#: and with no feasible trial the sampler spent 883 of 1000 trials on one broken ladder level
+BASELINE_WEIGHT_BITS = WEIGHT_BITS[-1]
 #: the acceptance rule, as stated in the report and in --help
 RULE = ("a candidate (a trial meeting the same bound on the search seeds, its episodes "
         "doubled while undecided; the fewest "
@@ -249,8 +253,9 @@ def suggest(trial, space: list, grid: list, levels: int = 0) -> dict:
     return params
 
 
-def baseline_params(space: list, levels: int = 0) -> dict:
-    return {**({"level": 0} if levels else {}),
+def baseline_params(space: list, levels: int = 0, level: int = 0) -> dict:
+    """The least reduced trial from ladder level ``level`` (see ``BASELINE_WEIGHT_BITS``)."""
+    return {**({"level": int(level)} if levels else {}),
             **{f"keep_{s['layer']}": s["keep_max"] for s in space},
             **{f"threshold_{s['layer']}": 0 for s in space},
             "weight_bits": BASELINE_WEIGHT_BITS, "trim": 0}
@@ -836,8 +841,9 @@ def compress(dense: Model, dense_path, out, *, budget: float = 0.95, lanes: int 
     study = open_study(journal, settings, seed, n_startup=min(20, max(5, trials // 10)))
     _requeue_interrupted(study, log)
     if not study.trials:
-        study.enqueue_trial(baseline_params(space, settings.ladder_levels),
-                            user_attrs={"baseline": True})
+        for k in range(min(settings.ladder_levels + 1, trials)):
+            study.enqueue_trial(baseline_params(space, settings.ladder_levels, k),
+                                user_attrs={"baseline": True})
     ref = study.user_attrs.get("dense_search_returns")
     if ref is None:
         ref = dense_returns(dense, settings.max_episodes, settings.search_seed)

@@ -69,6 +69,9 @@ def collect() -> list:
             # the wall time of a compress that ran from nothing (not resumed)
             "compress_wall_seconds": times.get("compress_whole"),
             "finetune_steps": comp["settings"]["finetune_steps"],
+            # which compress made it: "sequential" searches also have the recovery-driven
+            # ladder, the trim and the sized held-out check
+            "search_rule": comp["settings"].get("search_rule", "mean"),
             "trials": len(comp["trials"]),
             # a run that resumed a journal or read back a ladder did not take all the time
             "one_run": "compress_whole" in times,

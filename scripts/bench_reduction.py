@@ -139,8 +139,13 @@ def compress_section(path: Path) -> list:
         "Generated from `benchmarks/results/compress.json` (`scripts/bench_compress.py`): per "
         "task `deltanet train --env ENV --algo ALGO` (rl-zoo3's hyper-parameters, the best "
         "validated policy kept), then `deltanet compress --model dense.npz --out comp.npz` "
-        "with every option at its default (budget 0.95, 4 lanes, 1000 trials, a pruning "
-        "ladder fine-tuned for half the training steps, acceptance on 100 paired held-out "
+        "with every option at its default (budget 0.95, 4 lanes, 1000 trials). Compress: "
+        "*sequential* = the current defaults (a pruning ladder whose levels fine-tune until "
+        "their return is back within the budget, up to the training steps of an off-policy "
+        "agent and half of a PPO's; a trial's episodes doubled, up to 120, while its bound "
+        "is undecided; the searched trim to lane balance; held-out episodes sized from the "
+        "candidate's search spread, 100 to 800); *fixed* = the earlier defaults (the ladder "
+        "split evenly over half the training steps, 30 search episodes, 100 held-out "
         f"episodes). Dense return: the float agent on {data['eval_episodes']} episodes (seeds "
         f"{data['eval_seed']}+) that no step of training, validation or compression uses, "
         "against the reference level. Reduction: significant multiplications per step of the "
@@ -151,8 +156,8 @@ def compress_section(path: Path) -> list:
         "",
         "| task | bundled | agent | dense return (reference) | competent | compressed: held-out "
         "return vs dense | significant mults/step | reduction (target) | weight memory, raw "
-        "(core words) | train / compress time |",
-        "|---|:-:|---|---:|:-:|---:|---:|---:|---:|---:|",
+        "(core words) | compress | train / compress time |",
+        "|---|:-:|---|---:|:-:|---:|---:|---:|---:|:-:|---:|",
     ]
     for r in rows:
         a = r["accepted"]
@@ -172,7 +177,9 @@ def compress_section(path: Path) -> list:
                     f"({wm['hw_bits']:,} bits {wm['hw_reduction']:.0f}x)")
         lines.append(f"| {r['task']} | {'yes' if r['bundled'] else 'no'} | {agent} | "
                      f"{r['dense_return']:.1f} +/- {r['dense_std']:.1f} ({ref}) | "
-                     f"{yes[bool(r['competent'])]} | {comp} | {times} |")
+                     f"{yes[bool(r['competent'])]} | {comp} | "
+                     f"{'sequential' if 'sequential' in r.get('search_rule', '') else 'fixed'} "
+                     f"| {times} |")
     lines.append("")
     return lines
 

@@ -261,7 +261,10 @@ def test_pruning_ladder_is_built_once_and_searched(tmp_path):
     assert sum(used) <= res["settings"]["finetune_steps"] + 2048
     assert nnz == sorted(nnz, reverse=True) and nnz[0] > nnz[-1]  # sparser down the ladder
     assert all(r["level"] is not None and r["status"] != "failed" for r in res["trials"])
-    assert res["trials"][0]["level"] == 0  # the baseline: the top of the ladder
+    # the anchors first: the least reduced trial of every level, in ladder order
+    assert [r["level"] for r in res["trials"]] == [0, 1]
+    assert all(r["params"]["weight_bits"] == 12 and r["params"]["trim"] == 0
+               for r in res["trials"])
     assert rc in (0, 1)
     if rc == 0:
         prov = load_model(tmp_path / "x.npz").meta["provenance"]
