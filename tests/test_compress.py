@@ -76,7 +76,7 @@ def test_ladder_recovery_check_is_paired_and_lenient_by_one_standard_error():
     assert not recovered(ref + d - 1.0, ref, 0.95)[0]
 
 
-def test_judge_extends_only_undecided_trials():
+def test_judge_rules_out_only_trials_no_episodes_could_save():
     from deltanet.compress import Judge
 
     ref = np.zeros(120)
@@ -84,14 +84,14 @@ def test_judge_extends_only_undecided_trials():
     assert j.allowed == pytest.approx(5.0)
     rng = np.random.default_rng(1)
     noisy = 100.0 + rng.normal(0.0, 20.0, 30)  # mean ~0 difference, bound far below -5
-    assert j.lower(noisy) < -j.allowed and j.undecided(noisy)
-    assert not j.undecided(np.full(30, 100.0))  # met: no spread, difference 0
-    assert not j.undecided(np.full(30, 50.0))  # clearly failed
-    assert not j.undecided([90.0])
+    assert j.lower(noisy) < -j.allowed and not j.ruled_out(noisy)  # undecided
+    assert not j.ruled_out(np.full(30, 100.0))  # met: more episodes confirm it
+    assert j.ruled_out(np.full(30, 50.0))  # clearly failed
+    assert j.ruled_out([90.0]) and not j.ruled_out([99.0])
 
 
-def test_sequential_trial_runs_more_episodes_while_undecided():
-    """A trial the judge cannot decide doubles its episodes up to the cap, on the next seeds;
+def test_sequential_trial_runs_more_episodes_while_not_ruled_out():
+    """A trial the judge cannot rule out doubles its episodes up to the cap, on the next seeds;
     its figures are those of all its episodes (the same as one run of that many)."""
     from deltanet.compress import Judge, baseline_params, run_trial
 
@@ -100,8 +100,8 @@ def test_sequential_trial_runs_more_episodes_while_undecided():
     params = baseline_params(search_space(dense, 4))
 
     class Always(Judge):
-        def undecided(self, returns):
-            return True
+        def ruled_out(self, returns):
+            return False
 
     j = Always(np.full(12, 500.0), 0.95, 0.95, 3)
     r = run_trial(dense, params, settings, judge=j)
