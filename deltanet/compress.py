@@ -437,18 +437,19 @@ class Judge:
         self.allowed = (1.0 - budget) * abs(float(base.mean()))
         self.confidence = confidence
 
-    def _diffs(self, returns) -> np.ndarray:
+    def diffs(self, returns) -> np.ndarray:
+        """Paired differences of ``returns`` (episodes 0, 1, ...) to the dense returns."""
         r = np.asarray(returns, dtype=np.float64)
         return r - self.ref[:r.size]
 
     def lower(self, returns) -> float:
-        d = self._diffs(returns)
+        d = self.diffs(returns)
         return float(d.mean()) if d.size < 2 else paired_lower_bound(d, self.confidence)["lower"]
 
     def ruled_out(self, returns) -> bool:
         """The matching upper bound (``mean + t sd / sqrt(n)``) is below ``-allowed``: no
         number of episodes would let the trial meet the bound."""
-        d = self._diffs(returns)
+        d = self.diffs(returns)
         if d.size < 2:
             return float(d.mean()) < -self.allowed if d.size else True
         b = paired_lower_bound(d, self.confidence)
@@ -582,7 +583,7 @@ def _accept(client, dense_f, dense_path, settings, cands, holdout_episodes, conf
     None)``."""
     if not cands:
         return {}, None, None
-    sizes = {t.number: (holdout_size(judge._diffs(t.user_attrs["returns"]), judge.allowed,
+    sizes = {t.number: (holdout_size(judge.diffs(t.user_attrs["returns"]), judge.allowed,
                                      confidence, holdout_episodes)
                         if judge is not None else holdout_episodes) for t in cands}
     ref_f = client.submit(dense_returns, dense_f, max(sizes.values()), ACCEPT_SEED, pure=False)
