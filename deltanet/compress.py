@@ -104,7 +104,7 @@ from .cleanup import dense_mults as trained_mults
 from .cluster import dask_client
 from .io import write_figure_atomic, write_text_atomic
 from .progress import bar
-from .prune import apply_cleanup, prune_ladder, prune_oneshot, trim_for_lanes
+from .prune import apply_cleanup, float_returns, prune_ladder, prune_oneshot, trim_for_lanes
 from .quantize import quantize_model
 from .rollout import run_episodes
 from .stats import paired_lower_bound
@@ -355,12 +355,6 @@ def run_holdout(dense: Model, params: dict, settings: Settings, dense_path, epis
     return {**_figures(m, s, settings.lanes), "returns": s["returns"]}, m
 
 
-def dense_returns(dense: Model, episodes: int, seed: int) -> list:
-    """Returns of the dense float model (dense updates) on ``episodes`` seeds ``seed + i``."""
-    return run_episodes(dense, episodes, seed, mode="float", delta=False,
-                        progress=False).summary()["returns"]
-
-
 # ---- the study ------------------------------------------------------------------------------
 def _optuna():
     import optuna
@@ -586,7 +580,7 @@ def _accept(client, dense_f, dense_path, settings, cands, holdout_episodes, conf
     sizes = {t.number: (holdout_size(judge.diffs(t.user_attrs["returns"]), judge.allowed,
                                      confidence, holdout_episodes)
                         if judge is not None else holdout_episodes) for t in cands}
-    ref_f = client.submit(dense_returns, dense_f, max(sizes.values()), ACCEPT_SEED, pure=False)
+    ref_f = client.submit(float_returns, dense_f, max(sizes.values()), ACCEPT_SEED, pure=False)
     slots = max(1, sum(client.nthreads().values()))
     decisions, accepted = {}, None
     ref_all = None
@@ -852,7 +846,7 @@ def compress(dense: Model, dense_path, out, *, budget: float = 0.95, lanes: int 
                                 user_attrs={"baseline": True})
     ref = study.user_attrs.get("dense_search_returns")
     if ref is None:
-        ref = dense_returns(dense, settings.max_episodes, settings.search_seed)
+        ref = float_returns(dense, settings.max_episodes, settings.search_seed).tolist()
         study.set_user_attr("dense_search_returns", ref)
     ref_mean = float(np.mean(ref[:episodes]))
     target = target_return(ref_mean, budget)

@@ -575,11 +575,12 @@ LADDER_EPISODES = 20
 LADDER_CAP = 3
 
 
-def ladder_returns(model, episodes: int = LADDER_EPISODES) -> np.ndarray:
-    """Float (dense-update) returns of ``model`` on the ladder's check seeds."""
+def float_returns(model, episodes: int = LADDER_EPISODES, seed: int = LADDER_SEED) -> np.ndarray:
+    """Float (dense-update) returns of ``model`` on seeds ``seed + i`` (default: the ladder's
+    check seeds)."""
     from .rollout import run_episodes
 
-    res = run_episodes(model, episodes, LADDER_SEED, mode="float", delta=False, progress=False)
+    res = run_episodes(model, episodes, seed, mode="float", delta=False, progress=False)
     return np.asarray(res.summary()["returns"], dtype=np.float64)
 
 
@@ -620,7 +621,7 @@ def prune_ladder(model_path, folder, *, lanes: int, levels: int, finetune_steps:
     span = max(1, finetune_steps // (levels + 1))
     rollout = int(getattr(ss.model, "n_steps", 0) or 0) * int(ss.model.n_envs)
     chunk = max(1, span // 2, rollout)
-    ref = ladder_returns(ss.src, episodes)
+    ref = float_returns(ss.src, episodes)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -694,7 +695,7 @@ def prune_ladder(model_path, folder, *, lanes: int, levels: int, finetune_steps:
             while True:
                 used = now - self.level_start
                 m = current(self.level, used, now)
-                rets = ladder_returns(m, episodes)
+                rets = float_returns(m, episodes)
                 ok = recovered(rets, ref, budget)[0]
                 if self.best is None or rets.mean() > self.best[0].mean():
                     self.best = (rets, copy.deepcopy(ss.model.policy.state_dict()), m)
@@ -734,7 +735,7 @@ def prune_ladder(model_path, folder, *, lanes: int, levels: int, finetune_steps:
             cb.level = k
             set_level(k)
         m = current(k, used, total)
-        snapshot(m, k, ladder_returns(m, episodes))
+        snapshot(m, k, float_returns(m, episodes))
     ss.env.close()
     return paths
 
