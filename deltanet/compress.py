@@ -104,7 +104,14 @@ from .cleanup import dense_mults as trained_mults
 from .cluster import dask_client
 from .io import write_figure_atomic, write_text_atomic
 from .progress import bar
-from .prune import apply_cleanup, float_returns, prune_ladder, prune_oneshot, trim_for_lanes
+from .prune import (
+    LADDER_METHOD,
+    apply_cleanup,
+    float_returns,
+    prune_ladder,
+    prune_oneshot,
+    trim_for_lanes,
+)
 from .quantize import quantize_model
 from .rollout import run_episodes
 from .stats import paired_lower_bound
@@ -790,7 +797,7 @@ def ladder_models(settings: Settings, dense_path, folder, progress: bool, log) -
     folder = Path(folder)
     want = {"model": settings.model, "lanes": settings.lanes,
             "levels": settings.ladder_levels, "finetune_steps": settings.finetune_steps,
-            "budget": settings.budget, "fine_tuning": "until recovered"}
+            "budget": settings.budget, "fine_tuning": LADDER_METHOD}
     index = folder / "ladder.json"
     if index.exists():
         have = json.loads(index.read_text())

@@ -273,3 +273,43 @@ def test_pruning_ladder_is_built_once_and_searched(tmp_path):
     stamp = (ladder / "level_0.npz").stat().st_mtime_ns
     assert _run(*args[:-len(TINY) - 2], "--json", js, *with_trials(TINY, 3)) in (0, 1)
     assert (ladder / "level_0.npz").stat().st_mtime_ns == stamp  # read back, not rebuilt
+
+
+def test_distillation_recovers_a_pruned_policy_towards_the_dense_one(tmp_path):
+    """The ladder's distillation: after one-shot pruning of a trained agent to a high sparsity,
+    ``Distiller.recover`` brings the pruned network's outputs closer to the dense network's on
+    the states the pruned policy visits, and every pruned weight stays zero."""
+    import torch
+
+    from deltanet.prune import Distiller, _finetune_session, balanced_mask
+
+    agent = tmp_path / "agent.npz"
+    assert main(["train", "--env", "CartPole-v1", "--algo", "ppo", "--steps", "2048",
+                 "--eval-episodes", "0", "--out", str(agent), "--no-progress"]) == 0
+    ss = _finetune_session(agent)
+    dist = Distiller(ss, seed=7)
+    masks = []
+    for m in ss.linears:
+        w = m.weight.detach().numpy()
+        mk = torch.as_tensor(balanced_mask(w, 0.9, 4, w.shape[0] <= 4))
+        masks.append(mk)
+
+    def apply():
+        with torch.no_grad():
+            for m, mk in zip(ss.linears, masks):
+                m.weight.mul_(mk)
+
+    apply()
+    dist.collect(1024)
+    x = dist._tensor(np.concatenate(dist.states))
+    with torch.no_grad():
+        before = float(torch.nn.functional.mse_loss(dist.student(x), dist.teacher(x)))
+    dist.train(apply, steps=300)
+    with torch.no_grad():
+        after = float(torch.nn.functional.mse_loss(dist.student(x), dist.teacher(x)))
+    dist.close()
+    ss.env.close()
+    assert after < 0.5 * before
+    for m, mk in zip(ss.linears, masks):
+        assert not m.weight.detach()[~mk].any()  # the pruned weights stay pruned
+        assert m.weight.detach()[mk].ne(0).any()
