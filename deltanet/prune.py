@@ -605,6 +605,10 @@ class Distiller:
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.scale = float(actor.image_scale)
+        # an argmax decoder (Q-values, logits) ignores an offset common to all outputs: the
+        # loss then compares the outputs less their mean, so that it spends nothing on what
+        # cannot change the action (a DQN's Q-values differ by far less than their size)
+        self.centred = actor.decoder.kind == "argmax"
         self.env = make_vec_env(ss.env_id, max(1, int(ss.model.n_envs)), seed,
                                 vecnormalize=ss.vn_src)
         if ss.vn_src is not None:
@@ -650,8 +654,8 @@ class Distiller:
         loss = torch.zeros(())
         for _ in range(steps):
             idx = self.rng.integers(0, len(x_all), size=min(DISTILL_BATCH, len(x_all)))
-            out = self.student(self._tensor(x_all[idx]))
-            loss = torch.nn.functional.mse_loss(out, y_all[torch.as_tensor(idx)])
+            loss = self.loss(self.student(self._tensor(x_all[idx])),
+                             y_all[torch.as_tensor(idx)])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -659,6 +663,15 @@ class Distiller:
             apply_masks()
         self.student.eval()
         return float(loss.detach())
+
+    def loss(self, out, target):
+        """Mean squared error of the outputs (less their mean over the outputs, for argmax)."""
+        import torch
+
+        if self.centred:
+            out = out - out.mean(dim=-1, keepdim=True)
+            target = target - target.mean(dim=-1, keepdim=True)
+        return torch.nn.functional.mse_loss(out, target)
 
     def recover(self, apply_masks) -> float:
         """``DISTILL_ROUNDS`` rounds of collect + train; the last loss."""

@@ -303,12 +303,16 @@ def test_distillation_recovers_a_pruned_policy_towards_the_dense_one(tmp_path):
     dist.collect(1024)
     x = dist._tensor(np.concatenate(dist.states))
     with torch.no_grad():
-        before = float(torch.nn.functional.mse_loss(dist.student(x), dist.teacher(x)))
+        before = float(dist.loss(dist.student(x), dist.teacher(x)))
     dist.train(apply, steps=300)
     with torch.no_grad():
-        after = float(torch.nn.functional.mse_loss(dist.student(x), dist.teacher(x)))
+        after = float(dist.loss(dist.student(x), dist.teacher(x)))
     dist.close()
     ss.env.close()
+    assert dist.centred  # CartPole's argmax: the loss ignores an offset common to the outputs
+    y = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    assert float(dist.loss(y + torch.tensor([[3.0], [-5.0]]), y)) == 0.0
+    assert float(dist.loss(y * 2, y)) > 0.0
     assert after < 0.5 * before
     for m, mk in zip(ss.linears, masks):
         assert not m.weight.detach()[~mk].any()  # the pruned weights stay pruned
