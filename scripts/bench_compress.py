@@ -53,6 +53,8 @@ def collect() -> list:
         ev = json.loads((d / "dense_eval.json").read_text())
         comp = json.loads((d / "comp.json").read_text())
         times = json.loads((d / "times.json").read_text()) if (d / "times.json").exists() else {}
+        lad = d / "comp.ladder" / "ladder.json"
+        ladder = json.loads(lad.read_text())["settings"] if lad.exists() else {}
         ref, ref_src = reference(env_id, level)
         a = comp.get("accepted")
         target = TARGET_REDUCTION.get(name, DEFAULT_TARGET)
@@ -72,6 +74,8 @@ def collect() -> list:
             # which compress made it: "sequential" searches also have the recovery-driven
             # ladder, the trim and the sized held-out check
             "search_rule": comp["settings"].get("search_rule", "mean"),
+            # how the pruning ladder's levels were fine-tuned (distillation since session 9)
+            "ladder": ladder.get("fine_tuning"),
             "trials": len(comp["trials"]),
             # a run that resumed a journal or read back a ladder did not take all the time
             "one_run": "compress_whole" in times,

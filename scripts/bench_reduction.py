@@ -47,6 +47,13 @@ ROWS = ["float dense", "pruned only", "delta only", "pruned + delta float",
         "pruned + delta fixed"]
 
 
+def compress_kind(row: dict) -> str:
+    """Which defaults of ``deltanet compress`` made a row of compress.json."""
+    if "distilled" in (row.get("ladder") or ""):
+        return "distilled"
+    return "sequential" if "sequential" in row.get("search_rule", "") else "fixed"
+
+
 def delta_only_model(name: str, dense):
     """The dense model quantized and calibrated on its own (cached in runs/bench_reduction/)."""
     from deltanet.pysim import save_model
@@ -140,7 +147,10 @@ def compress_section(path: Path) -> list:
         "task `deltanet train --env ENV --algo ALGO` (rl-zoo3's hyper-parameters, the best "
         "validated policy kept), then `deltanet compress --model dense.npz --out comp.npz` "
         "with every option at its default (budget 0.95, 4 lanes, 1000 trials). Compress: "
-        "*sequential* = the current defaults (a pruning ladder whose levels fine-tune until "
+        "*distilled* = the current defaults (each level of the pruning ladder distilled from "
+        "the dense policy on the states the pruned one visits, then RL-fine-tuned only if its "
+        "return is not back within the budget; otherwise as *sequential*); "
+        "*sequential* = the defaults before (a pruning ladder whose levels fine-tune until "
         "their return is back within the budget, up to the training steps of an off-policy "
         "agent and half of a PPO's; a trial's episodes doubled, up to 120, while it could "
         "become the best; the searched trim to lane balance; held-out episodes sized from "
@@ -178,8 +188,7 @@ def compress_section(path: Path) -> list:
         lines.append(f"| {r['task']} | {'yes' if r['bundled'] else 'no'} | {agent} | "
                      f"{r['dense_return']:.1f} +/- {r['dense_std']:.1f} ({ref}) | "
                      f"{yes[bool(r['competent'])]} | {comp} | "
-                     f"{'sequential' if 'sequential' in r.get('search_rule', '') else 'fixed'} "
-                     f"| {times} |")
+                     f"{compress_kind(r)} | {times} |")
     lines.append("")
     return lines
 
