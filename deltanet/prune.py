@@ -593,6 +593,11 @@ class Distiller:
     are left alone."""
 
     def __init__(self, ss: _Session, seed: int):
+        from stable_baselines3.common.preprocessing import (
+            is_image_space,
+            is_image_space_channels_first,
+        )
+        from stable_baselines3.common.vec_env import VecTransposeImage
         from torch import nn
 
         from .export import sb3_actor
@@ -609,10 +614,14 @@ class Distiller:
         # loss then compares the outputs less their mean, so that it spends nothing on what
         # cannot change the action (a DQN's Q-values differ by far less than their size)
         self.centred = actor.decoder.kind == "argmax"
-        self.env = make_vec_env(ss.env_id, max(1, int(ss.model.n_envs)), seed,
-                                vecnormalize=ss.vn_src)
+        env = make_vec_env(ss.env_id, max(1, int(ss.model.n_envs)), seed,
+                           vecnormalize=ss.vn_src)
         if ss.vn_src is not None:
-            self.env.training = False
+            env.training = False
+        if (is_image_space(env.observation_space)
+                and not is_image_space_channels_first(env.observation_space)):
+            env = VecTransposeImage(env)  # as SB3 wraps it: the network sees CHW
+        self.env = env
         self.obs = None
         self.states: list = []
         self.rng = np.random.default_rng(seed)

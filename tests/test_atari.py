@@ -145,3 +145,34 @@ def test_exported_dqn_plans_on_the_core(sb3_dqn):
     net.step(x)
     sch = cm.schedule(net.last_events, True)
     assert sch.cycles > cm.plan.init_steps and sch.rounds[:4] == list(cm.plan.rows[:4])
+
+
+def test_distillation_sees_images_as_the_network_does(sb3_dqn):
+    """The pruning ladder's distillation on a Nature-CNN: its own env hands the network
+    channels-first frames (as SB3 wraps the training env), and a distillation step trains."""
+    from deltanet.prune import Distiller, _Session
+
+    ss = _Session()
+    ss.model, ss.env_id, ss.vn_src = sb3_dqn, GAME, None
+    dist = Distiller(ss, seed=3)
+    dist.collect(16)
+    x = np.concatenate(dist.states)
+    assert x.shape[1:] == (4, 84, 84) and x.dtype == np.uint8
+    saved = {k: v.clone() for k, v in sb3_dqn.policy.state_dict().items()}
+    from deltanet.export import policy_linears
+
+    first = policy_linears(sb3_dqn)[0].weight  # prune half of the first conv: now they differ
+
+    def apply():
+        with torch.no_grad():
+            first[: first.shape[0] // 2].zero_()
+
+    apply()
+    before = [p.detach().clone() for p in dist.student.parameters()]
+    loss = dist.train(apply, steps=2)
+    dist.close()
+    changed = any(not torch.equal(a, b) for a, b in zip(before, dist.student.parameters()))
+    still_pruned = not first[: first.shape[0] // 2].any()
+    sb3_dqn.policy.load_state_dict(saved)
+    assert np.isfinite(loss) and loss > 0 and dist.centred
+    assert changed and still_pruned
