@@ -623,7 +623,7 @@ class Distiller:
             env = VecTransposeImage(env)  # as SB3 wraps it: the network sees CHW
         self.env = env
         self.obs = None
-        self.states: list = []
+        self.states: list = []  # (observations, the dense policy's outputs) per round
         self.rng = np.random.default_rng(seed)
 
     def _tensor(self, x):
@@ -634,17 +634,22 @@ class Distiller:
     def collect(self, n: int) -> None:
         """``n`` env steps (at least) with the pruned policy acting; the states kept (the
         oldest dropped beyond ``DISTILL_BUFFER_BYTES``)."""
+        import torch
+
         if self.obs is None:
             self.obs = self.env.reset()
-        got = 0
-        while got < n:
+        new = []
+        while sum(len(x) for x in new) < n:
             act, _ = self.ss.model.predict(self.obs, deterministic=True)
-            self.states.append(np.array(self.obs, copy=True))
-            got += len(self.obs)
+            new.append(np.array(self.obs, copy=True))
             self.obs, _, _, _ = self.env.step(act)
-        row = self.states[0][0].nbytes
-        keep = max(DISTILL_BATCH, DISTILL_BUFFER_BYTES // max(1, row))
-        while sum(len(s) for s in self.states) - len(self.states[0]) >= keep:
+        x = np.concatenate(new)
+        with torch.no_grad():  # the dense policy's outputs: the targets, computed once
+            y = torch.cat([self.teacher(self._tensor(x[i:i + 4096]))
+                           for i in range(0, len(x), 4096)])
+        self.states.append((x, y))
+        keep = max(DISTILL_BATCH, DISTILL_BUFFER_BYTES // max(1, x[0].nbytes))
+        while sum(len(s[0]) for s in self.states[1:]) >= keep:
             self.states.pop(0)
 
     def train(self, apply_masks, steps: int = DISTILL_STEPS) -> float:
@@ -652,10 +657,8 @@ class Distiller:
         minibatch loss."""
         import torch
 
-        x_all = np.concatenate(self.states)
-        with torch.no_grad():
-            y_all = torch.cat([self.teacher(self._tensor(x_all[i:i + 4096]))
-                               for i in range(0, len(x_all), 4096)])
+        x_all = np.concatenate([x for x, _ in self.states])
+        y_all = torch.cat([y for _, y in self.states])
         params = [p for p in self.student.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=DISTILL_LR)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0 - i / max(1, steps))

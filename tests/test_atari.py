@@ -156,7 +156,7 @@ def test_distillation_sees_images_as_the_network_does(sb3_dqn):
     ss.model, ss.env_id, ss.vn_src = sb3_dqn, GAME, None
     dist = Distiller(ss, seed=3)
     dist.collect(16)
-    x = np.concatenate(dist.states)
+    x = np.concatenate([x for x, _ in dist.states])
     assert x.shape[1:] == (4, 84, 84) and x.dtype == np.uint8
     saved = {k: v.clone() for k, v in sb3_dqn.policy.state_dict().items()}
     from deltanet.export import policy_linears

@@ -301,7 +301,7 @@ def test_distillation_recovers_a_pruned_policy_towards_the_dense_one(tmp_path):
 
     apply()
     dist.collect(1024)
-    x = dist._tensor(np.concatenate(dist.states))
+    x = dist._tensor(np.concatenate([x for x, _ in dist.states]))
     with torch.no_grad():
         before = float(dist.loss(dist.student(x), dist.teacher(x)))
     dist.train(apply, steps=300)
