@@ -5,15 +5,19 @@ What ``deltanet train`` does
 1. Builds the env (``deltanet.envs.make_env``) and refuses spaces deltanet cannot run: the
    observation must be a Box, the action Discrete or Box, and the algorithm must fit the action
    space (DQN: Discrete only; SAC: Box only; PPO: both).
-2. Trains with SB3 on the CPU (``torch.set_num_threads(1)``), seeded (``seed`` for SB3, the envs
-   and torch), ReLU MLPs only (``activation_fn=nn.ReLU``) so that the policy exports.
+2. Trains with SB3 on the CPU (``torch.set_num_threads(1)``; ``device="cuda"`` puts the network
+   on a GPU), seeded (``seed`` for SB3, the envs and torch), ReLU MLPs only
+   (``activation_fn=nn.ReLU``) so that the policy exports. ``time_limit`` (seconds) stops the
+   training early, with a checkpoint, for jobs on borrowed machines; ``--resume`` continues it.
 3. Writes checkpoints every ``checkpoint_every`` env steps into ``<out>.ckpt/``
    (``model_<steps>.zip`` plus ``replay_<steps>.pkl`` for off-policy algorithms; the zip is
    written last and atomically, so a checkpoint counts only when its zip exists; the two newest
    are kept). ``resume=True`` continues from the newest one (replay buffer included) up to
    ``steps`` *total* env steps; the schedules (learning rate, exploration) continue where they
    were because SB3 keeps ``num_timesteps``. Resumed runs are seeded with ``seed + num_timesteps``
-   so they are deterministic, but not bit-identical to an uninterrupted run.
+   so they are deterministic, but not bit-identical to an uninterrupted run. A checkpoint without
+   its replay buffer (one that was too large to move between machines) resumes with an empty
+   buffer that is refilled for the algorithm's ``learning_starts`` steps before learning goes on.
 4. **Keeps the best policy** (rl-zoo3's practice, with SB3's ``EvalCallback``): every
    ``eval_every`` env steps (default: at each checkpoint) the deterministic policy plays
    ``eval_episodes`` validation episodes (default 20; 0 for Atari games, whose games are long)
@@ -67,6 +71,7 @@ VALIDATION_SEED = 700_000
 EVAL_EPISODES = 20
 
 ALGOS = ("ppo", "a2c", "dqn", "sac", "td3")
+DEVICES = ("cpu", "cuda")
 #: action spaces each algorithm takes
 DISCRETE_ONLY = ("dqn",)
 BOX_ONLY = ("sac", "td3")
@@ -320,6 +325,24 @@ def make_checkpoint_callback(folder, every: int, keep: int = 2):
     return Checkpoints()
 
 
+def make_deadline_callback(seconds: float, log=print):
+    """Stops ``learn`` once ``seconds`` of wall-clock time have passed since it started."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Deadline(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.end = time.monotonic() + seconds
+
+        def _on_step(self) -> bool:
+            if time.monotonic() < self.end:
+                return True
+            log(f"time limit of {seconds:g} s reached at {self.num_timesteps:,} steps: "
+                "stopping (resume with --resume)")
+            return False
+
+    return Deadline()
+
+
 def best_paths(folder) -> tuple[Path, Path, Path]:
     """(SB3 zip, its VecNormalize statistics, best.json) of the best policy so far."""
     folder = Path(folder)
@@ -376,9 +399,11 @@ def make_eval_callback(env_id: str, folder, every: int, episodes: int, n_envs: i
 def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: bool = False,
           progress: bool = True, checkpoint_every: int | None = None, net_arch=None,
           overrides: dict | None = None, eval_every: int | None = None,
-          eval_episodes: int | None = None, keep: str = "best", log=print):
+          eval_episodes: int | None = None, keep: str = "best", device: str = "cpu",
+          time_limit: float | None = None, log=print):
     """Train (or resume) and export; returns the exported :class:`pysim.Model`.
-    ``eval_every``/``eval_episodes``/``keep``: the best-policy selection (module doc, 4)."""
+    ``eval_every``/``eval_episodes``/``keep``: the best-policy selection (module doc, 4).
+    ``device``: torch device of the network; ``time_limit``: seconds of training at most."""
     import torch
     from stable_baselines3.common.utils import set_random_seed
     from torch import nn
@@ -392,6 +417,12 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
         raise ValueError(f"--seed must be a non-negative integer, got {seed!r}")
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda': torch sees no CUDA device here")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     check_env_algo(env_id, algo)
     hp = hyperparams(env_id, algo, log=log)
     from .atari import is_atari
@@ -429,10 +460,14 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
         done, zpath, rb = ck
         log(f"resuming {env_id} {algo.upper()} from {zpath} ({done} of {steps} steps)")
         set_random_seed(seed + done)
-        model = cls.load(zpath, env=env, device="cpu")
+        model = cls.load(zpath, env=env, device=device)
         model.set_random_seed(seed + done)
         if rb is not None and hasattr(model, "load_replay_buffer"):
             model.load_replay_buffer(rb)
+        elif hasattr(model, "replay_buffer"):
+            model.learning_starts = model.num_timesteps + hp["kwargs"].get("learning_starts", 100)
+            log(f"  note: {zpath.name} has no replay buffer beside it: refilling one for "
+                f"{model.learning_starts - model.num_timesteps:,} steps before learning goes on")
         remaining = steps - model.num_timesteps
         reset = False
     else:
@@ -449,7 +484,7 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
             noise = action_noise(hp["noise"], env.action_space)
             if noise is not None:
                 kwargs["action_noise"] = noise
-        model = cls(policy, env, seed=seed, device="cpu", verbose=0,
+        model = cls(policy, env, seed=seed, device=device, verbose=0,
                     policy_kwargs=policy_kwargs, **kwargs)
         remaining = steps
         reset = True
@@ -464,6 +499,8 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
 
         cb = make_checkpoint_callback(folder, every)
         cbs = [cb]
+        if time_limit is not None:
+            cbs.append(make_deadline_callback(time_limit, log))
         if eval_episodes > 0:
             cbs.append(make_eval_callback(env_id, folder, eval_every or every, eval_episodes,
                                           hp["n_envs"], hp["normalize"], log))
@@ -486,7 +523,7 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
             env.close()
             env = make_vec_env(env_id, hp["n_envs"], seed, hp["normalize"],
                                best_vn if hp["normalize"] is not None else None)
-            model = cls.load(best_zip, env=env, device="cpu")
+            model = cls.load(best_zip, env=env, device=device)
             if rb_keep is not None:  # fine-tuning continues with the experience gathered
                 model.replay_buffer = rb_keep
     save_sb3_atomic(model, zpath, rbpath if hasattr(model, "replay_buffer") else None, vnpath)

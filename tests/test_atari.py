@@ -3,6 +3,8 @@ training."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -128,6 +130,37 @@ def test_atari_training_resumes_from_a_checkpoint(tmp_path):
     assert any("resuming" in s for s in logs)
     assert load_model(out).meta["provenance"]["steps"] == 500
     assert m.config.layers[0].kind == "conv2d"
+
+
+def test_a_packed_checkpoint_travels_and_resumes(tmp_path):
+    """scripts/atari_device.py: a checkpoint packed down to its Q network (what a borrowed GPU
+    machine can send back) unpacks into a checkpoint with the same Q values and step count,
+    and training resumes from it, refilling the replay buffer first."""
+    import importlib.util
+
+    import torch
+    from stable_baselines3 import DQN
+
+    spec = importlib.util.spec_from_file_location(
+        "atari_device", Path(__file__).resolve().parents[1] / "scripts" / "atari_device.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    small = {"buffer_size": 500, "learning_starts": 100}
+    train(GAME, "dqn", 200, 0, tmp_path / "a.npz", progress=False, checkpoint_every=200,
+          overrides=small, log=lambda *a: None)
+    _, zpath, _ = latest_checkpoint(tmp_path / "a.ckpt")
+    assert tool.pack(zpath, tmp_path / "a.pt") == 200
+    assert (tmp_path / "a.pt").stat().st_size < zpath.stat().st_size / 1.9
+    dest = tool.unpack(tmp_path / "a.pt", GAME, tmp_path / "b.npz", 0)
+    a, b = DQN.load(zpath, device="cpu"), DQN.load(dest, device="cpu")
+    x = torch.randint(0, 256, (2, 4, 84, 84)).float()
+    assert b.num_timesteps == 200
+    assert torch.equal(a.q_net(x), b.q_net(x)) and torch.equal(b.q_net_target(x), b.q_net(x))
+    logs = []
+    train(GAME, "dqn", 400, 0, tmp_path / "b.npz", resume=True, progress=False,
+          checkpoint_every=200, overrides=small, log=logs.append)
+    assert any("refilling one for 100 steps" in s for s in logs), logs
+    assert load_model(tmp_path / "b.npz").meta["provenance"]["steps"] == 400
 
 
 def test_exported_dqn_plans_on_the_core(sb3_dqn):

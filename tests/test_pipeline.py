@@ -96,6 +96,45 @@ def test_resume_off_policy_keeps_replay_buffer(tmp_path, capsys):
     assert load_model(out).meta["provenance"]["steps"] >= 1500
 
 
+def test_train_time_limit_checkpoints_and_a_replay_less_resume_refills(tmp_path, capsys):
+    """--time-limit stops a long run early with a checkpoint and an exported policy; a
+    checkpoint whose replay buffer stayed behind (too large to move) resumes with an empty
+    buffer refilled for learning_starts steps before learning goes on."""
+    from stable_baselines3 import DQN
+
+    from deltanet.train import latest_checkpoint
+
+    out = tmp_path / "dqn.npz"
+    args = ["train", "--env", "CartPole-v1", "--algo", "dqn", "--net", "16", "--seed", "0",
+            "--out", out, "--checkpoint-every", "1000000", "--no-progress"]
+    rc, text, err = run_cli(capsys, *args, "--steps", "1000000", "--time-limit", "2")
+    assert rc == 0, err
+    assert "time limit of 2 s reached" in text
+    done, zpath, rb = latest_checkpoint(tmp_path / "dqn.ckpt")
+    assert 0 < done < 1_000_000 and rb is not None
+    assert load_model(out).meta["provenance"]["steps"] == done
+    rb.unlink()
+    rc, text, err = run_cli(capsys, *args, "--steps", str(done + 300), "--resume")
+    assert rc == 0, err
+    assert "has no replay buffer beside it: refilling one for 1,000 steps" in text
+    resumed = DQN.load(tmp_path / "dqn.sb3.zip", device="cpu")
+    assert resumed.num_timesteps >= done + 300
+    assert resumed.learning_starts == done + 1000  # rl-zoo3's CartPole DQN: learning_starts 1000
+
+
+def test_train_refuses_a_gpu_it_cannot_see(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    rc, _, err = run_cli(capsys, "train", "--env", "CartPole-v1", "--algo", "ppo", "--out",
+                         tmp_path / "m.npz", "--device", "cuda")
+    assert rc != 0
+    assert err.strip().splitlines() == ["deltanet train: error: --device cuda: torch sees no "
+                                        "CUDA device on this machine"]
+    assert not list(tmp_path.iterdir())
+
+
 def test_train_keeps_the_best_validated_policy(tmp_path, capsys):
     """The exported policy is the checkpoint with the best validation mean (SB3's
     EvalCallback on seeds VALIDATION_SEED+), recorded in the provenance; --keep last exports

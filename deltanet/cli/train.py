@@ -12,11 +12,13 @@ from ..options import (
     add_seed,
     check_output_dir,
     check_output_file,
+    float_in,
     int_in,
     path_arg,
 )
 from ..train import (
     ALGOS,
+    DEVICES,
     EVAL_EPISODES,
     VALIDATION_SEED,
     ckpt_dir,
@@ -29,15 +31,15 @@ from ..train import (
 def register(sub):
     p = sub.add_parser(
         "train", help="train a policy with stable-baselines3 and export a float artifact",
-        description="Train a ReLU MLP policy with stable-baselines3 on the CPU (seeded, one "
-                    "torch thread), checkpoint it into OUT.ckpt/ as it goes, save the SB3 "
+        description="Train a ReLU MLP policy with stable-baselines3 on the CPU or a GPU (seeded, "
+                    "one torch thread), checkpoint it into OUT.ckpt/ as it goes, save the SB3 "
                     "model beside OUT (OUT-stem.sb3.zip, needed by `deltanet prune`) and export "
-                    "the float policy to OUT. Envs need a Box observation space and a Discrete "
-                    "or Box action space. Hyper-parameters come from rl-zoo3's tuned files "
-                    "(the rl_zoo3 package's hyperparams/<algo>.yml) for every env they cover "
+                    "the float policy to OUT. Envs need a Box observation space and a Discrete or "
+                    "Box action space. Hyper-parameters come from rl-zoo3's tuned files (the "
+                    "rl_zoo3 package's hyperparams/<algo>.yml) for every env they cover "
                     "(VecNormalize entries are folded into the artifact's input map; the "
-                    "activation is always ReLU), else from the algorithm's defaults; the "
-                    "command prints which.")
+                    "activation is always ReLU), else from the algorithm's defaults; the command "
+                    "prints which.")
     p.add_argument("--env", required=True, help="gymnasium env id, e.g. CartPole-v1")
     p.add_argument("--algo", required=True, choices=ALGOS, help="RL algorithm")
     p.add_argument("--steps", type=int_in(1, MAX_STEPS), default=None,
@@ -61,6 +63,11 @@ def register(sub):
     p.add_argument("--keep", choices=("best", "last"), default="best",
                    help="export the policy with the best validation return (default) or the "
                         "last one")
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="where the network trains (default cpu; cuda needs a GPU torch sees)")
+    p.add_argument("--time-limit", type=float_in(1, 1e7), default=None, metavar="SECONDS",
+                   help="stop after SECONDS of training with a checkpoint (continue with "
+                        "--resume) and export the policy reached")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -77,8 +84,13 @@ def run(args) -> int:
         if weights > MAX_WEIGHTS:
             raise CliError(f"--net {' '.join(map(str, args.net))}: {weights} weights between "
                            f"the hidden layers; a model holds at most {MAX_WEIGHTS}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError("--device cuda: torch sees no CUDA device on this machine")
     train(args.env, args.algo, args.steps, args.seed, args.out, resume=args.resume,
           progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
           net_arch=args.net, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-          keep=args.keep)
+          keep=args.keep, device=args.device, time_limit=args.time_limit)
     return 0
