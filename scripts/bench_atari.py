@@ -21,6 +21,9 @@ AtariWrapper, at most ``--max-steps`` agent steps each):
 * delta   - dense quantized, bit-accurate, delta updates with the threshold;
 * combined- pruned + quantized, bit-accurate, delta updates (what the hardware runs).
 
+``--sweep`` thresholds add points of the combined model at other thresholds (same games): the
+score-against-reduction curve of ``atari.png``, one panel per game, like the paper's figure.
+
 Multiplications per step per layer are means over every step of those games. "pruned (weights)"
 counts the products with a non-zero weight whatever the input (the paper's pruning count);
 the others count products whose two operands are non-zero (so ReLU zeros are skipped too).
@@ -121,7 +124,8 @@ def build(game: str, threshold: float, log=print) -> dict:
             "dense_q": qd, "pruned_q": qp, "pruning_how": how}
 
 
-def bench_game(game: str, episodes: int, max_steps: int, threshold: float) -> dict:
+def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
+               sweep=()) -> dict:
     G = GAMES[game]
     env_id = f"{G}NoFrameskip-v4"
     ms = build(game, threshold)
@@ -150,6 +154,16 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float) -> di
               f"({s['steps']} steps, {time.time() - t0:.0f} s)", flush=True)
     qp = ms["pruned_q"]
     cfg = qp.config
+    curve = []
+    for t in sweep:
+        t0 = time.time()
+        m = qp.replace(config=cfg.with_thresholds([t] * len(cfg.layers)))
+        s = run_episodes(m, episodes, 0, mode="fixed", delta=True, progress=False,
+                         env_kwargs={"max_steps": max_steps}).summary()
+        curve.append({"threshold": t, **{k: s[k] for k in ("mean_return", "std_return",
+                                                             "mean_length", "reduction")}})
+        print(f"  {G:14s} threshold {t:g}: {s['mean_return']:8.1f} +/- {s['std_return']:6.1f} "
+              f"{s['reduction']:7.1f}x ({time.time() - t0:.0f} s)", flush=True)
     weights_only = [int(qp.column_nnz(i, "fixed").sum()) for i in range(len(cfg.layers))]
     prov = ms["dense"].meta["provenance"]
     return {
@@ -165,7 +179,7 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float) -> di
         "formats": {"input": str(cfg.input_fmt),
                     "weights": [str(ly.weight_fmt) for ly in cfg.layers],
                     "activations": [str(ly.out_fmt) for ly in cfg.layers]},
-        "rows": rows,
+        "rows": rows, "sweep": curve,
     }
 
 
@@ -199,6 +213,60 @@ def memory_lines(game: str, lanes: int = 4) -> list:
     return out
 
 
+def curve_points(r: dict) -> list:
+    """(threshold, reduction, mean score) of the pruned model along the thresholds: dense
+    updates (threshold 0), the bench's threshold, and the ``--sweep`` ones, by threshold."""
+    rows = r["rows"]
+    pts = [(0.0, rows["pruned"]["reduction"], rows["pruned"]["mean_return"]),
+           (r["threshold"], rows["combined"]["reduction"], rows["combined"]["mean_return"])]
+    pts += [(c["threshold"], c["reduction"], c["mean_return"]) for c in r.get("sweep", [])]
+    return sorted(set(pts))
+
+
+def plot(results: list, path: Path) -> None:
+    """Score against multiplication reduction, one panel per game (``atari.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    n = len(results)
+    cols = min(3, n)
+    rows_n = -(-n // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.4 * rows_n), squeeze=False)
+    for ax, r in zip(axes.flat, results):
+        rows = r["rows"]
+        dense = rows["dense"]["mean_return"]
+        pts = curve_points(r)
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], "o-", color="C0",
+                label="pruned, delta threshold " + " / ".join(f"{p[0]:g}" for p in pts))
+        for name, mk, col in (("dense q", "s", "C7"), ("delta", "^", "C2"),
+                              ("combined", "*", "C3")):
+            ax.plot(rows[name]["reduction"], rows[name]["mean_return"], mk, color=col,
+                    markersize=11 if name == "combined" else 7, label=name)
+        ax.axhline(dense, color="k", lw=0.8, label="dense float")
+        ax.axhline(0.95 * dense, color="k", lw=0.8, ls="--", label="95% of dense")
+        ax.axhline(rows["random"]["mean_return"], color="C1", lw=0.8, ls=":", label="random")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(f"{r['game']} ({r['train_steps'] / 1e6:.2g}M steps)")
+        ax.set_xlabel("multiplication reduction (x)")
+        ax.set_ylabel(f"score ({r['episodes']} games)")
+        ax.grid(alpha=0.3, which="both")
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    labels[0] = "pruned, along the delta threshold (0, then upwards)"
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.1 / rows_n, 1, 1))
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def _f(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -212,7 +280,8 @@ def markdown(results: list) -> str:
              "are means over every step of those games. `pruned (weights)` counts products with "
              "a non-zero weight whatever the input (the paper's pruning count); the other columns "
              "count products whose two operands are non-zero. Paper (Ivanov et al. 2022): "
-             "pruning 2-8x, delta 10-50x, combined 20-150x.", ""]
+             "pruning 2-8x, delta 10-50x, combined 20-150x.", "",
+             "![score against multiplication reduction per game](atari.png)", ""]
     for r in results:
         rows = r["rows"]
         pub = PUBLISHED.get(r["game"])
@@ -263,6 +332,11 @@ def markdown(results: list) -> str:
                      f"{PAPER['delta']}) | {dense / tot['combined']:.1f}x (paper "
                      f"{PAPER['combined']}) |")
         lines.append("")
+        if r.get("sweep"):
+            lines += ["Pruned model along the delta threshold (the curve of atari.png):", "",
+                      "| threshold | score | reduction |", "|---|---|---|"]
+            lines += [f"| {t:g} | {sc:.1f} | {red:.1f}x |" for t, red, sc in curve_points(r)]
+            lines.append("")
         if (BUNDLE / f"{r['game'].lower()}.npz").exists():
             lines += memory_lines(r["game"].lower())
     return "\n".join(lines) + "\n"
@@ -275,6 +349,9 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--max-steps", type=int, default=4500)
     ap.add_argument("--threshold", type=float, default=0.001)
+    ap.add_argument("--sweep", type=float, nargs="*", default=[0.003, 0.01],
+                    metavar="T", help="more thresholds of the combined model for the curve "
+                                      "(default 0.003 0.01)")
     ap.add_argument("--note", nargs=2, action="append", default=[], metavar=("GAME", "TEXT"),
                     help="a sentence to print under GAME's heading (e.g. how its sparsity "
                          "was chosen)")
@@ -282,20 +359,23 @@ def main(argv=None) -> int:
                     help="take each game's results from runs/atari/bench_<game>.json when it "
                          "exists with the same settings (e.g. after running games in parallel)")
     args = ap.parse_args(argv)
-    if args.episodes < 1 or args.max_steps < 1 or args.threshold < 0:
-        raise SystemExit("--episodes and --max-steps must be >= 1, --threshold >= 0")
+    if args.episodes < 1 or args.max_steps < 1 or min([args.threshold, *args.sweep]) < 0:
+        raise SystemExit("--episodes and --max-steps must be >= 1, --threshold and --sweep "
+                         ">= 0")
     results = []
     for g in args.games:
         cache = RUNS / f"bench_{g}.json"
         settings = {"episodes": args.episodes, "max_steps": args.max_steps,
                     "threshold": args.threshold}
+        sweep = sorted(set(args.sweep) - {0.0, args.threshold})
         if args.reuse and cache.exists():
             r = json.loads(cache.read_text())
-            if all(r.get(k) == v for k, v in settings.items()):
+            if all(r.get(k) == v for k, v in settings.items()) and sorted(
+                    c["threshold"] for c in r.get("sweep", [])) == sweep:
                 results.append(r)
                 print(f"  {GAMES[g]}: results from {cache}")
                 continue
-        r = bench_game(g, args.episodes, args.max_steps, args.threshold)
+        r = bench_game(g, args.episodes, args.max_steps, args.threshold, sweep)
         write_json_atomic(cache, r)
         results.append(r)
     notes = {}
@@ -307,6 +387,7 @@ def main(argv=None) -> int:
         r["note"] = notes.get(r["game"], r.get("note"))
     OUT.mkdir(parents=True, exist_ok=True)
     write_json_atomic(OUT / "atari.json", results)
+    plot(results, OUT / "atari.png")
     write_text_atomic(OUT / "atari.md", markdown(results))
     print(f"wrote {OUT / 'atari.md'}")
     return 0

@@ -209,3 +209,34 @@ def test_distillation_sees_images_as_the_network_does(sb3_dqn):
     sb3_dqn.policy.load_state_dict(saved)
     assert np.isfinite(loss) and loss > 0 and dist.centred
     assert changed and still_pruned
+
+
+def test_bench_atari_curve_and_plot(tmp_path):
+    """scripts/bench_atari.py: the pruned model's points along the threshold (dense updates,
+    the bench's threshold, the sweep) are ordered by threshold, tabled and plotted."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_atari", Path(__file__).resolve().parents[1] / "scripts" / "bench_atari.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = {"mean_return": 10.0, "std_return": 1.0, "mean_length": 100, "reduction": 3.0,
+           "significant_mults_per_step": 5.0, "per_layer_significant": [5.0]}
+    rows = {name: dict(row) for name in bench.ROW_ORDER}
+    rows["pruned"].update(reduction=6.0, mean_return=11.0)
+    rows["combined"].update(reduction=30.0, mean_return=9.5)
+    r = {"game": "Breakout", "env_id": GAME, "episodes": 2, "max_steps": 1000,
+         "threshold": 0.001, "train_steps": 1000, "pruning": "test", "sparsity": 0.5,
+         "sparsity_per_layer": [0.5], "layers": ["dense 4->2"], "dense_per_layer": [8],
+         "pruned_weights_per_layer": [4], "formats": {"input": "-", "weights": [],
+                                                      "activations": []},
+         "rows": rows, "sweep": [{"threshold": 0.01, "mean_return": 7.0, "std_return": 1.0,
+                                  "mean_length": 90, "reduction": 80.0},
+                                 {"threshold": 0.003, "mean_return": 9.0, "std_return": 1.0,
+                                  "mean_length": 90, "reduction": 50.0}]}
+    assert bench.curve_points(r) == [(0.0, 6.0, 11.0), (0.001, 30.0, 9.5), (0.003, 50.0, 9.0),
+                                     (0.01, 80.0, 7.0)]
+    text = bench.markdown([r])
+    assert "| 0.003 | 9.0 | 50.0x |" in text and "(atari.png)" in text
+    bench.plot([r], tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

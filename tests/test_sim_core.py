@@ -309,7 +309,7 @@ def test_parallel_verify_runs_never_mix_results(tmp_path):
 # ---- the Nature-DQNs (conv layers) -------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.verilator
-@pytest.mark.parametrize("game", ["breakout", "spaceinvaders"])
+@pytest.mark.parametrize("game", sorted(p.stem for p in (MODELS_DIR / "atari").glob("*.npz")))
 def test_verify_bundled_atari_agents_100_steps(game, tmp_path, capsys):
     """Each bundled combined Atari agent (conv2d + dense) plays 100 consecutive steps on the
     generated core in Verilator, bit-exact with pysim, its cycles equal to the model's."""
