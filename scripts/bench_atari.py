@@ -288,7 +288,7 @@ def markdown(results: list) -> str:
         lines += [f"## {r['game']} ({r['env_id']})", "",
                   f"Agent: SB3 DQN (Nature CNN, rl-zoo Atari hyper-parameters, learning from "
                   f"step 20k), {r['train_steps']:,} env steps ({4 * r['train_steps']:,} "
-                  f"frames) of training on one CPU thread. Pruning: "
+                  f"frames) of training. Pruning: "
                   f"{r['pruning']}; sparsity {r['sparsity']:.2f} (per layer "
                   f"{r['sparsity_per_layer']}). Threshold {r['threshold']} on every layer's "
                   f"input. Formats: input {r['formats']['input']}, weights "
@@ -357,7 +357,8 @@ def main(argv=None) -> int:
                          "was chosen)")
     ap.add_argument("--reuse", action="store_true",
                     help="take each game's results from runs/atari/bench_<game>.json when it "
-                         "exists with the same settings (e.g. after running games in parallel)")
+                         "exists with the same settings and no other --sweep thresholds (e.g. "
+                         "after running games in parallel)")
     args = ap.parse_args(argv)
     if args.episodes < 1 or args.max_steps < 1 or min([args.threshold, *args.sweep]) < 0:
         raise SystemExit("--episodes and --max-steps must be >= 1, --threshold and --sweep "
@@ -370,10 +371,11 @@ def main(argv=None) -> int:
         sweep = sorted(set(args.sweep) - {0.0, args.threshold})
         if args.reuse and cache.exists():
             r = json.loads(cache.read_text())
-            if all(r.get(k) == v for k, v in settings.items()) and sorted(
-                    c["threshold"] for c in r.get("sweep", [])) == sweep:
+            swept = sorted(c["threshold"] for c in r.get("sweep", []))
+            if all(r.get(k) == v for k, v in settings.items()) and set(swept) <= set(sweep):
                 results.append(r)
-                print(f"  {GAMES[g]}: results from {cache}")
+                print(f"  {GAMES[g]}: results from {cache}"
+                      f"{'' if swept == sweep else f' (swept only {swept})'}")
                 continue
         r = bench_game(g, args.episodes, args.max_steps, args.threshold, sweep)
         write_json_atomic(cache, r)
