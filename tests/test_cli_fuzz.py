@@ -75,7 +75,8 @@ BASE = {
 NUMERIC = {
     "eval": {"--episodes": ["0", "100001"], "--seed": ["2147483648"]},
     "train": {"--steps": ["0", "1000000001"], "--seed": ["2147483648"], "--net": ["0", "4097"],
-              "--checkpoint-every": ["0"], "--eval-every": ["0"], "--eval-episodes": ["1001"]},
+              "--checkpoint-every": ["0"], "--eval-every": ["0"], "--eval-episodes": ["1001"],
+              "--time-limit": ["0", "0.5", "1e8"]},
     "prune": {"--sparsity": ["1", "1.5"], "--balanced-lanes": ["0", "65", "1000000"],
               "--out-sparsity": ["1"], "--finetune-steps": ["1000000001"]},
     "quantize": {"--act-bits": ["1", "33"], "--weight-bits": ["1", "17"],
