@@ -41,7 +41,9 @@ def pack(zip_path: Path, dest: Path) -> int:
     return steps
 
 
-def unpack(src: Path, env_id: str, out: Path, seed: int) -> Path:
+def unpack(src: Path, env_id: str, out: Path, seed: int, overrides: dict | None = None) -> Path:
+    """Rebuild a resumable checkpoint from packed Q-network weights; ``overrides`` replace
+    hyper-parameters of the DQN it builds (a test's small replay buffer)."""
     import torch
     from stable_baselines3 import DQN
 
@@ -55,6 +57,7 @@ def unpack(src: Path, env_id: str, out: Path, seed: int) -> Path:
 
     packed = torch.load(src, map_location="cpu", weights_only=True)
     hp = hyperparams(env_id, "dqn", log=lambda *_: None)
+    hp["kwargs"].update(overrides or {})
     env = make_vec_env(env_id, hp["n_envs"], seed, None)
     model = DQN("CnnPolicy", env, seed=seed, device="cpu", verbose=0, **_kwargs(hp))
     model.policy.q_net.load_state_dict(packed["q_net"])
