@@ -54,13 +54,21 @@ class RolloutResult:
 
 def run_episodes(model: Model, episodes: int, seed: int, *, mode: str = "fixed",
                  delta: bool = True, batch: int | None = None, progress: bool = True,
-                 max_steps: int | None = None, on_step=None, env_kwargs=None) -> RolloutResult:
+                 max_steps: int | None = None, on_step=None, env_kwargs=None,
+                 epsilon: float = 0.0) -> RolloutResult:
     """Run ``episodes`` episodes (env ``i`` reset with seed ``seed + i``), ``batch`` at a time.
 
     ``on_step(net, active)`` is called after every network step (``active``: bool per env).
+    ``epsilon``: epsilon-greedy evaluation (the Nature DQN protocol plays with 0.05 so that an
+    agent cannot stall a game forever): at every step, with probability ``epsilon``, an env
+    takes a uniform random action instead of the network's. The network still steps on every
+    observation; the draws come from generators seeded with the env's seed, so an episode does
+    not depend on ``batch``.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
     env_id = model.meta.get("env_id")
     if not env_id:
         raise ValueError(f"{model.meta.get('path', 'model')}: no env_id in the model")
@@ -77,6 +85,9 @@ def run_episodes(model: Model, episodes: int, seed: int, *, mode: str = "fixed",
         idx = list(range(start, min(start + batch, episodes)))
         envs = [make_env(env_id, seed + i, **(env_kwargs or {}))() for i in idx]
         check_model_fits_env(model, envs[0])
+        coins = [np.random.default_rng(seed + i) for i in idx]
+        for env, i in zip(envs, idx):
+            env.action_space.seed(seed + i)
         net = DeltaNetwork(model, mode=mode, delta=delta, batch=len(idx))
         dense = dense_mults(model)  # the trained network's, also after a clean-up
         obs = np.stack([np.asarray(e.reset(seed=seed + i)[0], dtype=np.float64).ravel()
@@ -92,7 +103,10 @@ def run_episodes(model: Model, episodes: int, seed: int, *, mode: str = "fixed",
             for b, env in enumerate(envs):
                 if not active[b]:
                     continue
-                o, r, term, trunc, _ = env.step(actions[b])
+                a = actions[b]
+                if epsilon > 0 and coins[b].random() < epsilon:
+                    a = env.action_space.sample()
+                o, r, term, trunc, _ = env.step(a)
                 returns[idx[b]] += float(r)
                 lengths[idx[b]] += 1
                 obs[b] = np.asarray(o, dtype=np.float64).ravel()

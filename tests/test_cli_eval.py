@@ -37,6 +37,29 @@ def test_eval_dense_float(tmp_path):
     assert r["mode"] == "float" and r["delta"] is False
 
 
+def test_eval_epsilon_greedy_is_seeded_and_batch_free(tmp_path):
+    """--epsilon: random actions at that rate, the same whatever the batching; 0 is greedy."""
+    from deltanet.rollout import run_episodes
+
+    m = load_model(bundled_model("cartpole"))
+    greedy = run_episodes(m, 3, 7, progress=False)
+    assert run_episodes(m, 3, 7, progress=False, epsilon=0.0).returns.tolist() == \
+        greedy.returns.tolist()
+    one = run_episodes(m, 3, 7, progress=False, epsilon=1.0, batch=1)
+    three = run_episodes(m, 3, 7, progress=False, epsilon=1.0, batch=3)
+    assert one.returns.tolist() == three.returns.tolist()
+    # uniform random play drops CartPole far below the trained policy's 500 (a random policy
+    # lasts about 22 steps on average)
+    assert one.returns.mean() < 100 < greedy.returns.mean()
+    out = tmp_path / "r.json"
+    assert main(["eval", "--model", str(bundled_model("cartpole")), "--episodes", "3",
+                 "--seed", "7", "--epsilon", "1", "--json", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())
+    assert r["epsilon"] == 1.0 and r["returns"] == one.returns.tolist()
+    with pytest.raises(ValueError, match="epsilon"):
+        run_episodes(m, 1, 0, progress=False, epsilon=1.5)
+
+
 def test_eval_refuses_mismatched_env(tmp_path, capsys):
     m = load_model(bundled_model("cartpole"))
     bad = m.replace(meta={**m.meta, "env_id": "MountainCar-v0"})

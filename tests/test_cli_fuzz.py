@@ -73,7 +73,8 @@ BASE = {
 
 #: every numeric option, with values out of its own range (beyond GENERIC_BAD)
 NUMERIC = {
-    "eval": {"--episodes": ["0", "100001"], "--seed": ["2147483648"]},
+    "eval": {"--episodes": ["0", "100001"], "--seed": ["2147483648"],
+             "--epsilon": ["-0.1", "1.01"]},
     "train": {"--steps": ["0", "1000000001"], "--seed": ["2147483648"], "--net": ["0", "4097"],
               "--checkpoint-every": ["0"], "--eval-every": ["0"], "--eval-episodes": ["1001"],
               "--time-limit": ["0", "0.5", "1e8"]},

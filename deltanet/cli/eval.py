@@ -14,6 +14,7 @@ from ..options import (
     add_model,
     add_seed,
     check_output_file,
+    float_in,
 )
 from ..rollout import run_episodes
 from ..weight_memory import kbits, summary_line, weight_memory
@@ -31,6 +32,9 @@ def register(sub):
     p.add_argument("--mode", choices=["float", "fixed"], default="fixed",
                    help="float32 twin or bit-accurate fixed point (default)")
     p.add_argument("--dense", action="store_true", help="dense network instead of delta updates")
+    p.add_argument("--epsilon", type=float_in(0, 1), default=0.0,
+                   help="epsilon-greedy evaluation: with this probability a step takes a "
+                        "seeded uniform random action (the Nature DQN protocol: 0.05)")
     add_json(p, help="write the results as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -70,10 +74,10 @@ def run(args) -> int:
     check_output_file(args.json, "--json")
     model = load_model(args.model)
     res = run_episodes(model, args.episodes, args.seed, mode=args.mode, delta=not args.dense,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, epsilon=args.epsilon)
     s = res.summary()
     s.update({"model": str(args.model), "env_id": model.meta["env_id"], "mode": args.mode,
-              "delta": not args.dense, "seed": args.seed,
+              "delta": not args.dense, "seed": args.seed, "epsilon": args.epsilon,
               "weight_memory": weight_memory(model)})
     print_summary(f"{model.meta['env_id']} - {args.mode}{' dense' if args.dense else ' delta'}",
                   s)
