@@ -12,7 +12,10 @@ weights, 16-bit activations) and given the delta threshold ``--threshold`` on ev
 input (the paper's 0.001, in the layer's real units).
 
 Rows, all over the same ``--episodes`` whole games (seeds 0..N-1, 30 no-op starts from
-AtariWrapper, at most ``--max-steps`` agent steps each):
+AtariWrapper, at most ``--max-steps`` agent steps each = 5 minutes of play), played
+epsilon-greedy with ``--epsilon`` (default 0.05, the protocol of the published DQN scores: a
+greedy agent can stall a game forever, e.g. never serving in Breakout; the random actions are
+seeded per game, and the network still steps on every frame):
 
 * random  - uniform random actions (seeded);
 * dense   - the trained agent, float, dense updates (what SB3 plays);
@@ -23,6 +26,12 @@ AtariWrapper, at most ``--max-steps`` agent steps each):
 
 ``--sweep`` thresholds add points of the combined model at other thresholds (same games): the
 score-against-reduction curve of ``atari.png``, one panel per game, like the paper's figure.
+
+Score against sparsity: the float agent before quantization, dense and at every pruning
+sparsity there is an artifact for (``runs/atari/G_pruned.npz`` and any
+``runs/atari/curve/G_*.npz`` from ``deltanet prune``), over the same games - the curve that shows
+where pruning starts to cost score (``atari_sparsity.png``). Each point is cached by the model's
+checksum in ``runs/atari/sparsity_G.json``.
 
 Multiplications per step per layer are means over every step of those games. "pruned (weights)"
 counts the products with a non-zero weight whatever the input (the paper's pruning count);
@@ -125,7 +134,7 @@ def build(game: str, threshold: float, log=print) -> dict:
 
 
 def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
-               sweep=()) -> dict:
+               sweep=(), epsilon: float = 0.05) -> dict:
     G = GAMES[game]
     env_id = f"{G}NoFrameskip-v4"
     ms = build(game, threshold)
@@ -142,7 +151,7 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
     for row, (mk, mode, delta) in plan.items():
         t0 = time.time()
         s = run_episodes(ms[mk], episodes, 0, mode=mode, delta=delta, progress=False,
-                         env_kwargs={"max_steps": max_steps}).summary()
+                         env_kwargs={"max_steps": max_steps}, epsilon=epsilon).summary()
         rows[row] = {k: s[k] for k in ("mean_return", "std_return", "returns", "mean_length",
                                        "steps", "dense_mults_per_step",
                                        "significant_mults_per_step", "reduction")}
@@ -159,7 +168,7 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
         t0 = time.time()
         m = qp.replace(config=cfg.with_thresholds([t] * len(cfg.layers)))
         s = run_episodes(m, episodes, 0, mode="fixed", delta=True, progress=False,
-                         env_kwargs={"max_steps": max_steps}).summary()
+                         env_kwargs={"max_steps": max_steps}, epsilon=epsilon).summary()
         curve.append({"threshold": t, **{k: s[k] for k in ("mean_return", "std_return",
                                                              "mean_length", "reduction")}})
         print(f"  {G:14s} threshold {t:g}: {s['mean_return']:8.1f} +/- {s['std_return']:6.1f} "
@@ -168,7 +177,7 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
     prov = ms["dense"].meta["provenance"]
     return {
         "game": G, "env_id": env_id, "episodes": episodes, "max_steps": max_steps,
-        "threshold": threshold, "train_steps": prov.get("steps"),
+        "threshold": threshold, "epsilon": epsilon, "train_steps": prov.get("steps"),
         "train_seconds": prov.get("train_seconds"), "pruning": ms["pruning_how"],
         "sparsity_per_layer": [round(1 - float(np.mean(qp.nonzero(i, "fixed"))), 3)
                                for i in range(len(cfg.layers))],
@@ -181,6 +190,74 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
                     "activations": [str(ly.out_fmt) for ly in cfg.layers]},
         "rows": rows, "sweep": curve,
     }
+
+
+def sparsity_points(game: str, episodes: int, max_steps: int, epsilon: float) -> list:
+    """Float score of ``game``'s agent against its pruning sparsity (see the module docstring),
+    sorted by sparsity then fine-tuning steps."""
+    paths = [RUNS / f"{game}_dqn.npz", RUNS / f"{game}_pruned.npz",
+             *sorted((RUNS / "curve").glob(f"{game}_*.npz"))]
+    cache_path = RUNS / f"sparsity_{game}.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    pts = []
+    for p in paths:
+        if not p.exists():
+            continue
+        m = load_model(p)
+        key = f"{m.meta['checksum']}-{episodes}-{max_steps}-{epsilon}"
+        if key not in cache:
+            t0 = time.time()
+            n = len(m.config.layers)
+            s = run_episodes(m.replace(config=m.config.with_thresholds([0.0] * n)), episodes, 0,
+                             mode="float", delta=False, progress=False,
+                             env_kwargs={"max_steps": max_steps}, epsilon=epsilon).summary()
+            pr = m.meta["provenance"].get("pruning", {})
+            cache[key] = {"model": str(p.relative_to(RUNS)),
+                          "sparsity": round(float(m.sparsity("float")), 3),
+                          "finetune_steps": int(pr.get("finetune_steps", 0)),
+                          **{k: s[k] for k in ("mean_return", "std_return", "mean_length")},
+                          "seconds": round(time.time() - t0, 1)}
+            write_json_atomic(cache_path, cache)
+            print(f"  {GAMES[game]:14s} float at sparsity {cache[key]['sparsity']:.3f}: "
+                  f"{s['mean_return']:8.1f} +/- {s['std_return']:6.1f} ({p.name}, "
+                  f"{time.time() - t0:.0f} s)", flush=True)
+        pts.append(cache[key])
+    return sorted(pts, key=lambda q: (q["sparsity"], q["finetune_steps"]))
+
+
+def plot_sparsity(results: list, path: Path) -> None:
+    """Float score against pruning sparsity, one panel per game (``atari_sparsity.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs = [r for r in results if len(r.get("sparsity_curve", [])) > 1]
+    if not rs:
+        return
+    fig, axes = plt.subplots(1, len(rs), figsize=(4.2 * len(rs), 3.4), squeeze=False)
+    for ax, r in zip(axes.flat, rs):
+        pts = r["sparsity_curve"]
+        dense = r["rows"]["dense"]["mean_return"]
+        ax.errorbar([q["sparsity"] for q in pts], [q["mean_return"] for q in pts],
+                    yerr=[q["std_return"] for q in pts], fmt="o", color="C0", capsize=3)
+        for q in pts:
+            if q["finetune_steps"]:
+                ax.annotate(f"{q['finetune_steps'] / 1e3:.0f}k", (q["sparsity"], q["mean_return"]),
+                            textcoords="offset points", xytext=(5, 4), fontsize=7)
+        ax.axhline(0.95 * dense, color="k", lw=0.8, ls="--", label="95% of dense")
+        ax.axhline(r["rows"]["random"]["mean_return"], color="C1", lw=0.8, ls=":",
+                   label="random")
+        ax.set_title(f"{r['game']}: float, pruned + fine-tuned")
+        ax.set_xlabel("sparsity (labels: fine-tuning env steps)")
+        ax.set_ylabel(f"score ({r['episodes']} games)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 #: on-chip block RAM of the ECP5 parts (kbit)
@@ -271,6 +348,20 @@ def _f(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def _protocol(r: dict) -> str:
+    eps = r.get("epsilon", 0.0)  # results from before the option played greedily
+    if not eps:
+        return "Played greedily (epsilon 0)."
+    return (f"Played epsilon-greedy, epsilon {eps:g} (seeded per game; the network steps on "
+            "every frame).")
+
+
+def _sparsity_row(q: dict, dense: float) -> str:
+    share = f"{100 * q['mean_return'] / dense:.0f}%" if dense > 0 else "-"
+    return (f"| {q['sparsity']:.3f} | {q['finetune_steps']:,} | {q['mean_return']:.1f} +/- "
+            f"{q['std_return']:.1f} | {share} | {q['mean_length']:.0f} |")
+
+
 def markdown(results: list) -> str:
     lines = ["# Atari: Nature-DQN agents as sparse delta networks",
              "",
@@ -292,7 +383,8 @@ def markdown(results: list) -> str:
                   f"{r['pruning']}; sparsity {r['sparsity']:.2f} (per layer "
                   f"{r['sparsity_per_layer']}). Threshold {r['threshold']} on every layer's "
                   f"input. Formats: input {r['formats']['input']}, weights "
-                  f"{r['formats']['weights']}, activations {r['formats']['activations']}.", "",
+                  f"{r['formats']['weights']}, activations {r['formats']['activations']}. "
+                  f"{_protocol(r)}", "",
                   *([r["note"], ""] if r.get("note") else []),
                   f"| agent | score (mean +/- std, {r['episodes']} games) | mean length |",
                   "|---|---|---|"]
@@ -337,6 +429,15 @@ def markdown(results: list) -> str:
                       "| threshold | score | reduction |", "|---|---|---|"]
             lines += [f"| {t:g} | {sc:.1f} | {red:.1f}x |" for t, red, sc in curve_points(r)]
             lines.append("")
+        if len(r.get("sparsity_curve", [])) > 1:
+            dense = r["rows"]["dense"]["mean_return"]
+            lines += ["Float agent against pruning sparsity (gradual magnitude pruning with DQN "
+                      "fine-tuning for the given env steps, lane-balanced for 4 lanes; before "
+                      "quantization; same games; [atari_sparsity.png](atari_sparsity.png)):", "",
+                      "| sparsity | fine-tuning steps | score | % of dense | mean length |",
+                      "|---|---|---|---|---|"]
+            lines += [_sparsity_row(q, dense) for q in r["sparsity_curve"]]
+            lines.append("")
         if (BUNDLE / f"{r['game'].lower()}.npz").exists():
             lines += memory_lines(r["game"].lower())
     return "\n".join(lines) + "\n"
@@ -349,6 +450,8 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--max-steps", type=int, default=4500)
     ap.add_argument("--threshold", type=float, default=0.001)
+    ap.add_argument("--epsilon", type=float, default=0.05,
+                    help="epsilon-greedy evaluation (default 0.05, the Nature DQN protocol)")
     ap.add_argument("--sweep", type=float, nargs="*", default=[0.003, 0.01],
                     metavar="T", help="more thresholds of the combined model for the curve "
                                       "(default 0.003 0.01)")
@@ -360,14 +463,15 @@ def main(argv=None) -> int:
                          "exists with the same settings and no other --sweep thresholds (e.g. "
                          "after running games in parallel)")
     args = ap.parse_args(argv)
-    if args.episodes < 1 or args.max_steps < 1 or min([args.threshold, *args.sweep]) < 0:
+    if args.episodes < 1 or args.max_steps < 1 or min([args.threshold, *args.sweep]) < 0 \
+            or not 0 <= args.epsilon <= 1:
         raise SystemExit("--episodes and --max-steps must be >= 1, --threshold and --sweep "
-                         ">= 0")
+                         ">= 0, --epsilon in [0, 1]")
     results = []
     for g in args.games:
         cache = RUNS / f"bench_{g}.json"
         settings = {"episodes": args.episodes, "max_steps": args.max_steps,
-                    "threshold": args.threshold}
+                    "threshold": args.threshold, "epsilon": args.epsilon}
         sweep = sorted(set(args.sweep) - {0.0, args.threshold})
         if args.reuse and cache.exists():
             r = json.loads(cache.read_text())
@@ -377,7 +481,7 @@ def main(argv=None) -> int:
                 print(f"  {GAMES[g]}: results from {cache}"
                       f"{'' if swept == sweep else f' (swept only {swept})'}")
                 continue
-        r = bench_game(g, args.episodes, args.max_steps, args.threshold, sweep)
+        r = bench_game(g, args.episodes, args.max_steps, args.threshold, sweep, args.epsilon)
         write_json_atomic(cache, r)
         results.append(r)
     notes = {}
@@ -385,11 +489,13 @@ def main(argv=None) -> int:
         if game not in GAMES:
             raise SystemExit(f"--note: unknown game {game!r}; choose one of {sorted(GAMES)}")
         notes[GAMES[game]] = text
-    for r in results:
+    for g, r in zip(args.games, results):
         r["note"] = notes.get(r["game"], r.get("note"))
+        r["sparsity_curve"] = sparsity_points(g, args.episodes, args.max_steps, args.epsilon)
     OUT.mkdir(parents=True, exist_ok=True)
     write_json_atomic(OUT / "atari.json", results)
     plot(results, OUT / "atari.png")
+    plot_sparsity(results, OUT / "atari_sparsity.png")
     write_text_atomic(OUT / "atari.md", markdown(results))
     print(f"wrote {OUT / 'atari.md'}")
     return 0

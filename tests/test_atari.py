@@ -242,3 +242,14 @@ def test_bench_atari_curve_and_plot(tmp_path):
     assert "| 0.003 | 9.0 | 50.0x |" in text and "(atari.png)" in text
     bench.plot([r], tmp_path / "a.png")
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "against pruning sparsity" not in text
+    bench.plot_sparsity([r], tmp_path / "s.png")  # no curve: no figure
+    assert not (tmp_path / "s.png").exists()
+    pt = {"sparsity": 0.0, "finetune_steps": 0, "mean_return": 10.0, "std_return": 1.0,
+          "mean_length": 100}
+    r["sparsity_curve"] = [pt, {**pt, "sparsity": 0.5, "finetune_steps": 60000,
+                                "mean_return": 8.0}]
+    text = bench.markdown([r])
+    assert "| 0.500 | 60,000 | 8.0 +/- 1.0 | 80% | 100 |" in text
+    bench.plot_sparsity([r], tmp_path / "s.png")
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
