@@ -289,6 +289,29 @@ def test_prune_refuses_sparsity_outside_range(sparsity, trained, tmp_path, capsy
     assert rc == 2 and "[0, 1)" in err
 
 
+def test_prune_per_layer_sparsities(trained, tmp_path, capsys):
+    """--sparsity S0,S1,...: each layer pruned to its own target (here with fine-tuning, the
+    hidden layers lane-balanced and the output layer kept dense); wrong counts and
+    contradictions are one-line errors."""
+    _, dense = trained
+    out = tmp_path / "p.npz"
+    rc, _, err = run_cli(capsys, "prune", "--model", dense, "--sparsity", "0.25,0.75,0",
+                         "--balanced-lanes", "4", "--finetune-steps", "256", "--no-cleanup",
+                         "--out", out, "--no-progress")
+    assert rc == 0, err
+    st = load_model(out).meta["provenance"]["pruning"]
+    assert st["target"] == [0.25, 0.75, 0.0] and st["balanced"]
+    assert st["per_layer_sparsity"] == [0.25, 0.75, 0.0]
+    for extra, needle in ((["--sparsity", "0.5,0.5"], "3 layers"),
+                          (["--sparsity", "0.5,0.5,0", "--global"], "per-layer scope"),
+                          (["--sparsity", "0.5,0.5,0", "--out-sparsity", "0.5"], "last of"),
+                          (["--sparsity", "0.5,1,0"], "[0, 1)")):
+        rc, _, err = run_cli(capsys, "prune", "--model", dense, *extra, "--out",
+                             tmp_path / "x.npz")
+        assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "x.npz").exists()
+
+
 @pytest.mark.parametrize("cmd", [
     ["prune", "--sparsity", "0.5"], ["quantize"], ["calibrate"], ["eval"]])
 def test_missing_model_file(cmd, tmp_path, capsys):

@@ -20,6 +20,18 @@ from ..train import sb3_paths, vecnormalize_path
 SPARSITY = float_in(0, 1, hi_open=True)
 
 
+class Sparsities:
+    """``--sparsity``: one target (a float) or one per layer, comma-separated (a tuple)."""
+
+    range_text = "[0, 1), or one per layer: S0,S1,..."
+
+    def __call__(self, text):
+        parts = str(text).split(",")
+        if len(parts) == 1:
+            return SPARSITY(text)
+        return tuple(SPARSITY(v) for v in parts)
+
+
 def register(sub):
     p = sub.add_parser(
         "prune", help="prune a policy's weights by magnitude (gradual + fine-tuning)",
@@ -33,7 +45,10 @@ def register(sub):
                     "or whose incoming weights are all zero (their constant output folded into "
                     "the next layer's bias), are removed; --no-cleanup keeps them.")
     add_model(p, help="float artifact from `train`")
-    p.add_argument("--sparsity", required=True, type=SPARSITY, help="target sparsity")
+    p.add_argument("--sparsity", required=True, type=Sparsities(),
+                   help="target sparsity, or one per policy layer (comma-separated, e.g. "
+                        "0.5,0.5,0.5,0.82,0 to prune a DQN's large dense layer harder than its "
+                        "convolutions)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--per-layer", dest="scope", action="store_const", const="per-layer",
                    help="every layer to the target sparsity (default)")
@@ -72,6 +87,12 @@ def check_lanes(model, lanes: int | None, where) -> None:
 
 
 def run(args) -> int:
+    per_layer = isinstance(args.sparsity, tuple)
+    if per_layer and args.scope == "global":
+        raise ValueError("--sparsity: one value per layer needs per-layer scope (not --global)")
+    if per_layer and args.out_sparsity is not None:
+        raise ValueError("--out-sparsity: the output layer's sparsity is the last of the "
+                         "per-layer --sparsity values")
     if args.out_sparsity is not None and args.scope == "global":
         raise ValueError("--out-sparsity needs per-layer sparsity (not --global)")
     if args.whole_columns and not args.balanced_lanes:
@@ -86,6 +107,10 @@ def run(args) -> int:
             check_output_file(path, "--out (its SB3 model)")
     model = load_model(args.model)
     check_lanes(model, args.balanced_lanes, args.model)
+    if per_layer and len(args.sparsity) != len(model.params):
+        raise CliError(f"--sparsity {','.join(f'{v:g}' for v in args.sparsity)}: "
+                       f"{len(args.sparsity)} values, but {args.model} has "
+                       f"{len(model.params)} layers (give one per layer, or one for all)")
     if args.finetune_steps == 0:
         m = prune_oneshot(model, args.sparsity, args.scope, args.balanced_lanes,
                           args.whole_columns, source=args.model)
