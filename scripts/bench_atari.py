@@ -461,7 +461,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse", action="store_true",
                     help="take each game's results from runs/atari/bench_<game>.json when it "
                          "exists with the same settings and no other --sweep thresholds (e.g. "
-                         "after running games in parallel)")
+                         "after running games in parallel); also with another --epsilon when "
+                         "the game's agent runs/atari/<game>_dqn.npz is missing (training)")
     args = ap.parse_args(argv)
     if args.episodes < 1 or args.max_steps < 1 or min([args.threshold, *args.sweep]) < 0 \
             or not 0 <= args.epsilon <= 1:
@@ -476,10 +477,17 @@ def main(argv=None) -> int:
         if args.reuse and cache.exists():
             r = json.loads(cache.read_text())
             swept = sorted(c["threshold"] for c in r.get("sweep", []))
-            if all(r.get(k) == v for k, v in settings.items()) and set(swept) <= set(sweep):
+            same = all(r.get(k, 0.0 if k == "epsilon" else None) == v
+                       for k, v in settings.items())
+            # a game whose agent is not here any more (e.g. still training) keeps the results
+            # measured with another epsilon; its section names the protocol it was played with
+            gone = not (RUNS / f"{g}_dqn.npz").exists() and all(
+                r.get(k) == v for k, v in settings.items() if k != "epsilon")
+            if (same or gone) and set(swept) <= set(sweep):
                 results.append(r)
                 print(f"  {GAMES[g]}: results from {cache}"
-                      f"{'' if swept == sweep else f' (swept only {swept})'}")
+                      f"{'' if swept == sweep else f' (swept only {swept})'}"
+                      f"{'' if same else ' (its agent is missing: kept as played)'}")
                 continue
         r = bench_game(g, args.episodes, args.max_steps, args.threshold, sweep, args.epsilon)
         write_json_atomic(cache, r)
