@@ -23,6 +23,7 @@ SPARSITY = float_in(0, 1, hi_open=True)
 class Sparsities:
     """``--sparsity``: one target (a float) or one per layer, comma-separated (a tuple)."""
 
+    kind = "number"  # a checked numeric option (tests/test_cli_fuzz.py fuzzes every one)
     range_text = "[0, 1), or one per layer: S0,S1,..."
 
     def __call__(self, text):
