@@ -199,11 +199,14 @@ def sparsity_points(game: str, episodes: int, max_steps: int, epsilon: float) ->
              *sorted((RUNS / "curve").glob(f"{game}_*.npz"))]
     cache_path = RUNS / f"sparsity_{game}.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    pts = []
+    pts, seen = [], set()
     for p in paths:
         if not p.exists():
             continue
         m = load_model(p)
+        if m.meta["checksum"] in seen:  # the bench's pruned model is a copy of a curve one
+            continue
+        seen.add(m.meta["checksum"])
         key = f"{m.meta['checksum']}-{episodes}-{max_steps}-{epsilon}"
         if key not in cache:
             t0 = time.time()
@@ -214,6 +217,8 @@ def sparsity_points(game: str, episodes: int, max_steps: int, epsilon: float) ->
             pr = m.meta["provenance"].get("pruning", {})
             cache[key] = {"model": str(p.relative_to(RUNS)),
                           "sparsity": round(float(m.sparsity("float")), 3),
+                          "per_layer": [round(1 - float(np.mean(m.nonzero(i, "float"))), 2)
+                                        for i in range(n)],
                           "finetune_steps": int(pr.get("finetune_steps", 0)),
                           **{k: s[k] for k in ("mean_return", "std_return", "mean_length")},
                           "seconds": round(time.time() - t0, 1)}
@@ -358,7 +363,8 @@ def _protocol(r: dict) -> str:
 
 def _sparsity_row(q: dict, dense: float) -> str:
     share = f"{100 * q['mean_return'] / dense:.0f}%" if dense > 0 else "-"
-    return (f"| {q['sparsity']:.3f} | {q['finetune_steps']:,} | {q['mean_return']:.1f} +/- "
+    return (f"| {q['sparsity']:.3f} | {q.get('per_layer', '-')} | {q['finetune_steps']:,} | "
+            f"{q['mean_return']:.1f} +/- "
             f"{q['std_return']:.1f} | {share} | {q['mean_length']:.0f} |")
 
 
@@ -434,8 +440,8 @@ def markdown(results: list) -> str:
             lines += ["Float agent against pruning sparsity (gradual magnitude pruning with DQN "
                       "fine-tuning for the given env steps, lane-balanced for 4 lanes; before "
                       "quantization; same games; [atari_sparsity.png](atari_sparsity.png)):", "",
-                      "| sparsity | fine-tuning steps | score | % of dense | mean length |",
-                      "|---|---|---|---|---|"]
+                      "| sparsity | per layer | fine-tuning steps | score | % of dense | "
+                      "mean length |", "|---|---|---|---|---|---|"]
             lines += [_sparsity_row(q, dense) for q in r["sparsity_curve"]]
             lines.append("")
         if (BUNDLE / f"{r['game'].lower()}.npz").exists():

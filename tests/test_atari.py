@@ -250,6 +250,6 @@ def test_bench_atari_curve_and_plot(tmp_path):
     r["sparsity_curve"] = [pt, {**pt, "sparsity": 0.5, "finetune_steps": 60000,
                                 "mean_return": 8.0}]
     text = bench.markdown([r])
-    assert "| 0.500 | 60,000 | 8.0 +/- 1.0 | 80% | 100 |" in text
+    assert "| 0.500 | - | 60,000 | 8.0 +/- 1.0 | 80% | 100 |" in text
     bench.plot_sparsity([r], tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
