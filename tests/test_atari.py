@@ -253,3 +253,45 @@ def test_bench_atari_curve_and_plot(tmp_path):
     assert "| 0.500 | - | 60,000 | 8.0 +/- 1.0 | 80% | 100 |" in text
     bench.plot_sparsity([r], tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_atari_sparsity_points_dedupe_sort_and_cache(tmp_path, monkeypatch):
+    """scripts/bench_atari.py's score-against-sparsity points: the dense agent, the bench's
+    pruned model and the curve models, each model once (the pruned one is a copy of a curve
+    one), sorted by sparsity, and cached by checksum (a second call evaluates nothing)."""
+    import importlib.util
+    import shutil
+
+    from deltanet import bundled_model
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_atari", Path(__file__).resolve().parents[1] / "scripts" / "bench_atari.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "RUNS", tmp_path)
+    (tmp_path / "curve").mkdir()
+    dense = load_model(bundled_model("cartpole_dense"))
+    shutil.copy(bundled_model("cartpole_dense"), tmp_path / "breakout_dqn.npz")
+    from deltanet.pysim import save_model
+
+    save_model(prune_oneshot(dense, 0.9, lanes=4), tmp_path / "curve" / "breakout_a.npz")
+    save_model(prune_oneshot(dense, 0.5, lanes=4), tmp_path / "curve" / "breakout_b.npz")
+    shutil.copy(tmp_path / "curve" / "breakout_a.npz", tmp_path / "breakout_pruned.npz")
+    played = bench.run_episodes
+
+    def capped(model, episodes, seed, env_kwargs, **kw):  # CartPole: the cap as max_steps
+        return played(model, episodes, seed, max_steps=env_kwargs["max_steps"], **kw)
+
+    monkeypatch.setattr(bench, "run_episodes", capped)
+    pts = bench.sparsity_points("breakout", 2, 50, 0.05)
+    assert [p["model"] for p in pts] == ["breakout_dqn.npz", "curve/breakout_b.npz",
+                                         "breakout_pruned.npz"]
+    assert [p["sparsity"] for p in pts] == sorted(p["sparsity"] for p in pts)
+    assert pts[0]["sparsity"] == 0.0 and pts[-1]["sparsity"] > pts[1]["sparsity"] > 0.4
+    assert all(p["mean_length"] == 50 for p in pts)  # CartPole lasts: the 50-step cap
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a cached point was evaluated again")
+
+    monkeypatch.setattr(bench, "run_episodes", no_work)
+    assert bench.sparsity_points("breakout", 2, 50, 0.05) == pts
