@@ -400,6 +400,10 @@ def make_prune_callback(linears, final: float, steps: int, scope: str, lanes, ra
             if t >= self.next_event and self.current < 1.0:
                 self.update(t)
                 self.next_event = t + event_every
+                kept = sum(int(mk.sum()) for mk in self.masks)
+                total = sum(mk.numel() for mk in self.masks)
+                log(f"  fine-tuning step {t:,} of {steps:,}: masks at {self.current:.0%} of "
+                    f"the target, sparsity {1 - kept / total:.3f}")
             return True
 
         def _on_training_end(self):
