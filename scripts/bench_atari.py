@@ -230,6 +230,16 @@ def sparsity_points(game: str, episodes: int, max_steps: int, epsilon: float) ->
     return sorted(pts, key=lambda q: (q["sparsity"], q["finetune_steps"]))
 
 
+def _save_figure(fig, path: Path) -> None:
+    """Write ``fig`` to ``path`` whole or not at all (a temporary file, then a rename)."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def plot_sparsity(results: list, path: Path) -> None:
     """Float score against pruning sparsity, one panel per game (``atari_sparsity.png``)."""
     import matplotlib
@@ -259,10 +269,7 @@ def plot_sparsity(results: list, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    _save_figure(fig, path)
 
 
 #: on-chip block RAM of the ECP5 parts (kbit)
@@ -343,10 +350,7 @@ def plot(results: list, path: Path) -> None:
     labels[0] = "pruned, along the delta threshold (0, then upwards)"
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     fig.tight_layout(rect=(0, 0.1 / rows_n, 1, 1))
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    _save_figure(fig, path)
 
 
 def _f(x: float) -> str:
