@@ -1,4 +1,4 @@
-"""Move Atari DQN checkpoints to and from a borrowed GPU machine, small enough to travel.
+"""Move Atari DQN checkpoints between machines and sittings, small enough to travel.
 
 A full checkpoint is ~27 MB of SB3 zip (the Q network, its target copy and Adam's moments)
 plus a 2.8 GB replay buffer; a transfer may carry far less. ``pack`` keeps only the Q
@@ -7,9 +7,15 @@ network's weights and the step count (6.8 MB); ``unpack`` turns them back into a
 network starts as a copy of the Q network, Adam starts afresh, and the replay buffer is
 refilled for ``learning_starts`` steps before learning goes on (deltanet.train).
 
-    python scripts/atari_device.py pack runs/atari/breakout_dqn.ckpt/model_750000.zip b.pt
-    python scripts/atari_device.py unpack b.pt --env BreakoutNoFrameskip-v4 \\
-        --out runs/atari/breakout_dqn.npz
+Two uses: a borrowed GPU machine sends its checkpoints back this way, and a training that
+spans several sittings on machines whose ``runs/`` does not survive is carried in
+``benchmarks/agents/<game>_dqn.pt`` (committed; ``pack`` takes the artifact path and finds
+its newest checkpoint).
+
+    python scripts/atari_device.py pack runs/atari/freeway_dqn.npz \\
+        benchmarks/agents/freeway_dqn.pt
+    python scripts/atari_device.py unpack benchmarks/agents/freeway_dqn.pt \\
+        --env FreewayNoFrameskip-v4 --out runs/atari/freeway_dqn.npz
 """
 
 from __future__ import annotations
@@ -22,18 +28,27 @@ from pathlib import Path
 
 
 def pack(zip_path: Path, dest: Path) -> int:
+    """Pack checkpoint ``zip_path`` (``model_<steps>.zip``, or an artifact ``<out>.npz``: the
+    newest checkpoint in its ``<out>.ckpt/``) into ``dest``; returns its step count."""
     import torch
 
-    from deltanet.train import _CKPT_RE
+    from deltanet.train import _CKPT_RE, ckpt_dir, latest_checkpoint
 
+    if zip_path.suffix == ".npz":
+        found = latest_checkpoint(ckpt_dir(zip_path))
+        if found is None:
+            raise SystemExit(f"{zip_path}: no checkpoint in {ckpt_dir(zip_path)}")
+        zip_path = found[1]
     m = _CKPT_RE.match(zip_path.name)
     if m is None:
-        raise SystemExit(f"{zip_path}: not a checkpoint (model_<steps>.zip)")
+        raise SystemExit(f"{zip_path}: not a checkpoint (model_<steps>.zip, or the artifact "
+                         "<out>.npz whose <out>.ckpt/ holds them)")
     with zipfile.ZipFile(zip_path) as z:
         state = torch.load(io.BytesIO(z.read("policy.pth")), map_location="cpu",
                            weights_only=True)
     q_net = {k[len("q_net."):]: v for k, v in state.items() if k.startswith("q_net.")}
     steps = int(m.group(1))
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name("." + dest.name + ".tmp")
     torch.save({"steps": steps, "q_net": q_net}, tmp)
     tmp.replace(dest)
@@ -77,7 +92,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pack", help="checkpoint zip -> Q-network weights + steps")
-    p.add_argument("zip", type=Path)
+    p.add_argument("zip", type=Path, help="model_<steps>.zip, or the artifact <out>.npz (its "
+                                          "newest checkpoint)")
     p.add_argument("dest", type=Path)
     u = sub.add_parser("unpack", help="Q-network weights + steps -> resumable checkpoint")
     u.add_argument("src", type=Path)

@@ -453,6 +453,33 @@ def markdown(results: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reusable(game: str, settings: dict, sweep: list):
+    """``(result, where, note)`` of ``game`` measured before with ``settings`` and at least
+    the thresholds ``sweep``, or None: from ``runs/atari/bench_<game>.json`` (this machine's
+    run), else from the committed ``benchmarks/results/atari.json`` (a fresh checkout, whose
+    ``runs/`` is empty). A game whose agent is not here (e.g. still training) also keeps
+    results measured with another epsilon; its section names the protocol it was played with.
+    """
+    found = []
+    cache = RUNS / f"bench_{game}.json"
+    if cache.exists():
+        found.append((json.loads(cache.read_text()), cache))
+    committed = OUT / "atari.json"
+    if committed.exists():
+        found += [(r, committed) for r in json.loads(committed.read_text())
+                  if r.get("game") == GAMES[game]]
+    gone = not (RUNS / f"{game}_dqn.npz").exists()
+    for r, where in found:
+        swept = sorted(c["threshold"] for c in r.get("sweep", []))
+        same = all(r.get(k, 0.0 if k == "epsilon" else None) == v for k, v in settings.items())
+        kept = gone and all(r.get(k) == v for k, v in settings.items() if k != "epsilon")
+        if (same or kept) and set(swept) <= set(sweep):
+            note = (f"{'' if swept == sweep else f' (swept only {swept})'}"
+                    f"{'' if same else ' (its agent is missing: kept as played)'}")
+            return r, where.relative_to(ROOT), note
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--games", nargs="+", default=["breakout", "spaceinvaders"],
@@ -469,10 +496,11 @@ def main(argv=None) -> int:
                     help="a sentence to print under GAME's heading (e.g. how its sparsity "
                          "was chosen)")
     ap.add_argument("--reuse", action="store_true",
-                    help="take each game's results from runs/atari/bench_<game>.json when it "
-                         "exists with the same settings and no other --sweep thresholds (e.g. "
-                         "after running games in parallel); also with another --epsilon when "
-                         "the game's agent runs/atari/<game>_dqn.npz is missing (training)")
+                    help="take each game's results from runs/atari/bench_<game>.json, else "
+                         "from benchmarks/results/atari.json, when measured with the same "
+                         "settings and no other --sweep thresholds (e.g. after running games "
+                         "in parallel); also with another --epsilon when the game's agent "
+                         "runs/atari/<game>_dqn.npz is missing (training)")
     args = ap.parse_args(argv)
     if args.episodes < 1 or args.max_steps < 1 or min([args.threshold, *args.sweep]) < 0 \
             or not 0 <= args.epsilon <= 1:
@@ -484,21 +512,12 @@ def main(argv=None) -> int:
         settings = {"episodes": args.episodes, "max_steps": args.max_steps,
                     "threshold": args.threshold, "epsilon": args.epsilon}
         sweep = sorted(set(args.sweep) - {0.0, args.threshold})
-        if args.reuse and cache.exists():
-            r = json.loads(cache.read_text())
-            swept = sorted(c["threshold"] for c in r.get("sweep", []))
-            same = all(r.get(k, 0.0 if k == "epsilon" else None) == v
-                       for k, v in settings.items())
-            # a game whose agent is not here any more (e.g. still training) keeps the results
-            # measured with another epsilon; its section names the protocol it was played with
-            gone = not (RUNS / f"{g}_dqn.npz").exists() and all(
-                r.get(k) == v for k, v in settings.items() if k != "epsilon")
-            if (same or gone) and set(swept) <= set(sweep):
-                results.append(r)
-                print(f"  {GAMES[g]}: results from {cache}"
-                      f"{'' if swept == sweep else f' (swept only {swept})'}"
-                      f"{'' if same else ' (its agent is missing: kept as played)'}")
-                continue
+        found = reusable(g, settings, sweep) if args.reuse else None
+        if found is not None:
+            r, where, note = found
+            results.append(r)
+            print(f"  {GAMES[g]}: results from {where}{note}")
+            continue
         r = bench_game(g, args.episodes, args.max_steps, args.threshold, sweep, args.epsilon)
         write_json_atomic(cache, r)
         results.append(r)
@@ -509,7 +528,9 @@ def main(argv=None) -> int:
         notes[GAMES[game]] = text
     for g, r in zip(args.games, results):
         r["note"] = notes.get(r["game"], r.get("note"))
-        r["sparsity_curve"] = sparsity_points(g, args.episodes, args.max_steps, args.epsilon)
+        # a game whose agent and pruned models are not here keeps the curve measured before
+        r["sparsity_curve"] = (sparsity_points(g, args.episodes, args.max_steps, args.epsilon)
+                               or r.get("sparsity_curve", []))
     OUT.mkdir(parents=True, exist_ok=True)
     write_json_atomic(OUT / "atari.json", results)
     plot(results, OUT / "atari.png")

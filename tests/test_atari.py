@@ -150,6 +150,9 @@ def test_a_packed_checkpoint_travels_and_resumes(tmp_path):
           overrides=small, log=lambda *a: None)
     _, zpath, _ = latest_checkpoint(tmp_path / "a.ckpt")
     assert tool.pack(zpath, tmp_path / "a.pt") == 200
+    # the artifact's path packs its newest checkpoint: the same bytes
+    assert tool.pack(tmp_path / "a.npz", tmp_path / "c" / "a.pt") == 200
+    assert (tmp_path / "c" / "a.pt").read_bytes() == (tmp_path / "a.pt").read_bytes()
     assert (tmp_path / "a.pt").stat().st_size < zpath.stat().st_size / 1.9
     dest = tool.unpack(tmp_path / "a.pt", GAME, tmp_path / "b.npz", 0, overrides=small)
     a, b = DQN.load(zpath, device="cpu"), DQN.load(dest, device="cpu")
@@ -295,3 +298,41 @@ def test_bench_atari_sparsity_points_dedupe_sort_and_cache(tmp_path, monkeypatch
 
     monkeypatch.setattr(bench, "run_episodes", no_work)
     assert bench.sparsity_points("breakout", 2, 50, 0.05) == pts
+
+
+def test_bench_atari_reuses_this_machines_run_then_the_committed_results(tmp_path, monkeypatch):
+    """scripts/bench_atari.py --reuse: a game's results come from runs/atari/bench_<game>.json,
+    else from the committed atari.json (a fresh checkout has no runs/); other settings or
+    missing sweep thresholds are measured again, except that a game whose agent is missing
+    keeps results played with another epsilon."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_atari", Path(__file__).resolve().parents[1] / "scripts" / "bench_atari.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    runs, out = tmp_path / "runs" / "atari", tmp_path / "benchmarks" / "results"
+    runs.mkdir(parents=True)
+    out.mkdir(parents=True)
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    monkeypatch.setattr(bench, "RUNS", runs)
+    monkeypatch.setattr(bench, "OUT", out)
+    settings = {"episodes": 10, "max_steps": 4500, "threshold": 0.001, "epsilon": 0.05}
+    committed = {"game": "Breakout", **settings, "sweep": [{"threshold": 0.01}], "from": "c"}
+    (out / "atari.json").write_text(json.dumps([{"game": "Enduro"}, committed]))
+    r, where, note = bench.reusable("breakout", settings, [0.003, 0.01])
+    assert r["from"] == "c" and where == Path("benchmarks/results/atari.json")
+    assert note == " (swept only [0.01])"
+    assert bench.reusable("breakout", settings, [0.003]) is None  # 0.01 was not asked for
+    assert bench.reusable("breakout", {**settings, "episodes": 20}, [0.01]) is None
+    assert bench.reusable("freeway", settings, [0.01]) is None
+    # the agent is missing: results played greedily are kept, and the note says so
+    r, _, note = bench.reusable("breakout", {**settings, "epsilon": 0.0}, [0.01])
+    assert r["from"] == "c" and note == " (its agent is missing: kept as played)"
+    (runs / "breakout_dqn.npz").write_bytes(b"")  # the agent is here: measure again
+    assert bench.reusable("breakout", {**settings, "epsilon": 0.0}, [0.01]) is None
+    # this machine's run comes first
+    (runs / "bench_breakout.json").write_text(json.dumps({**committed, "from": "runs"}))
+    r, where, note = bench.reusable("breakout", settings, [0.01])
+    assert r["from"] == "runs" and where == Path("runs/atari/bench_breakout.json") and note == ""
