@@ -43,6 +43,15 @@ Choices (the paper does not publish its schedule)
   scope only; ``deltanet compress`` searches them): each layer is pruned to its own target, with
   the lane balancing and whole-column rule above; the schedule ramps every layer with the same
   cubic.
+* **Keeping the best pruned policy**: RL fine-tuning can lose a policy as well as recover it
+  (DQN on Acrobot, 30k training steps, per-layer 0.7 over 15k fine-tuning steps: -137 one-shot;
+  fine-tuned, it fell to -500, never at the goal, at 0.6 and never came back). As ``deltanet
+  train`` does, the deterministic policy is validated on ``eval_episodes`` (default 20; Atari 0:
+  no selection) held-out episodes seeded ``VALIDATION_SEED ...``: the one-shot pruning (the
+  final masks on the weights before fine-tuning), then at ``checks`` (4) evenly spaced steps
+  once the masks have reached their target, and at the end. The best is kept (ties: the later
+  one), masks included, so fine-tuning never returns a policy that validates worse than
+  one-shot pruning; the provenance records its step and both returns (``pruning.selected``).
 * **Source**: the pruned artifact's provenance names the artifact it was pruned from
   (``pruning.source``, its path as given, and ``pruning.source_checksum``); ``deltanet
   calibrate`` takes it as the dense reference.
@@ -373,6 +382,7 @@ def make_prune_callback(linears, final: float, steps: int, scope: str, lanes, ra
             self.masks = [torch.ones_like(m.weight, dtype=torch.bool) for m in linears]
             self.next_event = 0
             self.current = 0.0
+            self.ramp_steps = ramp_steps
 
         def apply(self, *_args, **_kwargs):
             with torch.no_grad():
@@ -478,6 +488,79 @@ def _finetune_session(model_path, sb3_path=None, overrides: dict | None = None) 
     return ss
 
 
+def make_select_callback(ss: _Session, prune_cb, steps: int, episodes: int, checks: int = 4,
+                         log=print):
+    """Validate the pruned policy (module doc, "Keeping the best pruned policy"): the one-shot
+    pruning at the start (the final masks on the weights before fine-tuning; the fine-tuning
+    then starts from the dense weights as before), then ``checks`` evenly spaced steps after
+    the masks are final; :meth:`finish` validates the final policy, restores the best into the
+    model and ``prune_cb.masks`` and returns the record for the provenance."""
+    import copy
+
+    import numpy as np
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from .train import VALIDATION_SEED, make_vec_env
+
+    ramp_steps = prune_cb.ramp_steps
+    at = sorted({ramp_steps + k * (steps - ramp_steps) // checks for k in range(checks)})
+    env = make_vec_env(ss.env_id, 1, VALIDATION_SEED, vecnormalize=ss.vn_src)
+    if ss.vn_src is not None:
+        env.training, env.norm_reward = False, False
+
+    class SelectBest(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.best = None  # (mean return, step, policy state, masks)
+            self.todo = list(at)
+            self.final_mean = None
+
+        def validate(self, what: str) -> float:
+            env.seed(VALIDATION_SEED)
+            rets, _ = evaluate_policy(self.model, env, n_eval_episodes=episodes,
+                                      deterministic=True, return_episode_rewards=True)
+            mean = float(np.mean(rets))
+            t = int(self.model.num_timesteps)
+            if self.best is None or mean >= self.best[0]:
+                self.best = (mean, t, copy.deepcopy(self.model.policy.state_dict()),
+                             [mk.clone() for mk in prune_cb.masks])
+            log(f"  validation of {what}: mean return over {episodes} episodes {mean:.2f} "
+                f"(best {self.best[0]:.2f})")
+            return mean
+
+        def _on_training_start(self) -> None:
+            dense = copy.deepcopy(self.model.policy.state_dict())
+            prune_cb.update(ramp_steps)  # the final masks on the weights as they are
+            self.validate("the one-shot pruning (fine-tuning step 0)")
+            self.model.policy.load_state_dict(dense)
+            prune_cb.update(0)
+
+        def _on_step(self) -> bool:
+            if self.todo and self.num_timesteps >= self.todo[0] and prune_cb.current >= 1.0:
+                while self.todo and self.num_timesteps >= self.todo[0]:
+                    self.todo.pop(0)
+                self.validate(f"fine-tuning step {self.num_timesteps:,}")
+            return True
+
+        def finish(self) -> dict:
+            self.final_mean = self.validate("the final policy")
+            env.close()
+            mean, t, state, masks = self.best
+            if t != int(self.model.num_timesteps):
+                what = "the one-shot pruning" if t == 0 else f"fine-tuning step {t:,}"
+                log(f"keeping the best validated pruned policy, {what}: mean return "
+                    f"{mean:.2f} (the final one: {self.final_mean:.2f})")
+                self.model.policy.load_state_dict(state)
+                prune_cb.masks = masks
+            return {"finetune_step": t, "validation_mean_return": mean,
+                    "final_validation_mean_return": self.final_mean,
+                    "validation_episodes": episodes,
+                    "validation_seeds": f"{VALIDATION_SEED}..{VALIDATION_SEED + episodes - 1}"}
+
+    return SelectBest()
+
+
 def _export_masked(ss: _Session, prov: dict, masks, vnpath, log):
     """The session's current policy as a float artifact with ``masks``."""
     from deltanet.pysim import LayerParams
@@ -492,13 +575,18 @@ def prune_finetune(model_path, sparsity, out, *, scope: str = "per-layer",
                    lanes: int | None = None, finetune_steps: int | None = None,
                    sb3_path=None, progress: bool = True, log=print,
                    whole_columns: bool = False, out_sparsity: float | None = None,
-                   overrides: dict | None = None, cleanup: bool = False):
+                   overrides: dict | None = None, cleanup: bool = False,
+                   eval_episodes: int | None = None):
     """Gradual magnitude pruning of the policy in an artifact's SB3 model, with fine-tuning
     (``sparsity``: one target or one per layer); ``cleanup``: then remove the hidden units
-    nothing reads (:func:`apply_cleanup`)."""
+    nothing reads (:func:`apply_cleanup`); ``eval_episodes``: validation episodes of the
+    best-policy selection (module doc; None: 20, Atari 0; 0: keep the final policy)."""
+    from stable_baselines3.common.callbacks import CallbackList
+
     from deltanet.pysim import save_model
 
-    from .train import save_sb3_atomic, sb3_paths, vecnormalize_path, versions
+    from .atari import is_atari
+    from .train import EVAL_EPISODES, save_sb3_atomic, sb3_paths, vecnormalize_path, versions
 
     sparsity = check_sparsities(sparsity)
     if out_sparsity is not None:
@@ -508,6 +596,12 @@ def prune_finetune(model_path, sparsity, out, *, scope: str = "per-layer",
     steps = finetune_steps if finetune_steps is not None else max(1000, prov.get("steps", 0) // 2)
     cb = make_prune_callback(ss.linears, sparsity, steps, scope, lanes, log=log,
                              whole_columns=whole_columns, out_final=out_sparsity)
+    if eval_episodes is None:
+        eval_episodes = 0 if is_atari(env_id) else EVAL_EPISODES
+    if not isinstance(eval_episodes, int) or eval_episodes < 0:
+        raise ValueError(f"eval_episodes must be a non-negative integer, got {eval_episodes!r}")
+    select = (make_select_callback(ss, cb, steps, eval_episodes, log=log)
+              if steps > 0 and eval_episodes > 0 else None)
     hooks = [o.register_step_post_hook(cb.apply) for o in ss.optimizers]
     t0 = time.time()
     log(f"pruning {env_id} {algo.upper()} policy to sparsity {sparsity} ({scope}"
@@ -517,7 +611,8 @@ def prune_finetune(model_path, sparsity, out, *, scope: str = "per-layer",
         f"fine-tuning {steps:,} env steps")
     try:
         if steps > 0:
-            model.learn(total_timesteps=steps, callback=cb, progress_bar=shown(progress))
+            model.learn(total_timesteps=steps, progress_bar=shown(progress),
+                        callback=cb if select is None else CallbackList([cb, select]))
         else:
             cb.init_callback(model)
             cb.update(1)
@@ -525,6 +620,7 @@ def prune_finetune(model_path, sparsity, out, *, scope: str = "per-layer",
         for h in hooks:
             h.remove()
     cb.apply()
+    selected = select.finish() if select is not None else None
     out = Path(out)
     zpath, rbpath = sb3_paths(out)
     vnpath = vecnormalize_path(out) if ss.vn_src is not None else None
@@ -542,6 +638,8 @@ def prune_finetune(model_path, sparsity, out, *, scope: str = "per-layer",
                     "seconds": round(time.time() - t0, 1), **mask_stats(masks, lanes)},
         "versions": versions(),
     })
+    if selected is not None:
+        new_prov["pruning"]["selected"] = selected
     new_prov.pop("vecnormalize", None)  # export_policy records the saved copy
     m = _export_masked(ss, new_prov, masks, vnpath, log)
     if cleanup:

@@ -312,6 +312,52 @@ def test_prune_per_layer_sparsities(trained, tmp_path, capsys):
         assert not (tmp_path / "x.npz").exists()
 
 
+def test_prune_keeps_the_best_validated_policy(trained, tmp_path, monkeypatch, capsys):
+    """Fine-tuning that loses the policy returns the one-shot pruning it started from (the
+    final masks on the dense weights, as `--finetune-steps 0` gives them); one that keeps
+    improving returns its final policy. The validation returns are scripted here (they come
+    from held-out episodes); the provenance records the choice."""
+    import stable_baselines3.common.evaluation as evaluation
+
+    _, dense = trained
+    oneshot = tmp_path / "oneshot.npz"
+    rc, _, err = run_cli(capsys, "prune", "--model", dense, "--sparsity", "0.6",
+                         "--finetune-steps", "0", "--no-cleanup", "--out", oneshot)
+    assert rc == 0, err
+    for returns, kept_first in (([9.0, 5.0, 5.0, 5.0, 5.0, 4.0], True),
+                                ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], False)):
+        script = iter(returns)
+        seen = []
+
+        def scripted(model, env, n_eval_episodes, **kw):
+            seen.append(n_eval_episodes)
+            return [next(script)] * n_eval_episodes, [1] * n_eval_episodes
+
+        monkeypatch.setattr(evaluation, "evaluate_policy", scripted)
+        out = tmp_path / f"p{int(kept_first)}.npz"
+        rc, text, err = run_cli(capsys, "prune", "--model", dense, "--sparsity", "0.6",
+                                "--finetune-steps", "1024", "--eval-episodes", "3",
+                                "--no-cleanup", "--out", out, "--no-progress")
+        assert rc == 0, err
+        assert seen == [3] * 6  # the one-shot start, 4 checks with final masks, the end
+        sel = load_model(out).meta["provenance"]["pruning"]["selected"]
+        assert sel["validation_mean_return"] == max(returns)
+        assert sel["final_validation_mean_return"] == returns[-1]
+        a, b = load_model(out), load_model(oneshot)
+        same = [np.array_equal(pa.mask, pb.mask) and np.array_equal(
+            np.where(pa.mask, pa.weight, 0), np.where(pb.mask, pb.weight, 0))
+            for pa, pb in zip(a.params, b.params)]  # one-shot keeps the values under its mask
+        if kept_first:
+            assert sel["finetune_step"] == 0 and "keeping the best" in text and all(same)
+        else:
+            assert sel["finetune_step"] >= 1024 and "keeping the best" not in text
+            assert not all(same)
+    rc, _, err = run_cli(capsys, "prune", "--model", dense, "--sparsity", "0.6",
+                         "--finetune-steps", "0", "--eval-episodes", "3", "--out",
+                         tmp_path / "x.npz")
+    assert rc == 2 and "needs fine-tuning" in err and not (tmp_path / "x.npz").exists()
+
+
 @pytest.mark.parametrize("cmd", [
     ["prune", "--sparsity", "0.5"], ["quantize"], ["calibrate"], ["eval"]])
 def test_missing_model_file(cmd, tmp_path, capsys):

@@ -15,7 +15,7 @@ from ..options import (
     path_arg,
 )
 from ..prune import apply_cleanup, mask_stats, prune_finetune, prune_oneshot
-from ..train import sb3_paths, vecnormalize_path
+from ..train import EVAL_EPISODES, VALIDATION_SEED, sb3_paths, vecnormalize_path
 
 SPARSITY = float_in(0, 1, hi_open=True)
 
@@ -67,6 +67,10 @@ def register(sub):
     p.add_argument("--finetune-steps", type=int_in(0, MAX_STEPS), default=None, metavar="N",
                    help="RL fine-tuning env steps (default: half the training steps; "
                         "0 = one-shot pruning without fine-tuning)")
+    p.add_argument("--eval-episodes", type=int_in(0, 1000), default=None, metavar="N",
+                   help=f"validation episodes (seeds {VALIDATION_SEED}+) of the best pruned "
+                        f"policy, checked 5 times once the masks are final (default "
+                        f"{EVAL_EPISODES}; Atari: 0; 0 keeps the final policy)")
     p.add_argument("--sb3", type=path_arg, default=None,
                    help="SB3 model to fine-tune (default: the one recorded in MODEL)")
     p.add_argument("--out", required=True, type=path_arg, help="pruned artifact to write")
@@ -100,6 +104,8 @@ def run(args) -> int:
         raise ValueError("--whole-columns needs --balanced-lanes")
     if args.balanced_lanes and args.scope == "global":
         raise ValueError("--balanced-lanes needs per-layer sparsity (not --global)")
+    if args.finetune_steps == 0 and args.eval_episodes:
+        raise ValueError("--eval-episodes needs fine-tuning (--finetune-steps > 0)")
     if args.finetune_steps == 0 and args.out_sparsity is not None:
         raise ValueError("--out-sparsity needs fine-tuning (--finetune-steps > 0)")
     check_output_file(args.out, "--out")
@@ -126,5 +132,5 @@ def run(args) -> int:
                    lanes=args.balanced_lanes, finetune_steps=args.finetune_steps,
                    sb3_path=args.sb3, progress=not args.no_progress,
                    whole_columns=args.whole_columns, out_sparsity=args.out_sparsity,
-                   cleanup=not args.no_cleanup)
+                   cleanup=not args.no_cleanup, eval_episodes=args.eval_episodes)
     return 0
