@@ -85,6 +85,8 @@ ALGO_DEFAULTS = {
     "sac": {"n_envs": 1, "steps": 50_000, "net_arch": [64, 64], "kwargs": {}},
     "td3": {"n_envs": 1, "steps": 50_000, "net_arch": [64, 64], "kwargs": {}},
 }
+#: SB3's default rollout length per env of the on-policy algorithms
+ON_POLICY_N_STEPS = {"ppo": 2048, "a2c": 5}
 #: SB3's MlpPolicy net of each algorithm: used for an rl-zoo3 entry that names no net_arch
 SB3_DEFAULT_NET = {"ppo": [64, 64], "a2c": [64, 64], "dqn": [64, 64], "sac": [256, 256],
                    "td3": [400, 300]}
@@ -443,6 +445,12 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
     if steps is not None and steps != hp["steps"]:
         log(f"  note: {steps:,} env steps instead of {hp['steps']:,} (--steps)")
     steps = steps or hp["steps"]
+    if algo in ON_POLICY_N_STEPS:  # SB3 collects whole rollouts before it checks the budget
+        rollout = hp["n_envs"] * int(hp["kwargs"].get("n_steps", ON_POLICY_N_STEPS[algo]))
+        if steps % rollout:
+            log(f"  note: {algo.upper()} collects whole rollouts of {rollout:,} env steps "
+                f"({hp['n_envs']} envs x n_steps {rollout // hp['n_envs']:,}): it trains "
+                f"{-(-steps // rollout) * rollout:,} env steps for {steps:,}")
     out = Path(out)
     folder = ckpt_dir(out)
     every = checkpoint_every or max(1000, steps // 10)

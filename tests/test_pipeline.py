@@ -312,6 +312,17 @@ def test_prune_per_layer_sparsities(trained, tmp_path, capsys):
         assert not (tmp_path / "x.npz").exists()
 
 
+def test_train_says_when_whole_rollouts_exceed_the_steps(tmp_path, capsys):
+    """PPO collects whole rollouts (CartPole, rl-zoo3: 8 envs x 32 steps = 256) before it
+    checks the budget: 300 steps train 512, and train says so; the artifact records 512."""
+    rc, out, err = run_cli(capsys, "train", "--env", "CartPole-v1", "--algo", "ppo", "--steps",
+                           "300", "--out", tmp_path / "cp.npz", "--eval-episodes", "0",
+                           "--no-progress")
+    assert rc == 0, err
+    assert "whole rollouts of 256 env steps (8 envs x n_steps 32): it trains 512" in out
+    assert load_model(tmp_path / "cp.npz").meta["provenance"]["steps"] == 512
+
+
 def test_prune_keeps_the_best_validated_policy(trained, tmp_path, monkeypatch, capsys):
     """Fine-tuning that loses the policy returns the one-shot pruning it started from (the
     final masks on the dense weights, as `--finetune-steps 0` gives them); one that keeps
