@@ -47,6 +47,7 @@ into the artifact's input affine map (:func:`export_policy`).
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import time
@@ -110,7 +111,8 @@ def hyperparams(env_id: str, algo: str, *, log=None) -> dict:
         out = {"source": "deltanet Atari DQN (rl-zoo3 dqn.yml atari entry, learning starts "
                          "after 20k steps)", "notes": [],
                "n_envs": hp["n_envs"], "steps": hp["steps"], "net_arch": hp["net_arch"],
-               "policy_kwargs": {}, "normalize": None, "noise": None,
+               "policy_kwargs": copy.deepcopy(hp["policy_kwargs"]), "normalize": None,
+               "noise": None,
                "kwargs": {k: (dict(v) if isinstance(v, dict) else v)
                           for k, v in hp["kwargs"].items()}}
     else:
@@ -468,7 +470,9 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
         done, zpath, rb = ck
         log(f"resuming {env_id} {algo.upper()} from {zpath} ({done} of {steps} steps)")
         set_random_seed(seed + done)
-        model = cls.load(zpath, env=env, device=device)
+        # an Atari run started before the fused Adam continues with it (same state)
+        model = cls.load(zpath, env=env, device=device,
+                         custom_objects={"policy_kwargs": hp["policy_kwargs"]} if atari else None)
         model.set_random_seed(seed + done)
         if rb is not None and hasattr(model, "load_replay_buffer"):
             model.load_replay_buffer(rb)
@@ -484,7 +488,7 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
         set_random_seed(seed)
         kwargs = _kwargs(hp)
         if atari:  # SB3's NatureCNN with the default 512-unit head = the Nature DQN
-            policy, policy_kwargs = "CnnPolicy", {}
+            policy, policy_kwargs = "CnnPolicy", hp["policy_kwargs"]
         else:
             policy = "MlpPolicy"
             policy_kwargs = {**hp["policy_kwargs"], "net_arch": hp["net_arch"],

@@ -74,7 +74,8 @@ def unpack(src: Path, env_id: str, out: Path, seed: int, overrides: dict | None 
     hp = hyperparams(env_id, "dqn", log=lambda *_: None)
     hp["kwargs"].update(overrides or {})
     env = make_vec_env(env_id, hp["n_envs"], seed, None)
-    model = DQN("CnnPolicy", env, seed=seed, device="cpu", verbose=0, **_kwargs(hp))
+    model = DQN("CnnPolicy", env, seed=seed, device="cpu", verbose=0,
+                policy_kwargs=hp["policy_kwargs"], **_kwargs(hp))
     model.policy.q_net.load_state_dict(packed["q_net"])
     model.policy.q_net_target.load_state_dict(packed["q_net"])
     model.num_timesteps = packed["steps"]

@@ -164,6 +164,9 @@ def test_a_packed_checkpoint_travels_and_resumes(tmp_path):
           checkpoint_every=200, overrides=small, log=logs.append)
     assert any("refilling one for 100 steps" in s for s in logs), logs
     assert load_model(tmp_path / "b.npz").meta["provenance"]["steps"] == 400
+    # torch's fused Adam, from scratch, after unpacking and after resuming
+    resumed = DQN.load(tmp_path / "b.sb3.zip", device="cpu")
+    assert all(m.policy.optimizer.defaults["fused"] for m in (a, b, resumed))
     # the resumed run keeps the small buffer: the test leaves megabytes on disk, not gigabytes
     assert sum(p.stat().st_size for p in tmp_path.rglob("*")) < 400e6
 
