@@ -17,9 +17,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["FRAME_STACK", "MAX_EVAL_STEPS", "ChwFrameStack", "check_atari",
-           "check_model_fits_env", "check_supported", "is_atari", "make_env", "make_eval_env",
-           "register_atari", "space_to_dict"]
+__all__ = ["FRAME_STACK", "MAX_EVAL_STEPS", "ChwFrameStack", "channels_first", "check_atari",
+           "check_model_fits_env", "check_supported", "is_atari", "is_channels_last_image",
+           "make_env", "make_eval_env", "register_atari", "space_to_dict"]
 
 #: Agent-step cap of an evaluation game (27,000 steps x frame skip 4 = 108,000 frames).
 MAX_EVAL_STEPS = 27_000
@@ -93,8 +93,32 @@ def make_eval_env(env_id: str, max_steps: int = MAX_EVAL_STEPS):
     return ChwFrameStack(env)
 
 
+def is_channels_last_image(space) -> bool:
+    """An image observation that SB3 transposes before its policies see it (its
+    ``VecTransposeImage``): a 3-d uint8 Box of 0..255 whose smallest dimension is not the
+    first, e.g. CarRacing's 96 x 96 x 3."""
+    return (isinstance(space, gym.spaces.Box) and len(space.shape) == 3
+            and space.dtype == np.uint8 and bool(np.all(space.low == 0))
+            and bool(np.all(space.high == 255)) and int(np.argmin(space.shape)) != 0)
+
+
+def channels_first(env):
+    """``env`` with image observations channel-first (C x H x W), as SB3 presents them to the
+    policies it trains and exports (and as the Atari stack builds them); other envs as they
+    are. Every env loop of deltanet makes its envs with :func:`make_env`, so a network trained
+    or imported from SB3 sees its observations in the order it was trained on."""
+    space = env.observation_space
+    if not is_channels_last_image(space):
+        return env
+    h, w, c = space.shape
+    return gym.wrappers.TransformObservation(
+        env, lambda o: np.ascontiguousarray(np.transpose(o, (2, 0, 1))),
+        gym.spaces.Box(0, 255, (c, h, w), np.uint8))
+
+
 def make_env(env_id: str, seed: int | None = None, **kwargs):
-    """A thunk creating ``env_id`` (cleanrl style); the env is seeded on its first reset."""
+    """A thunk creating ``env_id`` (cleanrl style); the env is seeded on its first reset.
+    Image observations come channel-first (:func:`channels_first`)."""
 
     def thunk():
         if is_atari(env_id):  # the paper's Atari setting: whole games
@@ -107,6 +131,7 @@ def make_env(env_id: str, seed: int | None = None, **kwargs):
             env = gym.make(env_id, **kwargs)
         except gym.error.Error as e:
             raise ValueError(f"cannot make gymnasium env {env_id!r}: {e}") from None
+        env = channels_first(env)
         env.action_space.seed(seed)
         return env
 

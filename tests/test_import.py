@@ -10,6 +10,7 @@ import json
 import warnings
 from functools import cache
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -175,6 +176,51 @@ def test_sb3_dqn_cnn_policy_on_atari_frames(tmp_path):
     chw = frames.reshape(-1, 4, 84, 84)
     check_parity(model, frames, agent.predict(chw, deterministic=True)[0],
                  sb3_outputs(agent, chw), rtol=1e-4, atol=1e-5)
+
+
+class TinyImages(gym.Env):
+    """Random 6 x 5 RGB frames, channels last (as CarRacing's 96 x 96 x 3); 2 actions."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+    observation_space = gym.spaces.Box(0, 255, (6, 5, 3), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.integers(0, 256, (6, 5, 3), dtype=np.uint8), {}
+
+    def step(self, action):
+        self.t += 1
+        frame = self.np_random.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+        return frame, float(action), False, self.t >= 50, {}
+
+
+TINY_IMAGES = "DeltanetTinyImages-v0"
+if TINY_IMAGES not in gym.registry:
+    gym.register(TINY_IMAGES, entry_point=TinyImages)
+
+
+def test_sb3_policy_on_channels_last_images(tmp_path):
+    """SB3 transposes H x W x C images to C x H x W before its policy sees them, so the
+    exported network takes them channel-first; deltanet's envs present them so (an MLP would
+    otherwise read every pixel value in the wrong place, with the input count unchanged)."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env = make_env(TINY_IMAGES, 0)()
+    assert env.observation_space.shape == (3, 6, 5)
+    o, _ = env.reset(seed=3)
+    raw, _ = TinyImages().reset(seed=3)
+    np.testing.assert_array_equal(o, raw.transpose(2, 0, 1))
+    agent = PPO("MlpPolicy", make_vec_env(TINY_IMAGES, 1, seed=0), device="cpu", seed=0,
+                policy_kwargs=dict(RELU), **TRAIN["PPO"])
+    agent.learn(256)
+    assert agent.observation_space.shape == (3, 6, 5)  # SB3 wrapped it: VecTransposeImage
+    agent.save(tmp_path / "ppo.zip")
+    model = import_policy(tmp_path / "ppo.zip", env_id=TINY_IMAGES, log=lambda *a: None)
+    obs = episode_obs(TINY_IMAGES, lambda o: agent.predict(o, deterministic=True)[0])
+    hwc = obs.transpose(0, 2, 3, 1)  # what the env itself returned
+    check_parity(model, obs, agent.predict(hwc, deterministic=True)[0], sb3_outputs(agent, obs))
 
 
 def test_sb3_refuses_tanh_hidden_layers(tmp_path):
