@@ -158,6 +158,12 @@ def check_env_algo(env_id: str, algo: str) -> None:
         check_atari(env_id)
         hyperparams(env_id, algo)  # refuses non-DQN algorithms
         return
+    if env_id.startswith("ALE/"):
+        game = env_id[4:].split("-")[0]
+        raise ValueError(f"{env_id}: deltanet trains Atari games in the Nature-DQN setting of "
+                         f"{game}NoFrameskip-v4 (frame skip 4, 84x84 grey, 4 frames stacked); "
+                         f"{env_id} would train on raw 210x160x3 frames with sticky actions: "
+                         f"use --env {game}NoFrameskip-v4")
     env = make_env(env_id)()
     try:
         check_supported(env)
@@ -170,6 +176,28 @@ def check_env_algo(env_id: str, algo: str) -> None:
                              f"has {act}")
     finally:
         env.close()
+
+
+#: SB3's default replay buffer size (off-policy algorithms)
+SB3_BUFFER_SIZE = 1_000_000
+
+
+def check_replay_memory(env_id: str, algo: str, kwargs: dict, obs_space) -> None:
+    """Refuse an off-policy run whose replay buffer of observations cannot fit this machine's
+    memory (SB3 would fail allocating it, or swap), e.g. DQN's million-entry buffer on
+    CarRacing's 96x96x3 frames: 55 GB."""
+    if algo not in ("dqn", "sac", "td3"):
+        return
+    size = int(kwargs.get("buffer_size", SB3_BUFFER_SIZE))
+    per_obs = int(np.prod(obs_space.shape)) * np.dtype(obs_space.dtype).itemsize
+    copies = 1 if kwargs.get("optimize_memory_usage") else 2  # next observations apart
+    need = size * per_obs * copies
+    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > have:
+        raise ValueError(f"{env_id}: {algo.upper()}'s replay buffer of {size:,} observations of "
+                         f"{per_obs:,} bytes needs {need / 1e9:.1f} GB, more than this "
+                         f"machine's {have / 1e9:.1f} GB of memory (buffer_size "
+                         f"{size:,} from the hyper-parameters)")
 
 
 def _kwargs(hp: dict) -> dict:
@@ -465,6 +493,11 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
                          "train from scratch (without --resume)")
     env = make_vec_env(env_id, hp["n_envs"], seed, hp["normalize"],
                        vn_ck if hp["normalize"] is not None and ck is not None else None)
+    try:
+        check_replay_memory(env_id, algo, hp["kwargs"], env.observation_space)
+    except ValueError:
+        env.close()
+        raise
     t0 = time.time()
     if ck is not None:
         done, zpath, rb = ck

@@ -6,6 +6,8 @@ These check that the stages connect and refuse bad input clearly; they do not ch
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from deltanet.pysim import load_model
@@ -267,12 +269,34 @@ def test_oneshot_keeps_config(trained):
     (["train", "--env", "CartPole-v1", "--algo", "ppo", "--steps", "-5"], "--steps"),
     (["train", "--env", "Pendulum-v1", "--algo", "dqn", "--steps", "100"], "Discrete action"),
     (["train", "--env", "CartPole-v1", "--algo", "sac", "--steps", "100"], "Box action"),
+    (["train", "--env", "ALE/Pong-v5", "--algo", "dqn", "--steps", "100"],
+     "use --env PongNoFrameskip-v4"),
 ])
 def test_train_refuses_bad_arguments(argv, needle, tmp_path, capsys):
     rc, _, err = run_cli(capsys, *argv, "--out", tmp_path / "x.npz", "--no-progress")
     assert rc == 2
-    assert needle in err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_train_refuses_a_replay_buffer_larger_than_memory():
+    """An off-policy run whose replay buffer cannot fit this machine is refused before SB3
+    allocates it (DQN on raw 96x96x3 frames: 55 GB for SB3's million entries)."""
+    import gymnasium as gym
+
+    from deltanet.train import check_replay_memory
+
+    frames = gym.spaces.Box(0, 255, (96, 96, 3), np.uint8)
+    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    fits = max(1, int(have // (2 * 96 * 96 * 3)) // 2)
+    check_replay_memory("X-v0", "dqn", {"buffer_size": fits}, frames)
+    check_replay_memory("X-v0", "ppo", {"buffer_size": 10**12}, frames)  # on-policy: no buffer
+    with pytest.raises(ValueError, match=r"X-v0: SAC's replay buffer of .* observations of "
+                                         r"27,648 bytes needs .* GB, more than"):
+        check_replay_memory("X-v0", "sac", {"buffer_size": 4 * fits}, frames)
+    # optimize_memory_usage keeps one copy: twice the entries fit
+    check_replay_memory("X-v0", "dqn", {"buffer_size": 2 * fits, "optimize_memory_usage": True},
+                        frames)
 
 
 def test_frozenlake_message_names_env_and_space(tmp_path, capsys):
