@@ -36,9 +36,11 @@ Mapping an entry to deltanet's training (:func:`zoo_hyperparams`)
 * entries that need what deltanet does not reproduce (``env_wrapper``, ``frame_stack``,
   ``callback``, ``replay_buffer_class``, ``env_kwargs``, ``vec_env_wrapper``, or a policy other
   than ``MlpPolicy``) are not used: the env gets the algorithm defaults and the notes say why;
-* an env without an entry gets the algorithm defaults; ``LunarLander-v3`` (gymnasium 1.x) falls
-  back to a ``LunarLander-v2`` entry when a file has no v3 entry (:data:`ZOO_ALIASES`), and the
-  notes say so.
+* an env without an entry of its own takes the entry of the newest earlier version of the
+  same task (:func:`zoo_entry`: ``LunarLander-v3`` -> ``LunarLander-v2``, ``Hopper-v5`` ->
+  ``Hopper-v4``, ``InvertedPendulum-v5`` -> ``InvertedPendulum-v2``: gymnasium renamed or
+  revised them after rl-zoo3 tuned them), and the notes say so; an env without any gets the
+  algorithm defaults.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ ZOO_DIST = "rl_zoo3"
 ZOO_ALGOS = ("ppo", "a2c", "dqn", "sac", "td3")
 #: gymnasium ids whose entry may be filed under an older id (used only when the file has none
 #: for the new one)
-ZOO_ALIASES = {"LunarLander-v3": "LunarLander-v2",
-               "LunarLanderContinuous-v3": "LunarLanderContinuous-v2"}
+#: an env id's task name and version: ``Hopper-v5`` -> (``Hopper``, 5)
+_VERSIONED = re.compile(r"^(?P<name>.+)-v(?P<version>\d+)$")
 #: entry keys deltanet does not reproduce: such an entry is not used
 UNSUPPORTED_KEYS = ("env_wrapper", "frame_stack", "callback", "replay_buffer_class",
                     "env_kwargs", "vec_env_wrapper", "eval_env_wrapper")
@@ -184,12 +186,20 @@ def zoo_entry(env_id: str, table: dict) -> tuple[str | None, dict | None, list]:
     """``(name the entry is filed under, entry, notes)``; ``(None, None, [])`` if none."""
     if env_id in table:
         return env_id, table[env_id], []
-    alias = ZOO_ALIASES.get(env_id)
-    if alias is not None and alias in table:
-        note = (f"no {env_id} entry: using the {alias} entry (the same task before "
-                "gymnasium 1.0 renamed it)")
-        return alias, table[alias], [note]
-    return None, None, []
+    m = _VERSIONED.match(env_id)
+    if m is None:
+        return None, None, []
+    earlier = []
+    for key in table:
+        k = _VERSIONED.match(str(key))
+        if k and k["name"] == m["name"] and int(k["version"]) < int(m["version"]):
+            earlier.append((int(k["version"]), key))
+    if not earlier:
+        return None, None, []
+    alias = max(earlier)[1]
+    note = (f"no {env_id} entry: using the {alias} entry (an earlier version of the same task, "
+            "tuned before gymnasium renamed or revised it)")
+    return alias, table[alias], [note]
 
 
 # ---- mapping an entry -----------------------------------------------------------------------

@@ -87,6 +87,21 @@ def test_lunarlander_v3_falls_back_to_a_v2_entry():
     assert zoo_hyperparams("LunarLander-v3", "dqn", table, "9.9")["steps"] == 200_000
 
 
+def test_an_env_takes_the_newest_earlier_version_of_its_task():
+    """Hopper-v5 (gymnasium 1.x) has no entry: the newest earlier one, v4, not v2 nor a
+    later v6, nor another task's."""
+    e = {"policy": "MlpPolicy"}
+    table = {"Hopper-v2": {**e, "n_timesteps": 2e5}, "Hopper-v4": {**e, "n_timesteps": 4e5},
+             "Hopper-v6": {**e, "n_timesteps": 6e5}, "HopperBulletEnv-v0": e,
+             "Hopper-v10": {**e, "n_timesteps": 1e7}}
+    hp = zoo_hyperparams("Hopper-v5", "sac", table, "9.9")
+    assert hp["source"] == "rl-zoo3 9.9 sac.yml Hopper-v4" and hp["steps"] == 400_000
+    assert any("no Hopper-v5 entry: using the Hopper-v4 entry" in n for n in hp["notes"])
+    assert zoo_hyperparams("Hopper-v11", "sac", table, "9.9")["steps"] == 10_000_000
+    assert zoo_hyperparams("Hopper-v1", "sac", table, "9.9") is None
+    assert zoo_hyperparams("Walker2d-v5", "sac", table, "9.9") is None
+
+
 def test_parse_expr_reads_the_small_expressions():
     assert parse_expr("dict(log_std_init=-3.67, net_arch=[64, 64], use_expln=True, )") == \
         {"log_std_init": -3.67, "net_arch": [64, 64], "use_expln": True}
