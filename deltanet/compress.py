@@ -198,17 +198,13 @@ def outputs(out) -> dict:
             "ladder": out.parent / f"{out.stem}.ladder"}
 
 
-#: algorithms that learn from a replay buffer: their ladder gets the whole training budget
-OFF_POLICY = ("dqn", "sac", "td3")
-
-
 def default_finetune_steps(model: Model, model_path) -> int:
     """When the dense policy's SB3 model is at hand (``deltanet train`` output): the env steps
     it was trained for (off-policy algorithms: DQN, SAC, TD3) or half of them (on-policy), else
     0 (one-shot pruning). An off-policy agent recovers from pruning slowly: Acrobot's DQN at
     sparsity 0.81 needed 18k fine-tuning steps to come back to -80 (dense -70), where half its
     100k training steps split over the ladder left a level 4.5k and a return of -128."""
-    from .train import find_sb3
+    from .train import OFF_POLICY, find_sb3  # off-policy: the ladder gets the whole budget
 
     try:
         if not find_sb3(model.meta, model_path).exists():

@@ -501,7 +501,7 @@ def make_select_callback(ss: _Session, prune_cb, steps: int, episodes: int, chec
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
 
-    from .train import VALIDATION_SEED, make_vec_env
+    from .train import VALIDATION_SEED, make_vec_env, validation_seeds
 
     ramp_steps = prune_cb.ramp_steps
     at = sorted({ramp_steps + k * (steps - ramp_steps) // checks for k in range(checks)})
@@ -556,7 +556,7 @@ def make_select_callback(ss: _Session, prune_cb, steps: int, episodes: int, chec
             return {"finetune_step": t, "validation_mean_return": mean,
                     "final_validation_mean_return": self.final_mean,
                     "validation_episodes": episodes,
-                    "validation_seeds": f"{VALIDATION_SEED}..{VALIDATION_SEED + episodes - 1}"}
+                    "validation_seeds": validation_seeds(episodes)}
 
     return SelectBest()
 

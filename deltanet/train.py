@@ -68,10 +68,17 @@ __all__ = ["ALGOS", "ALGO_DEFAULTS", "VALIDATION_SEED", "algo_class", "check_env
 #: validation episode ``i`` of the best-policy selection is reset with ``VALIDATION_SEED + i``
 #: (calibration judges on 100000+ and 200000+, ``deltanet compress`` on 400000+ and 500000+)
 VALIDATION_SEED = 700_000
+def validation_seeds(episodes: int) -> str:
+    """The reset seeds of ``episodes`` validation episodes, as the provenance records them."""
+    return f"{VALIDATION_SEED}..{VALIDATION_SEED + episodes - 1}"
+
+
 #: validation episodes per evaluation by default (Atari: 0, no selection)
 EVAL_EPISODES = 20
 
 ALGOS = ("ppo", "a2c", "dqn", "sac", "td3")
+#: the algorithms that learn from a replay buffer
+OFF_POLICY = ("dqn", "sac", "td3")
 DEVICES = ("cpu", "cuda")
 #: action spaces each algorithm takes
 DISCRETE_ONLY = ("dqn",)
@@ -186,7 +193,7 @@ def check_replay_memory(env_id: str, algo: str, kwargs: dict, obs_space) -> None
     """Refuse an off-policy run whose replay buffer of observations cannot fit this machine's
     memory (SB3 would fail allocating it, or swap), e.g. DQN's million-entry buffer on
     CarRacing's 96x96x3 frames: 55 GB."""
-    if algo not in ("dqn", "sac", "td3"):
+    if algo not in OFF_POLICY:
         return
     size = int(kwargs.get("buffer_size", SB3_BUFFER_SIZE))
     per_obs = int(np.prod(obs_space.shape)) * np.dtype(obs_space.dtype).itemsize
@@ -403,7 +410,7 @@ def make_eval_callback(env_id: str, folder, every: int, episodes: int, n_envs: i
             tmp.write_text(json.dumps({
                 "steps": int(self.num_timesteps), "mean_return": float(ev.last_mean_reward),
                 "episodes": episodes,
-                "seeds": f"{VALIDATION_SEED}..{VALIDATION_SEED + episodes - 1}"}) + "\n")
+                "seeds": validation_seeds(episodes)}) + "\n")
             os.replace(tmp, jpath)
             return True
 
