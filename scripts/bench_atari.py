@@ -92,6 +92,16 @@ def random_scores(env_id: str, episodes: int, max_steps: int) -> dict:
             "returns": rets, "mean_length": float(np.mean(lens))}
 
 
+def models_key(game: str) -> str | None:
+    """The checksums of ``game``'s float agent and pruned model here (``oneshot`` when there is
+    no pruned model), or None when the agent is missing: what a measured result belongs to."""
+    src, pruned_src = RUNS / f"{game}_dqn.npz", RUNS / f"{game}_pruned.npz"
+    if not src.exists():
+        return None
+    pruned = load_model(pruned_src).meta["checksum"] if pruned_src.exists() else "oneshot"
+    return f"{load_model(src).meta['checksum'][:12]}-{pruned[:12]}"
+
+
 def build(game: str, threshold: float, log=print) -> dict:
     """(float dense, dense quantized, pruned quantized) for ``game``, cached in runs/atari/."""
     G = GAMES[game]
@@ -107,7 +117,7 @@ def build(game: str, threshold: float, log=print) -> dict:
     else:
         pruned = prune_oneshot(dense, PAPER_SPARSITY.get(G, 0.75), lanes=4)
         how = "one-shot magnitude pruning (no fine-tuning), lane-balanced for 4 lanes"
-    key = f"{dense.meta['checksum'][:12]}-{pruned.meta.get('checksum', 'oneshot')[:12]}"
+    key = models_key(game)
     qd_path, qp_path = RUNS / f"{game}_dense_q.npz", RUNS / f"{game}_pruned_q.npz"
     cached = all(p.exists() for p in (qd_path, qp_path)) and all(
         load_model(p).meta["provenance"].get("bench_key") == key for p in (qd_path, qp_path))
@@ -130,7 +140,7 @@ def build(game: str, threshold: float, log=print) -> dict:
     qd = qd.replace(config=qd.config.with_thresholds([threshold] * n))
     qp = qp.replace(config=qp.config.with_thresholds([threshold] * n))
     return {"dense": dense.replace(config=dense.config.with_thresholds([0.0] * n)),
-            "dense_q": qd, "pruned_q": qp, "pruning_how": how}
+            "dense_q": qd, "pruned_q": qp, "pruning_how": how, "key": key}
 
 
 def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
@@ -176,7 +186,8 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
     weights_only = [int(qp.column_nnz(i, "fixed").sum()) for i in range(len(cfg.layers))]
     prov = ms["dense"].meta["provenance"]
     return {
-        "game": G, "env_id": env_id, "episodes": episodes, "max_steps": max_steps,
+        "game": G, "env_id": env_id, "models": ms["key"], "episodes": episodes,
+        "max_steps": max_steps,
         "threshold": threshold, "epsilon": epsilon, "train_steps": prov.get("steps"),
         "train_seconds": prov.get("train_seconds"), "pruning": ms["pruning_how"],
         "sparsity_per_layer": [round(1 - float(np.mean(qp.nonzero(i, "fixed"))), 3)
@@ -457,8 +468,10 @@ def reusable(game: str, settings: dict, sweep: list):
     """``(result, where, note)`` of ``game`` measured before with ``settings`` and at least
     the thresholds ``sweep``, or None: from ``runs/atari/bench_<game>.json`` (this machine's
     run), else from the committed ``benchmarks/results/atari.json`` (a fresh checkout, whose
-    ``runs/`` is empty). A game whose agent is not here (e.g. still training) also keeps
-    results measured with another epsilon; its section names the protocol it was played with.
+    ``runs/`` is empty). When the game's agent is here, only results measured on these very
+    models count (their checksums, :func:`models_key`): a retrained or re-pruned agent is
+    measured again. A game whose agent is not here (e.g. still training) also keeps results
+    measured with another epsilon; its section names the protocol it was played with.
     """
     found = []
     cache = RUNS / f"bench_{game}.json"
@@ -468,10 +481,12 @@ def reusable(game: str, settings: dict, sweep: list):
     if committed.exists():
         found += [(r, committed) for r in json.loads(committed.read_text())
                   if r.get("game") == GAMES[game]]
-    gone = not (RUNS / f"{game}_dqn.npz").exists()
+    here = models_key(game)
+    gone = here is None
     for r, where in found:
         swept = sorted(c["threshold"] for c in r.get("sweep", []))
         same = all(r.get(k, 0.0 if k == "epsilon" else None) == v for k, v in settings.items())
+        same = same and (gone or r.get("models") == here)
         kept = gone and all(r.get(k) == v for k, v in settings.items() if k != "epsilon")
         if (same or kept) and set(swept) <= set(sweep):
             note = (f"{'' if swept == sweep else f' (swept only {swept})'}"

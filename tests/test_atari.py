@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from deltanet.pysim import DeltaNetwork, load_model
+from deltanet.pysim import DeltaNetwork, load_model, save_model
 
+from deltanet import MODELS_DIR
 from deltanet.atari import (
     export_dqn_cnn,
     make_eval_env,
@@ -333,9 +334,18 @@ def test_bench_atari_reuses_this_machines_run_then_the_committed_results(tmp_pat
     # the agent is missing: results played greedily are kept, and the note says so
     r, _, note = bench.reusable("breakout", {**settings, "epsilon": 0.0}, [0.01])
     assert r["from"] == "c" and note == " (its agent is missing: kept as played)"
-    (runs / "breakout_dqn.npz").write_bytes(b"")  # the agent is here: measure again
+    # the agent is here: measure again, since the committed result names no models
+    save_model(load_model(MODELS_DIR / "cartpole_dense.npz"), runs / "breakout_dqn.npz")
     assert bench.reusable("breakout", {**settings, "epsilon": 0.0}, [0.01]) is None
-    # this machine's run comes first
-    (runs / "bench_breakout.json").write_text(json.dumps({**committed, "from": "runs"}))
+    assert bench.reusable("breakout", settings, [0.01]) is None
+    # this machine's run comes first, when it was measured on these models
+    here = bench.models_key("breakout")
+    assert here.endswith("-oneshot")
+    (runs / "bench_breakout.json").write_text(
+        json.dumps({**committed, "from": "runs", "models": here}))
     r, where, note = bench.reusable("breakout", settings, [0.01])
     assert r["from"] == "runs" and where == Path("runs/atari/bench_breakout.json") and note == ""
+    # a re-pruned agent is measured again
+    save_model(load_model(MODELS_DIR / "cartpole.npz"), runs / "breakout_pruned.npz")
+    assert bench.models_key("breakout") != here
+    assert bench.reusable("breakout", settings, [0.01]) is None
