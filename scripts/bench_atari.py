@@ -69,19 +69,27 @@ GAMES = {"breakout": "Breakout", "spaceinvaders": "SpaceInvaders", "freeway": "F
 PUBLISHED = {"Breakout": (1.7, 31.8, 401.2), "SpaceInvaders": (148.0, 1652.0, 1976.0),
              "Freeway": (0.0, 29.6, 30.3), "Enduro": (0.0, 860.5, 301.8),
              "Robotank": (2.2, 11.9, 51.6), "BattleZone": (2360.0, 37800.0, 29900.0)}
-ROW_ORDER = ("random", "dense", "dense q", "pruned", "delta", "combined")
+ROW_ORDER = ("random", "constant", "dense", "dense q", "pruned", "delta", "combined")
 PAPER = {"pruned": "2-8x", "delta": "10-50x", "combined": "20-150x"}
 
 
-def random_scores(env_id: str, episodes: int, max_steps: int) -> dict:
+def baseline_scores(env_id: str, episodes: int, max_steps: int, action: int | None = None,
+                    epsilon: float = 0.0) -> dict:
+    """Scores of a policy without a network over games 0..episodes-1: uniform random actions
+    (``action`` None), or always ``action`` played epsilon-greedy like the agents' rows (the
+    same seeded coins and random actions as :func:`deltanet.rollout.run_episodes`)."""
     rets, lens = [], []
     for i in range(episodes):
         env = make_eval_env(env_id, max_steps)
         env.action_space.seed(i)
+        coin = np.random.default_rng(i)
         env.reset(seed=i)
         ret, n, done = 0.0, 0, False
         while not done:
-            _, r, term, trunc, _ = env.step(env.action_space.sample())
+            a = action
+            if action is None or (epsilon > 0 and coin.random() < epsilon):
+                a = env.action_space.sample()
+            _, r, term, trunc, _ = env.step(a)
             ret += float(r)
             n += 1
             done = term or trunc
@@ -90,6 +98,20 @@ def random_scores(env_id: str, episodes: int, max_steps: int) -> dict:
         env.close()
     return {"mean_return": float(np.mean(rets)), "std_return": float(np.std(rets)),
             "returns": rets, "mean_length": float(np.mean(lens))}
+
+
+def best_constant(env_id: str, episodes: int, max_steps: int, epsilon: float) -> dict:
+    """The best single action held for whole games (epsilon-greedy like the agents): the score
+    a degenerate policy reaches (e.g. always UP in Freeway), which a trained agent must beat."""
+    env = make_eval_env(env_id, max_steps)
+    names = env.unwrapped.get_action_meanings()
+    env.close()
+    best = None
+    for a, name in enumerate(names):
+        s = baseline_scores(env_id, episodes, max_steps, a, epsilon)
+        if best is None or s["mean_return"] > best["mean_return"]:
+            best = {**s, "action": name}
+    return best
 
 
 def models_key(game: str) -> str | None:
@@ -152,9 +174,11 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
     save_model(ms["pruned_q"], BUNDLE / f"{game}.npz")
     rows = {}
     t0 = time.time()
-    rows["random"] = random_scores(env_id, episodes, max_steps)
-    print(f"  {G:14s} {'random':9s} {rows['random']['mean_return']:8.1f} +/- "
-          f"{rows['random']['std_return']:6.1f} ({time.time() - t0:.0f} s)", flush=True)
+    rows["random"] = baseline_scores(env_id, episodes, max_steps)
+    rows["constant"] = best_constant(env_id, episodes, max_steps, epsilon)
+    for name in ("random", "constant"):
+        print(f"  {G:14s} {name:9s} {rows[name]['mean_return']:8.1f} +/- "
+              f"{rows[name]['std_return']:6.1f} ({time.time() - t0:.0f} s)", flush=True)
     plan = {"dense": ("dense", "float", False), "dense q": ("dense_q", "fixed", False),
             "pruned": ("pruned_q", "fixed", False), "delta": ("dense_q", "fixed", True),
             "combined": ("pruned_q", "fixed", True)}
@@ -348,6 +372,8 @@ def plot(results: list, path: Path) -> None:
         ax.axhline(dense, color="k", lw=0.8, label="dense float")
         ax.axhline(0.95 * dense, color="k", lw=0.8, ls="--", label="95% of dense")
         ax.axhline(rows["random"]["mean_return"], color="C1", lw=0.8, ls=":", label="random")
+        ax.axhline(rows["constant"]["mean_return"], color="C4", lw=0.8, ls="-.",
+                   label="best constant action")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -415,7 +441,8 @@ def markdown(results: list) -> str:
             cap = row["mean_length"] >= r["max_steps"]
             if cap:
                 stalled.append(name)
-            lines.append(f"| {name} | {row['mean_return']:.1f} +/- {row['std_return']:.1f} | "
+            label = f"best constant ({row['action']})" if name == "constant" else name
+            lines.append(f"| {label} | {row['mean_return']:.1f} +/- {row['std_return']:.1f} | "
                          f"{row['mean_length']:.0f}{' (cap)' if cap else ''} |")
         if stalled:
             lines += ["", f"**{', '.join(stalled)}: every game ran into the {r['max_steps']:,}-"
@@ -543,6 +570,9 @@ def main(argv=None) -> int:
         notes[GAMES[game]] = text
     for g, r in zip(args.games, results):
         r["note"] = notes.get(r["game"], r.get("note"))
+        if "constant" not in r["rows"]:  # measured before the baseline existed: env-only
+            r["rows"]["constant"] = best_constant(r["env_id"], r["episodes"], r["max_steps"],
+                                                  r.get("epsilon", 0.0))
         # a game whose agent and pruned models are not here keeps the curve measured before
         r["sparsity_curve"] = (sparsity_points(g, args.episodes, args.max_steps, args.epsilon)
                                or r.get("sparsity_curve", []))

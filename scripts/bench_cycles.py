@@ -35,7 +35,8 @@ from deltanet.rollout import run_episodes
 
 LANES = (1, 2, 3, 4, 8, 16)
 CONTROL = ("cartpole", "lunarlander", "mountaincar", "pendulum")
-ATARI = ("atari/breakout", "atari/spaceinvaders")
+#: the bundled Nature-DQNs (scripts/bench_atari.py writes them)
+ATARI = tuple(f"atari/{p.stem}" for p in sorted((MODELS_DIR / "atari").glob("*.npz")))
 #: the DQNs: lane counts, and env steps of their one recorded episode
 ATARI_LANES = (4, 8)
 ATARI_STEPS = 300

@@ -232,6 +232,7 @@ def test_bench_atari_curve_and_plot(tmp_path):
     row = {"mean_return": 10.0, "std_return": 1.0, "mean_length": 100, "reduction": 3.0,
            "significant_mults_per_step": 5.0, "per_layer_significant": [5.0]}
     rows = {name: dict(row) for name in bench.ROW_ORDER}
+    rows["constant"]["action"] = "FIRE"
     rows["pruned"].update(reduction=6.0, mean_return=11.0)
     rows["combined"].update(reduction=30.0, mean_return=9.5)
     r = {"game": "Breakout", "env_id": GAME, "episodes": 2, "max_steps": 1000,
@@ -247,6 +248,7 @@ def test_bench_atari_curve_and_plot(tmp_path):
                                      (0.01, 80.0, 7.0)]
     text = bench.markdown([r])
     assert "| 0.003 | 9.0 | 50.0x |" in text and "(atari.png)" in text
+    assert "| best constant (FIRE) | 10.0 +/- 1.0 | 100 |" in text
     bench.plot([r], tmp_path / "a.png")
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "against pruning sparsity" not in text
@@ -260,6 +262,34 @@ def test_bench_atari_curve_and_plot(tmp_path):
     assert "| 0.500 | - | 60,000 | 8.0 +/- 1.0 | 80% | 100 |" in text
     bench.plot_sparsity([r], tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_atari_constant_baseline_plays_the_agents_protocol(sb3_dqn):
+    """scripts/bench_atari.py's best-constant baseline: holding one action with the seeded
+    epsilon-greedy coins plays exactly the games of a network that always picks that action
+    (run_episodes), and the best action is the one with the highest mean score."""
+    import importlib.util
+
+    from deltanet.pysim import LayerParams
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_atari", Path(__file__).resolve().parents[1] / "scripts" / "bench_atari.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = export_dqn_cnn(sb3_dqn, GAME)
+    last = model.params[-1]
+    bias = np.array([0.0, 0.0, 0.0, 1.0], dtype=np.float32)  # always LEFT (action 3)
+    model = model.replace(params=[*model.params[:-1],
+                                  LayerParams(np.zeros_like(last.weight), bias, last.mask)])
+    agent = bench.run_episodes(model, 2, 0, mode="float", delta=False, progress=False,
+                               env_kwargs={"max_steps": 80}, epsilon=0.3)
+    held = bench.baseline_scores(GAME, 2, 80, 3, 0.3)
+    np.testing.assert_array_equal(agent.returns, held["returns"])
+    assert list(agent.lengths) == [80, 80] and held["mean_length"] == 80
+    best = bench.best_constant(GAME, 2, 80, 0.3)
+    others = [bench.baseline_scores(GAME, 2, 80, a, 0.3)["mean_return"] for a in range(4)]
+    assert best["mean_return"] == max(others)
+    assert best["action"] == ["NOOP", "FIRE", "RIGHT", "LEFT"][int(np.argmax(others))]
 
 
 def test_bench_atari_sparsity_points_dedupe_sort_and_cache(tmp_path, monkeypatch):
