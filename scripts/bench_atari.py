@@ -497,8 +497,8 @@ def reusable(game: str, settings: dict, sweep: list):
     run), else from the committed ``benchmarks/results/atari.json`` (a fresh checkout, whose
     ``runs/`` is empty). When the game's agent is here, only results measured on these very
     models count (their checksums, :func:`models_key`): a retrained or re-pruned agent is
-    measured again. A game whose agent is not here (e.g. still training) also keeps results
-    measured with another epsilon; its section names the protocol it was played with.
+    measured again. A game whose agent is not here (e.g. still training) keeps its results
+    whatever their settings (epsilon, games, cap); its section names how it was played.
     """
     found = []
     cache = RUNS / f"bench_{game}.json"
@@ -514,7 +514,7 @@ def reusable(game: str, settings: dict, sweep: list):
         swept = sorted(c["threshold"] for c in r.get("sweep", []))
         same = all(r.get(k, 0.0 if k == "epsilon" else None) == v for k, v in settings.items())
         same = same and (gone or r.get("models") == here)
-        kept = gone and all(r.get(k) == v for k, v in settings.items() if k != "epsilon")
+        kept = gone  # it cannot be measured again: kept as played, its section says how
         if (same or kept) and set(swept) <= set(sweep):
             note = (f"{'' if swept == sweep else f' (swept only {swept})'}"
                     f"{'' if same else ' (its agent is missing: kept as played)'}")
@@ -541,7 +541,7 @@ def main(argv=None) -> int:
                     help="take each game's results from runs/atari/bench_<game>.json, else "
                          "from benchmarks/results/atari.json, when measured with the same "
                          "settings and no other --sweep thresholds (e.g. after running games "
-                         "in parallel); also with another --epsilon when the game's agent "
+                         "in parallel); with any settings when the game's agent "
                          "runs/atari/<game>_dqn.npz is missing (training)")
     args = ap.parse_args(argv)
     if args.episodes < 1 or args.max_steps < 1 or min([args.threshold, *args.sweep]) < 0 \

@@ -338,7 +338,7 @@ def test_bench_atari_reuses_this_machines_run_then_the_committed_results(tmp_pat
     """scripts/bench_atari.py --reuse: a game's results come from runs/atari/bench_<game>.json,
     else from the committed atari.json (a fresh checkout has no runs/); other settings or
     missing sweep thresholds are measured again, except that a game whose agent is missing
-    keeps results played with another epsilon."""
+    keeps its results whatever their settings."""
     import importlib.util
     import json
 
@@ -359,13 +359,15 @@ def test_bench_atari_reuses_this_machines_run_then_the_committed_results(tmp_pat
     assert r["from"] == "c" and where == Path("benchmarks/results/atari.json")
     assert note == " (swept only [0.01])"
     assert bench.reusable("breakout", settings, [0.003]) is None  # 0.01 was not asked for
-    assert bench.reusable("breakout", {**settings, "episodes": 20}, [0.01]) is None
     assert bench.reusable("freeway", settings, [0.01]) is None
-    # the agent is missing: results played greedily are kept, and the note says so
-    r, _, note = bench.reusable("breakout", {**settings, "epsilon": 0.0}, [0.01])
-    assert r["from"] == "c" and note == " (its agent is missing: kept as played)"
+    # the agent is missing: results played greedily or over other games are kept, and the
+    # note says so
+    for other in ({"epsilon": 0.0}, {"episodes": 20}):
+        r, _, note = bench.reusable("breakout", {**settings, **other}, [0.01])
+        assert r["from"] == "c" and note == " (its agent is missing: kept as played)"
     # the agent is here: measure again, since the committed result names no models
     save_model(load_model(MODELS_DIR / "cartpole_dense.npz"), runs / "breakout_dqn.npz")
+    assert bench.reusable("breakout", {**settings, "episodes": 20}, [0.01]) is None
     assert bench.reusable("breakout", {**settings, "epsilon": 0.0}, [0.01]) is None
     assert bench.reusable("breakout", settings, [0.01]) is None
     # this machine's run comes first, when it was measured on these models
