@@ -217,8 +217,9 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
         "sparsity_per_layer": [round(1 - float(np.mean(qp.nonzero(i, "fixed"))), 3)
                                for i in range(len(cfg.layers))],
         "sparsity": qp.sparsity("fixed"),
-        "layers": [f"{ly.kind} {ly.n_in}->{ly.n_out}" for ly in cfg.layers],
-        "dense_per_layer": [ly.dense_mults for ly in cfg.layers],
+        # the trained network's layers: a clean-up may have removed units of the pruned one
+        "layers": [f"{ly.kind} {ly.n_in}->{ly.n_out}" for ly in ms["dense_q"].config.layers],
+        "dense_per_layer": [ly.dense_mults for ly in ms["dense_q"].config.layers],
         "pruned_weights_per_layer": weights_only,
         "formats": {"input": str(cfg.input_fmt),
                     "weights": [str(ly.weight_fmt) for ly in cfg.layers],
@@ -450,6 +451,13 @@ def markdown(results: list) -> str:
                           "press FIRE to serve after losing a life), so the screen is static "
                           "and those rows' multiplication counts describe an idle game, not "
                           "play; do not read their reductions as results."]
+        dead = [i - 1 for i, ev in enumerate(rows["dense"].get("per_layer_events", []))
+                if i > 0 and ev == 0]
+        if dead:
+            lines += ["", f"**The dense agent's layer {dead[0]} outputs zeros on every step of "
+                          "every game (dead ReLUs): its Q-values never depend on the screen, "
+                          "it plays one fixed action, and this game's multiplication counts "
+                          "and reductions describe a constant network, not a working policy.**"]
         if pub:
             lines += ["", f"Published (Mnih et al. 2015, 50M frames): random {pub[0]}, human "
                           f"{pub[1]}, DQN {pub[2]}."]

@@ -249,6 +249,10 @@ def test_bench_atari_curve_and_plot(tmp_path):
     text = bench.markdown([r])
     assert "| 0.003 | 9.0 | 50.0x |" in text and "(atari.png)" in text
     assert "| best constant (FIRE) | 10.0 +/- 1.0 | 100 |" in text
+    assert "dead ReLUs" not in text
+    rows["dense"]["per_layer_events"] = [30.0, 0.0]  # layer 0 never outputs a non-zero
+    assert "layer 0 outputs zeros on every step" in bench.markdown([r])
+    rows["dense"]["per_layer_events"] = [30.0, 2.0]
     bench.plot([r], tmp_path / "a.png")
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "against pruning sparsity" not in text
