@@ -323,5 +323,8 @@ def test_verify_bundled_atari_agents_100_steps(game, tmp_path, capsys):
     assert r["steps"] == 100 and r["mismatches"] == 0 and r["first_mismatch"] is None
     assert r["hw_return"] == r["ref_return"] and r["returns_equal"]
     assert "PASS: 100 steps checked on verilator (event-driven core)" in text
+    # verify compared every step's cycles with the cycle model (mismatches == 0); a later step
+    # may pass the first (pixels turning to zero are events too), but on average the delta
+    # steps cost less than the first one's bias init and full pass
     c = r["cycles_per_step"]
-    assert c["first"] == c["max"] > c["min"] > 0  # the first step: bias init + full pass
+    assert c["first"] > c["mean"] and c["min"] > 0
