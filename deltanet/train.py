@@ -324,6 +324,22 @@ def save_sb3_atomic(model, path, replay_path=None, vecnormalize_path=None) -> No
     os.replace(tmp, path)
 
 
+def constant_q_network(model, n: int = 256) -> bool:
+    """True when a DQN's Q-values are exactly the same for ``n`` observations drawn from its
+    replay buffer: every unit of some hidden layer is dead (ReLU zero on every input), so the
+    network plays one fixed action whatever it sees (what a collapsed agent looks like). False
+    for other algorithms and for a buffer with fewer than two observations."""
+    import torch
+
+    rb = getattr(model, "replay_buffer", None)
+    q_net = getattr(getattr(model, "policy", None), "q_net", None)
+    if rb is None or q_net is None or rb.size() < 2:
+        return False
+    with torch.no_grad():
+        q = q_net(rb.sample(min(n, rb.size())).observations)
+    return bool((q.max(0).values == q.min(0).values).all())
+
+
 def make_checkpoint_callback(folder, every: int, keep: int = 2):
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -354,6 +370,10 @@ def make_checkpoint_callback(folder, every: int, keep: int = 2):
             if eps:  # Monitor returns (whole games for Atari: Monitor sits below AtariWrapper)
                 print(f"checkpoint {n:,} steps: mean return of the last {len(eps)} episodes "
                       f"{np.mean(eps):.2f}", flush=True)
+            if constant_q_network(self.model):
+                print(f"checkpoint {n:,} steps: warning: the Q network gives the same values for "
+                      "every replayed observation (a hidden layer is dead): the agent plays one "
+                      "fixed action; consider training again with another --seed", flush=True)
             olds = sorted((int(_CKPT_RE.match(p.name).group(1)), p)
                           for p in self.folder.iterdir() if _CKPT_RE.match(p.name))
             for s, p in olds[:-keep]:

@@ -442,3 +442,33 @@ def test_sweep_refuses_bad_sparsity(trained, tmp_path, capsys):
     rc, _, err = run_cli(capsys, "sweep", "--model", dense, "--thresholds", "0",
                          "--sparsities", "1.2", "--out", tmp_path / "sw")
     assert rc == 2 and "[0, 1)" in err
+
+
+def test_constant_q_network_spots_a_collapsed_dqn(tmp_path, capsys):
+    """deltanet.train.constant_q_network: a fresh DQN's Q-values differ between replayed
+    observations; once a hidden layer is dead (ReLU zero on every input) they are the same for
+    all of them, and the checkpoint log warns. Other algorithms are never flagged."""
+    import torch
+    from stable_baselines3 import DQN, PPO
+
+    from deltanet.train import constant_q_network, make_checkpoint_callback
+
+    dqn = DQN("MlpPolicy", "CartPole-v1", buffer_size=1000, learning_starts=10**9, seed=0,
+              device="cpu")
+    assert not constant_q_network(dqn)  # an empty buffer: nothing to compare
+    dqn.learn(200)
+    assert not constant_q_network(dqn)
+    hidden = dqn.policy.q_net.q_net[2]  # the second hidden layer, before its ReLU
+    with torch.no_grad():
+        hidden.weight.zero_()
+        hidden.bias.fill_(-1.0)
+    assert constant_q_network(dqn)
+    capsys.readouterr()
+    cb = make_checkpoint_callback(tmp_path, 100)
+    cb.init_callback(dqn)
+    cb.num_timesteps = dqn.num_timesteps  # what the callback reads from the model in training
+    cb.save()
+    out = capsys.readouterr().out
+    assert "checkpoint 200 steps: warning: the Q network gives the same values" in out
+    assert (tmp_path / "model_200.zip").exists()
+    assert not constant_q_network(PPO("MlpPolicy", "CartPole-v1", n_steps=64, device="cpu"))
