@@ -506,16 +506,22 @@ def reusable(game: str, settings: dict, sweep: list):
     ``runs/`` is empty). When the game's agent is here, only results measured on these very
     models count (their checksums, :func:`models_key`): a retrained or re-pruned agent is
     measured again. A game whose agent is not here (e.g. still training) keeps its results
-    whatever their settings (epsilon, games, cap); its section names how it was played.
+    whatever their settings (epsilon, games, cap); its section names how it was played. A
+    run's result carries the note that ``atari.json`` gives the same models (``--note`` is
+    written there after the run).
     """
     found = []
-    cache = RUNS / f"bench_{game}.json"
-    if cache.exists():
-        found.append((json.loads(cache.read_text()), cache))
     committed = OUT / "atari.json"
     if committed.exists():
-        found += [(r, committed) for r in json.loads(committed.read_text())
-                  if r.get("game") == GAMES[game]]
+        found = [(r, committed) for r in json.loads(committed.read_text())
+                 if r.get("game") == GAMES[game]]
+    cache = RUNS / f"bench_{game}.json"
+    if cache.exists():
+        mine = json.loads(cache.read_text())
+        mine["note"] = next((r["note"] for r, _ in found
+                             if r.get("note") and r.get("models") == mine.get("models")),
+                            mine.get("note"))
+        found.insert(0, (mine, cache))
     here = models_key(game)
     gone = here is None
     for r, where in found:
