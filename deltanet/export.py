@@ -364,9 +364,13 @@ def sb3_actor(sb3_model) -> Sb3Actor:
     if algo not in SB3_ALGOS:
         raise ValueError(f"algorithm {algo} is not supported; supported: {', '.join(SB3_ALGOS)}")
     obs_space = pol.observation_space
-    if not isinstance(obs_space, spaces.Box):
-        raise ValueError(f"observation space {obs_space} is not supported "  # noqa: TRY004
-                         "(a MultiInputPolicy?); supported: Box observations")
+    # SB3 feeds Discrete / MultiDiscrete / MultiBinary observations to the policy as (one-hot)
+    # floats: gymnasium's flattening of them, which is what deltanet's envs observe
+    flat = isinstance(obs_space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary))
+    if not (flat or isinstance(obs_space, spaces.Box)):
+        raise ValueError(f"observation space {obs_space} is not supported (a "
+                         "MultiInputPolicy?); supported: Box, Discrete, MultiDiscrete, "
+                         "MultiBinary observations")
     if algo in ("PPO", "A2C"):
         ok = (CategoricalDistribution, DiagGaussianDistribution, StateDependentNoiseDistribution)
         if not isinstance(pol.action_dist, ok):
@@ -403,7 +407,8 @@ def sb3_actor(sb3_model) -> Sb3Actor:
         mods = _features(actor.features_extractor, "policy.actor.features_extractor")
         mods += [(f"policy.actor.mu.{i}", m) for i, m in enumerate(mu[:-1])]
     image = bool(pol.normalize_images) and is_image_space(obs_space)
-    in_shape = tuple(int(v) for v in obs_space.shape)
+    in_shape = ((int(spaces.flatdim(obs_space)),) if flat
+                else tuple(int(v) for v in obs_space.shape))
     return Sb3Actor(algo, mods, in_shape, 1.0 / 255.0 if image else 1.0,
                     decoder_for(sb3_model, pol.action_space))
 

@@ -18,8 +18,9 @@ import gymnasium as gym
 import numpy as np
 
 __all__ = ["FRAME_STACK", "MAX_EVAL_STEPS", "ChwFrameStack", "channels_first", "check_atari",
-           "check_model_fits_env", "check_supported", "is_atari", "is_channels_last_image",
-           "make_env", "make_eval_env", "register_atari", "space_to_dict"]
+           "check_model_fits_env", "check_supported", "flat_observations", "is_atari",
+           "is_channels_last_image", "make_env", "make_eval_env", "register_atari",
+           "space_to_dict"]
 
 #: Agent-step cap of an evaluation game (27,000 steps x frame skip 4 = 108,000 frames).
 MAX_EVAL_STEPS = 27_000
@@ -116,9 +117,24 @@ def channels_first(env):
         gym.spaces.Box(0, 255, (c, h, w), np.uint8))
 
 
+def flat_observations(env):
+    """``env`` with a non-Box observation space that gymnasium can flatten (Discrete,
+    MultiDiscrete, MultiBinary, Tuple, Dict, Text) observed as gymnasium's flat Box: a Discrete
+    value becomes its one-hot vector, a Tuple or Dict the concatenation of its parts. That is
+    the input SB3's policies compute from Discrete, MultiDiscrete and MultiBinary observations
+    (one-hot, concatenated one-hot, as floats), so an SB3 agent trained on the raw space runs
+    on it unchanged. Box envs, and spaces that do not flatten (Sequence, Graph), are returned
+    as they are (:func:`check_supported` refuses the latter)."""
+    space = env.observation_space
+    if isinstance(space, gym.spaces.Box) or not space.is_np_flattenable:
+        return env
+    return gym.wrappers.FlattenObservation(env)
+
+
 def make_env(env_id: str, seed: int | None = None, **kwargs):
     """A thunk creating ``env_id`` (cleanrl style); the env is seeded on its first reset.
-    Image observations come channel-first (:func:`channels_first`)."""
+    Image observations come channel-first (:func:`channels_first`); non-Box observations come
+    flattened (:func:`flat_observations`)."""
 
     def thunk():
         if is_atari(env_id):  # the paper's Atari setting: whole games
@@ -131,7 +147,7 @@ def make_env(env_id: str, seed: int | None = None, **kwargs):
             env = gym.make(env_id, **kwargs)
         except gym.error.Error as e:
             raise ValueError(f"cannot make gymnasium env {env_id!r}: {e}") from None
-        env = channels_first(env)
+        env = flat_observations(channels_first(env))
         env.action_space.seed(seed)
         return env
 
@@ -155,7 +171,9 @@ def check_supported(env) -> None:
     obs, act = env.observation_space, env.action_space
     if not isinstance(obs, gym.spaces.Box):
         raise ValueError(f"{env.spec.id if env.spec else env}: observation "  # noqa: TRY004
-                         f"space {obs} is not a Box; deltanet needs a Box observation space")
+                         f"space {obs} is not a Box and does not flatten into one; supported: "
+                         "Box, and Discrete, MultiDiscrete, MultiBinary, Tuple or Dict "
+                         "observations (flattened, one-hot for discrete values)")
     if not isinstance(act, (gym.spaces.Discrete, gym.spaces.Box)):
         raise ValueError(f"{env.spec.id if env.spec else env}: action space "  # noqa: TRY004
                          f"{act} is neither Discrete nor Box")

@@ -223,6 +223,30 @@ def test_sb3_policy_on_channels_last_images(tmp_path):
     check_parity(model, obs, agent.predict(hwc, deterministic=True)[0], sb3_outputs(agent, obs))
 
 
+@pytest.mark.parametrize("algo", ["PPO", "DQN"])
+def test_sb3_policy_on_discrete_observations(tmp_path, algo):
+    """SB3 feeds a Discrete observation to its policy as a one-hot vector and deltanet's envs
+    observe it as gymnasium's one-hot flattening, so an agent trained on Taxi's raw state
+    numbers (Discrete(500)) imports as a 500-input network that acts as SB3 does."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env_id = "Taxi-v4"
+    torch.manual_seed(0)
+    agent = ALGOS[algo]("MlpPolicy", make_vec_env(env_id, 1, seed=0), device="cpu", seed=0,
+                        policy_kwargs=dict(RELU), **TRAIN[algo])
+    agent.learn(512)
+    assert agent.observation_space == gym.spaces.Discrete(500)
+    agent.save(tmp_path / "taxi.zip")
+    model = import_policy(tmp_path / "taxi.zip", env_id=env_id, log=lambda *a: None)
+    assert model.config.n_in == 500
+    obs = episode_obs(env_id,
+                      lambda o: int(agent.predict(int(np.argmax(o)), deterministic=True)[0]))
+    np.testing.assert_array_equal(obs.sum(axis=1), np.ones(len(obs)))
+    states = obs.argmax(axis=1)
+    check_parity(model, obs, agent.predict(states, deterministic=True)[0],
+                 sb3_outputs(agent, states))
+
+
 def test_sb3_refuses_tanh_hidden_layers(tmp_path):
     agent = PPO("MlpPolicy", "CartPole-v1", device="cpu", seed=0)  # SB3's default: Tanh
     agent.save(tmp_path / "tanh.zip")

@@ -6,13 +6,16 @@ These check that the stages connect and refuse bad input clearly; they do not ch
 
 from __future__ import annotations
 
+import json
 import os
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from deltanet.pysim import load_model
 
 from deltanet.cli import main
+from deltanet.envs import make_env
 from deltanet.prune import (
     balanced_mask,
     check_balance,
@@ -262,10 +265,29 @@ def test_oneshot_keeps_config(trained):
     assert all(check_balance(pp.mask, 4)[0] for pp in p.params)
 
 
+class SequenceObs(gym.Env):
+    """Observations of varying length (a gymnasium Sequence): no flat Box holds them."""
+
+    observation_space = gym.spaces.Sequence(gym.spaces.Discrete(2))
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return (0,), {}
+
+    def step(self, action):
+        return (0, 1), 0.0, True, False, {}
+
+
+SEQUENCE_OBS = "DeltanetSequenceObs-v0"
+if SEQUENCE_OBS not in gym.registry:
+    gym.register(SEQUENCE_OBS, entry_point=SequenceObs, disable_env_checker=True)
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["train", "--env", "NoSuchEnv-v9", "--algo", "ppo", "--steps", "100"], "NoSuchEnv-v9"),
-    (["train", "--env", "FrozenLake-v1", "--algo", "ppo", "--steps", "100"], "Discrete"),
-    (["train", "--env", "Taxi-v3", "--algo", "dqn", "--steps", "100"], "Taxi-v3"),
+    (["train", "--env", SEQUENCE_OBS, "--algo", "ppo", "--steps", "100"],
+     "Sequence(Discrete(2), stack=False) is not a Box and does not flatten into one"),
     (["train", "--env", "CartPole-v1", "--algo", "ppo", "--steps", "-5"], "--steps"),
     (["train", "--env", "Pendulum-v1", "--algo", "dqn", "--steps", "100"], "Discrete action"),
     (["train", "--env", "CartPole-v1", "--algo", "sac", "--steps", "100"], "Box action"),
@@ -299,10 +321,36 @@ def test_train_refuses_a_replay_buffer_larger_than_memory():
                         frames)
 
 
-def test_frozenlake_message_names_env_and_space(tmp_path, capsys):
-    rc, _, err = run_cli(capsys, "train", "--env", "FrozenLake-v1", "--algo", "ppo",
-                         "--out", tmp_path / "x.npz")
-    assert rc == 2 and "FrozenLake-v1" in err and "Discrete(16)" in err
+def test_flat_observations_are_gymnasiums_one_hot_flattening():
+    """Discrete parts of an observation reach the network one-hot (Blackjack's Tuple of three
+    Discrete spaces: 32 + 11 + 2 inputs, one set in each part); Box envs are left alone."""
+    env = make_env("Blackjack-v1", 0)()
+    assert env.observation_space.shape == (45,)
+    for seed in range(5):
+        obs, _ = env.reset(seed=seed)
+        raw = env.unwrapped._get_obs()
+        parts = np.split(obs, [32, 43])
+        assert [int(np.flatnonzero(q)[0]) for q in parts] == [int(v) for v in raw]
+        assert [int(q.sum()) for q in parts] == [1, 1, 1]
+    assert make_env("CartPole-v1", 0)().observation_space.shape == (4,)
+
+
+def test_discrete_observations_train_and_verify_on_the_hardware(tmp_path, capsys):
+    """A task with Discrete observations (FrozenLake: 16 states) trains on their one-hot
+    vectors, quantizes, and runs closed-loop on the generated Verilog bit for bit."""
+    dense, quant = tmp_path / "fl.npz", tmp_path / "flq.npz"
+    rc, _, err = run_cli(capsys, "train", "--env", "FrozenLake-v1", "--algo", "dqn", "--steps",
+                         "600", "--seed", "1", "--out", dense, "--no-progress")
+    assert rc == 0, err
+    m = load_model(dense)
+    assert m.config.n_in == 16 and m.meta["observation_space"]["shape"] == [16]
+    rc, _, err = run_cli(capsys, "quantize", "--model", dense, "--out", quant)
+    assert rc == 0, err
+    rc, out, err = run_cli(capsys, "verify", "--model", quant, "--episodes", "3", "--lanes", "3",
+                           "--json", tmp_path / "v.json")
+    assert rc == 0, err + out
+    v = json.loads((tmp_path / "v.json").read_text())
+    assert v["mismatches"] == 0 and v["steps"] >= 3, v
 
 
 @pytest.mark.parametrize("sparsity", ["1.0", "-0.1", "1.5"])

@@ -34,12 +34,13 @@ def register(sub):
         description="Train a ReLU MLP policy with stable-baselines3 on the CPU or a GPU (seeded, "
                     "one torch thread), checkpoint it into OUT.ckpt/ as it goes, save the SB3 "
                     "model beside OUT (OUT-stem.sb3.zip, needed by `deltanet prune`) and export "
-                    "the float policy to OUT. Envs need a Box observation space and a Discrete or "
-                    "Box action space. Hyper-parameters come from rl-zoo3's tuned files (the "
-                    "rl_zoo3 package's hyperparams/<algo>.yml) for every env they cover "
-                    "(VecNormalize entries are folded into the artifact's input map; the "
-                    "activation is always ReLU), else from the algorithm's defaults; the command "
-                    "prints which.")
+                    "the float policy to OUT. Envs need a Discrete or Box action space and a Box "
+                    "observation space or one gymnasium flattens (Discrete, Tuple, Dict, ...: the"
+                    " network sees the one-hot flat vector). Hyper-parameters come from rl-zoo3's"
+                    " tuned files (the rl_zoo3 package's hyperparams/<algo>.yml) for every env "
+                    "they cover (VecNormalize entries are folded into the artifact's input map; "
+                    "the activation is always ReLU), else from the algorithm's defaults; the "
+                    "command prints which.")
     p.add_argument("--env", required=True, help="gymnasium env id, e.g. CartPole-v1")
     p.add_argument("--algo", required=True, choices=ALGOS, help="RL algorithm")
     p.add_argument("--steps", type=int_in(1, MAX_STEPS), default=None,
