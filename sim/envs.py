@@ -17,13 +17,16 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["FRAME_STACK", "MAX_EVAL_STEPS", "ChwFrameStack", "channels_first", "check_atari",
-           "check_model_fits_env", "check_supported", "flat_observations", "is_atari",
-           "is_channels_last_image", "make_env", "make_eval_env", "register_atari",
-           "space_to_dict"]
+__all__ = ["DEFAULT_MAX_EPISODE_STEPS", "FRAME_STACK", "MAX_EVAL_STEPS", "ChwFrameStack",
+           "channels_first", "check_atari", "check_model_fits_env", "check_supported",
+           "flat_observations", "is_atari", "is_channels_last_image", "make_env",
+           "make_eval_env", "register_atari", "space_to_dict", "time_limited"]
 
 #: Agent-step cap of an evaluation game (27,000 steps x frame skip 4 = 108,000 frames).
 MAX_EVAL_STEPS = 27_000
+#: Step cap of an episode of an env registered without one: gymnasium's most common limit
+#: (MuJoCo, LunarLander, CarRacing).
+DEFAULT_MAX_EPISODE_STEPS = 1000
 FRAME_STACK = 4
 
 _ATARI_REGISTERED = False
@@ -128,13 +131,29 @@ def flat_observations(env):
     space = env.observation_space
     if isinstance(space, gym.spaces.Box) or not space.is_np_flattenable:
         return env
-    return gym.wrappers.FlattenObservation(env)
+    env = gym.wrappers.FlattenObservation(env)
+    flat = env.observation_space
+    # one-hot and small-integer vectors as bytes (a replay buffer of Taxi's 500 one-hot inputs
+    # would take 8 GB as gymnasium's int64), anything else as float32
+    small = (np.issubdtype(flat.dtype, np.integer) and bool(np.all(flat.low >= 0))
+             and bool(np.all(flat.high <= 255)))
+    return gym.wrappers.DtypeObservation(env, np.uint8 if small else np.float32)
+
+
+def time_limited(env):
+    """``env`` with at most :data:`DEFAULT_MAX_EPISODE_STEPS` steps per episode if its
+    registration sets no limit (CliffWalking), so that no episode of a policy that loops (a
+    deterministic one walking into a wall) runs forever; envs with a limit keep theirs."""
+    if env.spec is not None and env.spec.max_episode_steps is not None:
+        return env
+    return gym.wrappers.TimeLimit(env, max_episode_steps=DEFAULT_MAX_EPISODE_STEPS)
 
 
 def make_env(env_id: str, seed: int | None = None, **kwargs):
     """A thunk creating ``env_id`` (cleanrl style); the env is seeded on its first reset.
-    Image observations come channel-first (:func:`channels_first`); non-Box observations come
-    flattened (:func:`flat_observations`)."""
+    Image observations come channel-first (:func:`channels_first`), non-Box observations
+    flattened (:func:`flat_observations`), and an env registered without a step limit gets one
+    (:func:`time_limited`)."""
 
     def thunk():
         if is_atari(env_id):  # the paper's Atari setting: whole games
@@ -147,7 +166,7 @@ def make_env(env_id: str, seed: int | None = None, **kwargs):
             env = gym.make(env_id, **kwargs)
         except gym.error.Error as e:
             raise ValueError(f"cannot make gymnasium env {env_id!r}: {e}") from None
-        env = flat_observations(channels_first(env))
+        env = flat_observations(channels_first(time_limited(env)))
         env.action_space.seed(seed)
         return env
 

@@ -325,7 +325,7 @@ def test_flat_observations_are_gymnasiums_one_hot_flattening():
     """Discrete parts of an observation reach the network one-hot (Blackjack's Tuple of three
     Discrete spaces: 32 + 11 + 2 inputs, one set in each part); Box envs are left alone."""
     env = make_env("Blackjack-v1", 0)()
-    assert env.observation_space.shape == (45,)
+    assert env.observation_space.shape == (45,) and env.observation_space.dtype == np.uint8
     for seed in range(5):
         obs, _ = env.reset(seed=seed)
         raw = env.unwrapped._get_obs()
@@ -333,6 +333,23 @@ def test_flat_observations_are_gymnasiums_one_hot_flattening():
         assert [int(np.flatnonzero(q)[0]) for q in parts] == [int(v) for v in raw]
         assert [int(q.sum()) for q in parts] == [1, 1, 1]
     assert make_env("CartPole-v1", 0)().observation_space.shape == (4,)
+
+
+def test_an_env_without_a_step_limit_gets_one():
+    """CliffWalking sets no step limit: a policy that walks into the wall would never end an
+    episode (train's validation, eval and verify would hang), so its episodes stop after
+    DEFAULT_MAX_EPISODE_STEPS; an env with its own limit keeps it."""
+    from deltanet.sim.envs import DEFAULT_MAX_EPISODE_STEPS
+
+    env = make_env("CliffWalking-v1", 0)()
+    env.reset(seed=0)
+    steps, done = 0, False
+    while not done:
+        _, _, term, trunc, _ = env.step(0)  # up, forever: (3, 0) -> (0, 0) and into the wall
+        steps += 1
+        done = term or trunc
+    assert not term and trunc and steps == DEFAULT_MAX_EPISODE_STEPS == 1000
+    assert make_env("Taxi-v4", 0)().spec.max_episode_steps == 200
 
 
 def test_discrete_observations_train_and_verify_on_the_hardware(tmp_path, capsys):
