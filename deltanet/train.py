@@ -207,6 +207,170 @@ def check_replay_memory(env_id: str, algo: str, kwargs: dict, obs_space) -> None
                          f"{size:,} from the hyper-parameters)")
 
 
+#: SB3 constructor arguments that ``--hyperparams`` cannot set: deltanet sets them itself
+#: (``policy_kwargs`` entries go by their own dotted keys, ``policy_kwargs.<name>``)
+RESERVED_KWARGS = frozenset({"self", "policy", "env", "seed", "device", "verbose",
+                             "policy_kwargs", "tensorboard_log", "_init_setup_model",
+                             "action_noise", "replay_buffer_class", "stats_window_size"})
+#: policy arguments that ``--hyperparams policy_kwargs.<name>`` cannot set: the exported
+#: network's shape and activation (``--net``), and what SB3 passes itself
+RESERVED_POLICY = frozenset({"self", "observation_space", "action_space", "lr_schedule",
+                             "net_arch", "activation_fn", "features_extractor_class",
+                             "features_extractor_kwargs", "optimizer_class"})
+#: the run's ``--hyperparams``, kept beside its checkpoints so that a resumed run keeps them
+OVERRIDES_FILE = "hyperparams.json"
+
+
+def parse_hyperparams(items) -> dict:
+    """``KEY=VALUE`` strings (``--hyperparams``) -> ``{KEY: value}``, VALUE a Python literal
+    (number, string, True/False/None, list, dict); ValueError names the bad one."""
+    import ast
+
+    out = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--hyperparams {item!r}: expected KEY=VALUE, e.g. "
+                             "learning_rate=5e-5 or policy_kwargs.optimizer_kwargs.eps=3.125e-4")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise ValueError(f"--hyperparams {item!r}: {text.strip()!r} is not a Python literal "
+                             "(a number, a quoted string, True/False/None, a list or a dict)"
+                             ) from None
+        if key in out:
+            raise ValueError(f"--hyperparams: {key} is given twice")
+        out[key] = value
+    return out
+
+
+def _defaults(fn) -> dict:
+    import inspect
+
+    return {k: v.default for k, v in inspect.signature(fn).parameters.items()
+            if v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)}
+
+
+def _unit(v) -> bool:
+    return 0 <= v <= 1
+
+
+#: what the SB3 arguments that SB3 would take out of range without complaint accept
+OVERRIDE_RANGES = {
+    "learning_rate": ("a number > 0", lambda v: v > 0),
+    "gamma": ("a number in [0, 1]", _unit), "gae_lambda": ("a number in [0, 1]", _unit),
+    "tau": ("a number in (0, 1]", lambda v: 0 < v <= 1),
+    "exploration_fraction": ("a number in [0, 1]", _unit),
+    "exploration_initial_eps": ("a number in [0, 1]", _unit),
+    "exploration_final_eps": ("a number in [0, 1]", _unit),
+    "clip_range": ("a number > 0", lambda v: v > 0),
+    "max_grad_norm": ("a number > 0", lambda v: v > 0),
+    "ent_coef": ("a number >= 0", lambda v: v >= 0), "vf_coef": ("a number >= 0",
+                                                               lambda v: v >= 0),
+    "batch_size": ("an integer >= 1", lambda v: v >= 1),
+    "buffer_size": ("an integer >= 1", lambda v: v >= 1),
+    "n_steps": ("an integer >= 1", lambda v: v >= 1),
+    "n_epochs": ("an integer >= 1", lambda v: v >= 1),
+    "learning_starts": ("an integer >= 0", lambda v: v >= 0),
+    "target_update_interval": ("an integer >= 1", lambda v: v >= 1),
+    "train_freq": ("an integer >= 1", lambda v: v >= 1),
+    "gradient_steps": ("an integer >= 1, or -1", lambda v: v >= 1 or v == -1),
+    "policy_delay": ("an integer >= 1", lambda v: v >= 1),
+}
+
+
+def _check_value(key: str, value, default) -> None:
+    """A value of the kind the argument's default has (a number for a number, an integer for
+    an integer, a bool for a bool; a ``lin_<x>`` schedule string where rl-zoo3 allows one),
+    inside :data:`OVERRIDE_RANGES`."""
+    what = None
+    name = key.rsplit(".", 1)[-1]
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            what = "True or False"
+    elif name == "train_freq" and isinstance(value, (list, tuple)):  # SB3's (n, unit)
+        if not (len(value) == 2 and isinstance(value[0], int) and value[0] >= 1
+                and value[1] in ("step", "episode")):
+            what = 'an integer >= 1, or [n, "step"] or [n, "episode"]'
+    elif isinstance(default, (int, float)):
+        if name in SCHEDULE_KEYS and isinstance(value, str) and value.startswith("lin_"):
+            schedule(value, name)  # ValueError if the rate is not a number
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not np.isfinite(value):
+            what = "a finite number"
+        elif isinstance(default, int) and not isinstance(value, int):
+            what = "an integer"
+        elif name in OVERRIDE_RANGES and not OVERRIDE_RANGES[name][1](value):
+            what = OVERRIDE_RANGES[name][0]
+    if what is not None:
+        raise ValueError(f"--hyperparams {key}={value!r}: {key} takes {what} (default "
+                         f"{default!r})")
+
+
+def check_overrides(algo: str, overrides: dict, atari: bool = False) -> None:
+    """Refuse ``--hyperparams`` keys that are no SB3 constructor argument of ``algo`` (or of its
+    policy, ``policy_kwargs.<name>``, or of its Adam, ``policy_kwargs.optimizer_kwargs.<name>``)
+    and values of the wrong kind; ValueError naming the key and what is allowed."""
+    import torch
+
+    cls = algo_class(algo)
+    top = {k: v for k, v in _defaults(cls.__init__).items() if k not in RESERVED_KWARGS}
+    policy = cls.policy_aliases["CnnPolicy" if atari else "MlpPolicy"]
+    pol = {k: v for k, v in _defaults(policy.__init__).items() if k not in RESERVED_POLICY}
+    adam = {k: v for k, v in _defaults(torch.optim.Adam.__init__).items()
+            if k not in ("self", "params", "lr")}
+    name = algo.upper()
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if parts[0] != "policy_kwargs":
+            if len(parts) > 1 or key not in top:
+                raise ValueError(f"--hyperparams {key}: not a {name} argument deltanet lets you "
+                                 f"set; {name} takes {', '.join(sorted(top))}, and "
+                                 "policy_kwargs.<name>")
+            _check_value(key, value, top[key])
+        elif len(parts) == 2 and parts[1] in pol and parts[1] != "optimizer_kwargs":
+            _check_value(key, value, pol[parts[1]])
+        elif len(parts) == 3 and parts[1] == "optimizer_kwargs" and parts[2] in adam:
+            _check_value(key, value, adam[parts[2]])
+        else:
+            raise ValueError(
+                f"--hyperparams {key}: not a policy argument deltanet lets you set; "
+                f"policy_kwargs.<name> takes {', '.join(sorted(set(pol) - {'optimizer_kwargs'}))}"
+                f", and policy_kwargs.optimizer_kwargs.<name> Adam's "
+                f"{', '.join(sorted(adam))}")
+
+
+def apply_overrides(hp: dict, overrides: dict) -> None:
+    """Put ``overrides`` (checked by :func:`check_overrides`) into ``hp``: SB3 arguments into
+    ``kwargs``, ``policy_kwargs.<a>.<b>`` into the nested ``policy_kwargs``."""
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if parts[0] != "policy_kwargs":
+            # SB3 takes train_freq's (n, unit) as a tuple only (a literal list as rl-zoo3 does)
+            hp["kwargs"][key] = tuple(value) if key == "train_freq" and isinstance(
+                value, list) else value
+            continue
+        d = hp["policy_kwargs"]
+        for part in parts[1:-1]:
+            d = d.setdefault(part, {})
+        d[parts[-1]] = value
+
+
+def run_overrides(folder: Path, given: dict, resume: bool) -> dict:
+    """The ``--hyperparams`` of the run in ``folder``: a fresh run's, or those a resumed run
+    started with (kept in ``OVERRIDES_FILE``); a resumed run given other ones is refused."""
+    import json
+
+    path = folder / OVERRIDES_FILE
+    stored = json.loads(path.read_text())["overrides"] if resume and path.exists() else None
+    if stored is not None and given and given != stored:
+        raise ValueError(f"--hyperparams: {folder} was trained with --hyperparams "
+                         f"{' '.join(f'{k}={v!r}' for k, v in stored.items())}; a resumed run "
+                         "keeps them (give the same ones, or none)")
+    return stored if stored is not None else dict(given)
+
+
 def _kwargs(hp: dict) -> dict:
     """The SB3 constructor kwargs of ``hp``: ``lin_X`` schedules as functions."""
     return {k: (schedule(v, k) if k in SCHEDULE_KEYS else v) for k, v in hp["kwargs"].items()}
@@ -498,7 +662,13 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
         if list(net_arch) != hp["net_arch"]:
             log(f"  note: net {list(net_arch)} instead of {hp['net_arch']} (--net)")
         hp["net_arch"] = list(net_arch)
-    hp["kwargs"].update(overrides or {})
+    out = Path(out)
+    folder = ckpt_dir(out)
+    overrides = run_overrides(folder, overrides or {}, resume)
+    check_overrides(algo, overrides, atari)
+    apply_overrides(hp, overrides)
+    for key, value in overrides.items():
+        log(f"  note: {key}={value!r} (--hyperparams)")
     if steps is not None and steps != hp["steps"]:
         log(f"  note: {steps:,} env steps instead of {hp['steps']:,} (--steps)")
     steps = steps or hp["steps"]
@@ -508,8 +678,6 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
             log(f"  note: {algo.upper()} collects whole rollouts of {rollout:,} env steps "
                 f"({hp['n_envs']} envs x n_steps {rollout // hp['n_envs']:,}): it trains "
                 f"{-(-steps // rollout) * rollout:,} env steps for {steps:,}")
-    out = Path(out)
-    folder = ckpt_dir(out)
     every = checkpoint_every or max(1000, steps // 10)
     torch.set_num_threads(1)
     cls = algo_class(algo)
@@ -556,8 +724,15 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
             noise = action_noise(hp["noise"], env.action_space)
             if noise is not None:
                 kwargs["action_noise"] = noise
-        model = cls(policy, env, seed=seed, device=device, verbose=0,
-                    policy_kwargs=policy_kwargs, **kwargs)
+        try:
+            model = cls(policy, env, seed=seed, device=device, verbose=0,
+                        policy_kwargs=policy_kwargs, **kwargs)
+        except (ValueError, TypeError, AssertionError) as e:
+            env.close()
+            if not overrides:
+                raise
+            raise ValueError(f"--hyperparams: {algo.upper()} refused them "
+                             f"({type(e).__name__}: {e})") from None
         remaining = steps
         reset = True
     log(f"training {env_id} with {algo.upper()} for {steps:,} env steps, net "
@@ -566,6 +741,10 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
     if not resume:  # a fresh run: a best policy of an earlier run does not count
         for p in best_paths(folder):
             p.unlink(missing_ok=True)
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / OVERRIDES_FILE).write_text(json.dumps({"overrides": overrides}, indent=1) + "\n")
     if remaining > 0:
         from stable_baselines3.common.callbacks import CallbackList
 
@@ -585,8 +764,6 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
     selected = None
     best_zip, best_vn, best_json = best_paths(folder)
     if keep == "best" and eval_episodes > 0 and best_json.exists() and best_zip.exists():
-        import json
-
         selected = json.loads(best_json.read_text())
         if selected["steps"] != trained_steps:
             log(f"keeping the best validated policy: {selected['steps']:,} steps, mean return "
@@ -607,6 +784,8 @@ def train(env_id: str, algo: str, steps: int | None, seed: int, out, *, resume: 
         "sb3_zip": zpath.name, "train_seconds": round(time.time() - t0, 1),
         "resumed": ck is not None, "versions": versions(),
     }
+    if overrides:
+        provenance["hyperparams_overrides"] = overrides
     if selected is not None:
         provenance["selected"] = {"policy_steps": selected["steps"],
                                   "validation_mean_return": selected["mean_return"],

@@ -30,9 +30,11 @@ from pathlib import Path
 def pack(zip_path: Path, dest: Path) -> int:
     """Pack checkpoint ``zip_path`` (``model_<steps>.zip``, or an artifact ``<out>.npz``: the
     newest checkpoint in its ``<out>.ckpt/``) into ``dest``; returns its step count."""
+    import json
+
     import torch
 
-    from deltanet.train import _CKPT_RE, ckpt_dir, latest_checkpoint
+    from deltanet.train import _CKPT_RE, OVERRIDES_FILE, ckpt_dir, latest_checkpoint
 
     if zip_path.suffix == ".npz":
         found = latest_checkpoint(ckpt_dir(zip_path))
@@ -50,20 +52,29 @@ def pack(zip_path: Path, dest: Path) -> int:
     steps = int(m.group(1))
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name("." + dest.name + ".tmp")
-    torch.save({"steps": steps, "q_net": q_net}, tmp)
+    # the run's --hyperparams travel with it, so that the unpacked run resumes with them
+    hp_file = zip_path.parent / OVERRIDES_FILE
+    overrides = json.loads(hp_file.read_text())["overrides"] if hp_file.exists() else {}
+    torch.save({"steps": steps, "q_net": q_net, "overrides": overrides}, tmp)
     tmp.replace(dest)
     print(f"packed {zip_path} ({steps:,} steps) -> {dest} ({dest.stat().st_size:,} bytes)")
     return steps
 
 
 def unpack(src: Path, env_id: str, out: Path, seed: int, overrides: dict | None = None) -> Path:
-    """Rebuild a resumable checkpoint from packed Q-network weights; ``overrides`` replace
-    hyper-parameters of the DQN it builds (a test's small replay buffer)."""
+    """Rebuild a resumable checkpoint from packed Q-network weights, with the ``--hyperparams``
+    the run was trained with (kept beside the checkpoint, as ``deltanet train`` keeps them);
+    ``overrides`` replace those (a test's small replay buffer)."""
+    import json
+
     import torch
     from stable_baselines3 import DQN
 
     from deltanet.train import (
+        OVERRIDES_FILE,
         _kwargs,
+        apply_overrides,
+        check_overrides,
         ckpt_dir,
         hyperparams,
         make_vec_env,
@@ -72,7 +83,9 @@ def unpack(src: Path, env_id: str, out: Path, seed: int, overrides: dict | None 
 
     packed = torch.load(src, map_location="cpu", weights_only=True)
     hp = hyperparams(env_id, "dqn", log=lambda *_: None)
-    hp["kwargs"].update(overrides or {})
+    overrides = dict(packed.get("overrides", {}) if overrides is None else overrides)
+    check_overrides("dqn", overrides, atari=True)
+    apply_overrides(hp, overrides)
     env = make_vec_env(env_id, hp["n_envs"], seed, None)
     model = DQN("CnnPolicy", env, seed=seed, device="cpu", verbose=0,
                 policy_kwargs=hp["policy_kwargs"], **_kwargs(hp))
@@ -83,6 +96,7 @@ def unpack(src: Path, env_id: str, out: Path, seed: int, overrides: dict | None 
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / f"model_{packed['steps']}.zip"
     save_sb3_atomic(model, dest)
+    (folder / OVERRIDES_FILE).write_text(json.dumps({"overrides": overrides}, indent=1) + "\n")
     env.close()
     print(f"unpacked {src} -> {dest} ({packed['steps']:,} steps; resume with "
           f"`deltanet train --env {env_id} --algo dqn --out {out} --resume`)")

@@ -155,7 +155,9 @@ def test_a_packed_checkpoint_travels_and_resumes(tmp_path):
     assert tool.pack(tmp_path / "a.npz", tmp_path / "c" / "a.pt") == 200
     assert (tmp_path / "c" / "a.pt").read_bytes() == (tmp_path / "a.pt").read_bytes()
     assert (tmp_path / "a.pt").stat().st_size < zpath.stat().st_size / 1.9
-    dest = tool.unpack(tmp_path / "a.pt", GAME, tmp_path / "b.npz", 0, overrides=small)
+    # the run's --hyperparams travel with it and are the unpacked run's
+    assert torch.load(tmp_path / "a.pt", weights_only=True)["overrides"] == small
+    dest = tool.unpack(tmp_path / "a.pt", GAME, tmp_path / "b.npz", 0)
     a, b = DQN.load(zpath, device="cpu"), DQN.load(dest, device="cpu")
     x = torch.randint(0, 256, (2, 4, 84, 84)).float()
     assert b.num_timesteps == 200

@@ -293,12 +293,59 @@ if SEQUENCE_OBS not in gym.registry:
     (["train", "--env", "CartPole-v1", "--algo", "sac", "--steps", "100"], "Box action"),
     (["train", "--env", "ALE/Pong-v5", "--algo", "dqn", "--steps", "100"],
      "use --env PongNoFrameskip-v4"),
+    (["train", "--env", "CartPole-v1", "--algo", "dqn", "--hyperparams", "foo=1"],
+     "--hyperparams foo: not a DQN argument deltanet lets you set; DQN takes batch_size,"),
+    (["train", "--env", "CartPole-v1", "--algo", "ppo", "--hyperparams", "batch_size=0"],
+     "--hyperparams batch_size=0: batch_size takes an integer >= 1 (default 64)"),
+    (["train", "--env", "CartPole-v1", "--algo", "ppo", "--hyperparams", "gamma=abc"],
+     "'abc' is not a Python literal"),
+    (["train", "--env", "CartPole-v1", "--algo", "ppo", "--hyperparams", "gamma"],
+     "--hyperparams 'gamma': expected KEY=VALUE"),
+    (["train", "--env", "CartPole-v1", "--algo", "sac", "--hyperparams", "tau=0"], "Box action"),
+    (["train", "--env", "Pendulum-v1", "--algo", "sac", "--hyperparams", "tau=0"],
+     "tau takes a number in (0, 1]"),
+    (["train", "--env", "CartPole-v1", "--algo", "ppo", "--hyperparams",
+      "policy_kwargs.net_arch=[8]"], "policy_kwargs.net_arch: not a policy argument"),
+    (["train", "--env", "CartPole-v1", "--algo", "ppo", "--hyperparams",
+      "policy_kwargs.optimizer_kwargs.eps=-1e-3e"], "not a Python literal"),
+    (["train", "--env", "CartPole-v1", "--algo", "ppo", "--hyperparams",
+      "policy_kwargs.optimizer_kwargs.eps=True"], "eps takes a finite number"),
 ])
 def test_train_refuses_bad_arguments(argv, needle, tmp_path, capsys):
     rc, _, err = run_cli(capsys, *argv, "--out", tmp_path / "x.npz", "--no-progress")
     assert rc == 2
     assert needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_train_hyperparams_reach_sb3_and_stay_with_a_resumed_run(tmp_path, capsys):
+    """--hyperparams replace SB3 arguments and the policy's Adam arguments, are recorded in the
+    provenance, and a resumed run keeps those it started with (and refuses others)."""
+    from stable_baselines3 import DQN
+
+    out = tmp_path / "cp.npz"
+    base = ["train", "--env", "CartPole-v1", "--algo", "dqn", "--out", out,
+            "--checkpoint-every", "300", "--eval-episodes", "0", "--no-progress"]
+    rc, _, err = run_cli(capsys, *base, "--steps", "300", "--hyperparams", "learning_rate=5e-4",
+                         "policy_kwargs.optimizer_kwargs.eps=3.125e-4", 'train_freq=[2,"step"]')
+    assert rc == 0, err
+    agent = DQN.load(tmp_path / "cp.sb3.zip", device="cpu")
+    assert agent.policy.optimizer.defaults["eps"] == 3.125e-4 and agent.learning_rate == 5e-4
+    assert agent.train_freq.frequency == 2
+    want = {"learning_rate": 5e-4, "policy_kwargs.optimizer_kwargs.eps": 3.125e-4,
+            "train_freq": [2, "step"]}
+    assert load_model(out).meta["provenance"]["hyperparams_overrides"] == want
+    rc, _, err = run_cli(capsys, *base, "--steps", "600", "--resume")
+    assert rc == 0, err
+    prov = load_model(out).meta["provenance"]
+    assert prov["steps"] == 600 and prov["hyperparams_overrides"] == want
+    assert prov["hyperparams"]["learning_rate"] == 5e-4
+    assert DQN.load(tmp_path / "cp.sb3.zip").policy.optimizer.defaults["eps"] == 3.125e-4
+    before = out.read_bytes()
+    rc, _, err = run_cli(capsys, *base, "--steps", "900", "--resume", "--hyperparams",
+                         "learning_rate=1e-3")
+    assert rc == 2 and "a resumed run keeps them" in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == before
 
 
 def test_train_refuses_a_replay_buffer_larger_than_memory():

@@ -22,6 +22,7 @@ from ..train import (
     EVAL_EPISODES,
     VALIDATION_SEED,
     ckpt_dir,
+    parse_hyperparams,
     sb3_paths,
     train,
     vecnormalize_path,
@@ -69,6 +70,13 @@ def register(sub):
     p.add_argument("--time-limit", type=float_in(1, 1e7), default=None, metavar="SECONDS",
                    help="stop after SECONDS of training with a checkpoint (continue with "
                         "--resume) and export the policy reached")
+    p.add_argument("--hyperparams", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="replace hyper-parameters, as rl-zoo3's --hyperparams does: an SB3 "
+                        "argument of the algorithm (learning_rate=5e-5, exploration_fraction=0.3),"
+                        " a policy argument (policy_kwargs.ortho_init=False) or one of its Adam's"
+                        " (policy_kwargs.optimizer_kwargs.eps=3.125e-4); VALUE is a Python "
+                        "literal. Recorded in the artifact's provenance; a resumed run keeps "
+                        "those it started with")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -90,7 +98,12 @@ def run(args) -> int:
 
         if not torch.cuda.is_available():
             raise CliError("--device cuda: torch sees no CUDA device on this machine")
+    try:
+        overrides = parse_hyperparams(args.hyperparams or [])
+    except ValueError as e:
+        raise CliError(str(e)) from None
     train(args.env, args.algo, args.steps, args.seed, args.out, resume=args.resume,
+          overrides=overrides,
           progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
           net_arch=args.net, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
           keep=args.keep, device=args.device, time_limit=args.time_limit)
