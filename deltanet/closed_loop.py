@@ -4,6 +4,7 @@ on the event-driven core (:class:`hw.core.DeltaCore`)."""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,10 @@ def mutate(model: Model, what: str) -> Model:
 
 def work_dir(model: Model, lanes: int, tag: str, root: Path = Path("build")) -> Path:
     key = hashlib.sha256(f"{model.meta.get('checksum')}:{lanes}:{tag}".encode()).hexdigest()[:12]
-    return root / "closed_loop" / f"{model.meta.get('env_id', 'model').replace('/', '_')}-" \
-        f"L{lanes}-{tag}-{key}"
+    # only letters, digits, "._-" from the env id: a "/" (ALE/Pong-v5) would nest folders and
+    # a ":" (module:Name-v0) breaks the Makefile dependencies of the simulator build
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", str(model.meta.get("env_id") or "model"))
+    return root / "closed_loop" / f"{name}-L{lanes}-{tag}-{key}"
 
 
 def run(model_path, *, lanes: int, sim: str, episodes: int, seed: int, max_steps: int = 0,

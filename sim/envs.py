@@ -224,5 +224,7 @@ def check_model_fits_env(model, env) -> None:
             raise ValueError(f"{where}: the network has {cfg.n_out} outputs but {name} actions "
                              f"have {int(np.prod(act.shape))} values")
     want = model.meta.get("env_id")
-    if want and env.spec is not None and want != env.spec.id:
+    # "module:Name-v0" (gymnasium imports the module that registers the env first) makes an
+    # env whose spec id is "Name-v0"
+    if want and env.spec is not None and want.rpartition(":")[2] != env.spec.id:
         raise ValueError(f"{where}: the model was built for {want!r}, not {env.spec.id!r}")

@@ -399,6 +399,54 @@ def test_an_env_without_a_step_limit_gets_one():
     assert make_env("Taxi-v4", 0)().spec.max_episode_steps == 200
 
 
+USER_ENVS = """
+import gymnasium as gym
+import numpy as np
+
+
+class Matrix(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3, 4), np.float64)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.o = 0, self.np_random.uniform(-1, 1, (3, 4))
+        return self.o, {}
+
+    def step(self, action):
+        reward = float(int(action) == int(self.o[0, 0] > 0))
+        self.t, self.o = self.t + 1, self.np_random.uniform(-1, 1, (3, 4))
+        return self.o, reward, False, self.t >= 20, {}
+
+
+gym.register("DeltanetMatrix-v0", entry_point=Matrix)
+"""
+
+
+def test_an_env_from_the_users_own_module_runs_on_the_hardware(tmp_path, capsys, monkeypatch):
+    """An env registered by a module of the user's, named ``module:Name-v0`` as gymnasium
+    allows, trains and runs closed-loop on the generated Verilog: the simulator's process
+    imports the module too (from PYTHONPATH), and its 3 x 4 matrix observations reach the
+    network as 12 inputs."""
+    (tmp_path / "user_envs.py").write_text(USER_ENVS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p))
+    dense, quant = tmp_path / "m.npz", tmp_path / "mq.npz"
+    rc, _, err = run_cli(capsys, "train", "--env", "user_envs:DeltanetMatrix-v0", "--algo",
+                         "ppo", "--steps", "256", "--eval-episodes", "0", "--out", dense,
+                         "--no-progress")
+    assert rc == 0, err
+    assert load_model(dense).config.n_in == 12
+    rc, _, err = run_cli(capsys, "quantize", "--model", dense, "--out", quant)
+    assert rc == 0, err
+    rc, out, err = run_cli(capsys, "verify", "--model", quant, "--episodes", "2", "--lanes", "2",
+                           "--json", tmp_path / "v.json")
+    assert rc == 0, err + out
+    v = json.loads((tmp_path / "v.json").read_text())
+    assert v["mismatches"] == 0 and v["steps"] == 40, v
+
+
 def test_discrete_observations_train_and_verify_on_the_hardware(tmp_path, capsys):
     """A task with Discrete observations (FrozenLake: 16 states) trains on their one-hot
     vectors, quantizes, and runs closed-loop on the generated Verilog bit for bit."""
