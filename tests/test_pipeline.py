@@ -399,6 +399,18 @@ def test_an_env_without_a_step_limit_gets_one():
     assert make_env("Taxi-v4", 0)().spec.max_episode_steps == 200
 
 
+def quantize_and_verify(capsys, dense, *, episodes: int, lanes: int) -> dict:
+    """Quantize the float artifact ``dense`` and verify it closed-loop on Verilator; verify's
+    JSON report."""
+    quant, report = dense.with_name("q_" + dense.name), dense.with_name("verify.json")
+    rc, _, err = run_cli(capsys, "quantize", "--model", dense, "--out", quant)
+    assert rc == 0, err
+    rc, out, err = run_cli(capsys, "verify", "--model", quant, "--episodes", str(episodes),
+                           "--lanes", str(lanes), "--json", report)
+    assert rc == 0, err + out
+    return json.loads(report.read_text())
+
+
 USER_ENVS = """
 import gymnasium as gym
 import numpy as np
@@ -432,36 +444,26 @@ def test_an_env_from_the_users_own_module_runs_on_the_hardware(tmp_path, capsys,
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p))
-    dense, quant = tmp_path / "m.npz", tmp_path / "mq.npz"
+    dense = tmp_path / "m.npz"
     rc, _, err = run_cli(capsys, "train", "--env", "user_envs:DeltanetMatrix-v0", "--algo",
                          "ppo", "--steps", "256", "--eval-episodes", "0", "--out", dense,
                          "--no-progress")
     assert rc == 0, err
     assert load_model(dense).config.n_in == 12
-    rc, _, err = run_cli(capsys, "quantize", "--model", dense, "--out", quant)
-    assert rc == 0, err
-    rc, out, err = run_cli(capsys, "verify", "--model", quant, "--episodes", "2", "--lanes", "2",
-                           "--json", tmp_path / "v.json")
-    assert rc == 0, err + out
-    v = json.loads((tmp_path / "v.json").read_text())
+    v = quantize_and_verify(capsys, dense, episodes=2, lanes=2)
     assert v["mismatches"] == 0 and v["steps"] == 40, v
 
 
 def test_discrete_observations_train_and_verify_on_the_hardware(tmp_path, capsys):
     """A task with Discrete observations (FrozenLake: 16 states) trains on their one-hot
     vectors, quantizes, and runs closed-loop on the generated Verilog bit for bit."""
-    dense, quant = tmp_path / "fl.npz", tmp_path / "flq.npz"
+    dense = tmp_path / "fl.npz"
     rc, _, err = run_cli(capsys, "train", "--env", "FrozenLake-v1", "--algo", "dqn", "--steps",
                          "600", "--seed", "1", "--out", dense, "--no-progress")
     assert rc == 0, err
     m = load_model(dense)
     assert m.config.n_in == 16 and m.meta["observation_space"]["shape"] == [16]
-    rc, _, err = run_cli(capsys, "quantize", "--model", dense, "--out", quant)
-    assert rc == 0, err
-    rc, out, err = run_cli(capsys, "verify", "--model", quant, "--episodes", "3", "--lanes", "3",
-                           "--json", tmp_path / "v.json")
-    assert rc == 0, err + out
-    v = json.loads((tmp_path / "v.json").read_text())
+    v = quantize_and_verify(capsys, dense, episodes=3, lanes=3)
     assert v["mismatches"] == 0 and v["steps"] >= 3, v
 
 
