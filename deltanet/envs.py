@@ -6,10 +6,16 @@ nothing from ``deltanet``); re-exported here for the RL side, with :func:`check_
 
 from __future__ import annotations
 
-from deltanet.sim.envs import check_model_fits_env, check_supported, make_env, space_to_dict
+from deltanet.sim.envs import (
+    ale_setting_id,
+    check_model_fits_env,
+    check_supported,
+    make_env,
+    space_to_dict,
+)
 
-__all__ = ["check_model_env", "check_model_fits_env", "check_supported", "make_env",
-           "space_to_dict"]
+__all__ = ["ale_setting_id", "check_model_env", "check_model_fits_env", "check_supported",
+           "make_env", "space_to_dict"]
 
 
 def check_model_env(model) -> None:

@@ -56,7 +56,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from .envs import check_supported, make_env
+from .envs import ale_setting_id, check_supported, make_env
 from .importers import load_vecnormalize
 from .progress import shown
 from .versions import versions
@@ -165,12 +165,12 @@ def check_env_algo(env_id: str, algo: str) -> None:
         check_atari(env_id)
         hyperparams(env_id, algo)  # refuses non-DQN algorithms
         return
-    if env_id.startswith("ALE/"):
-        game = env_id[4:].split("-")[0]
+    paper_id = ale_setting_id(env_id)
+    if paper_id is not None:
         raise ValueError(f"{env_id}: deltanet trains Atari games in the Nature-DQN setting of "
-                         f"{game}NoFrameskip-v4 (frame skip 4, 84x84 grey, 4 frames stacked); "
-                         f"{env_id} would train on raw 210x160x3 frames with sticky actions: "
-                         f"use --env {game}NoFrameskip-v4")
+                         f"{paper_id} (frame skip 4, 84x84 grey, 4 frames stacked); "
+                         f"{env_id} would train on raw 210x160x3 frames with other frame skips "
+                         f"or sticky actions: use --env {paper_id}")
     env = make_env(env_id)()
     try:
         check_supported(env)

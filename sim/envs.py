@@ -18,9 +18,9 @@ import gymnasium as gym
 import numpy as np
 
 __all__ = ["DEFAULT_MAX_EPISODE_STEPS", "FRAME_STACK", "MAX_EVAL_STEPS", "ChwFrameStack",
-           "channels_first", "check_atari", "check_model_fits_env", "check_supported",
-           "flat_observations", "is_atari", "is_channels_last_image", "make_env",
-           "make_eval_env", "register_atari", "space_to_dict", "time_limited"]
+           "ale_setting_id", "channels_first", "check_atari", "check_model_fits_env",
+           "check_supported", "flat_observations", "is_atari", "is_channels_last_image",
+           "make_env", "make_eval_env", "register_atari", "space_to_dict", "time_limited"]
 
 #: Agent-step cap of an evaluation game (27,000 steps x frame skip 4 = 108,000 frames).
 MAX_EVAL_STEPS = 27_000
@@ -80,6 +80,23 @@ class ChwFrameStack(gym.Wrapper):
         self.frames[:-1] = self.frames[1:]
         self.frames[-1] = obs.reshape(self.h, self.w)
         return self._obs(), r, term, trunc, info
+
+
+def ale_setting_id(env_id: str) -> str | None:
+    """For an ale-py id of a game in another setting than the paper's (``ALE/Breakout-v5``,
+    ``Breakout-v4``, ``BreakoutNoFrameskip-v0``: raw frames, sticky or random frame skips), the
+    ``<Game>NoFrameskip-v4`` id of the same game; else None."""
+    if is_atari(env_id):
+        return None
+    if env_id not in gym.registry:
+        register_atari()
+    spec = gym.registry.get(env_id)
+    if spec is None or not str(spec.entry_point).startswith("ale_py"):
+        return None
+    game = spec.kwargs.get("game")
+    return next((k for k, v in gym.registry.items() if is_atari(k)
+                 and str(v.entry_point).startswith("ale_py") and v.kwargs.get("game") == game),
+                None)
 
 
 def make_eval_env(env_id: str, max_steps: int = MAX_EVAL_STEPS):
@@ -160,7 +177,7 @@ def make_env(env_id: str, seed: int | None = None, **kwargs):
             env = make_eval_env(env_id, **kwargs)
             env.action_space.seed(seed)
             return env
-        if env_id.startswith("ALE/"):
+        if env_id not in gym.registry:  # ale-py's ids (ALE/Pong-v5, Pong-v4) register late
             register_atari()
         try:
             env = gym.make(env_id, **kwargs)
