@@ -223,26 +223,60 @@ def test_sb3_policy_on_channels_last_images(tmp_path):
     check_parity(model, obs, agent.predict(hwc, deterministic=True)[0], sb3_outputs(agent, obs))
 
 
-@pytest.mark.parametrize("algo", ["PPO", "DQN"])
-def test_sb3_policy_on_discrete_observations(tmp_path, algo):
-    """SB3 feeds a Discrete observation to its policy as a one-hot vector and deltanet's envs
-    observe it as gymnasium's one-hot flattening, so an agent trained on Taxi's raw state
-    numbers (Discrete(500)) imports as a 500-input network that acts as SB3 does."""
+class Grid(gym.Env):
+    """Observations in a MultiDiscrete or MultiBinary space; a reward for action 1 when the
+    first value is set."""
+
+    action_space = gym.spaces.Discrete(2)
+    metadata = {"render_modes": ["rgb_array"]}  # SB3's make_vec_env asks for it
+
+    def __init__(self, space=None, render_mode=None):
+        self.observation_space = space
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.observation_space.seed(int(self.np_random.integers(2**31)))
+        self.t, self.o = 0, self.observation_space.sample()
+        return self.o, {}
+
+    def step(self, action):
+        reward = float(int(action) == int(self.o[0] > 0))
+        self.t, self.o = self.t + 1, self.observation_space.sample()
+        return self.o, reward, False, self.t >= 50, {}
+
+
+for _name, _space in (("DeltanetMultiDiscrete-v0", gym.spaces.MultiDiscrete([3, 5, 2])),
+                      ("DeltanetMultiBinary-v0", gym.spaces.MultiBinary(6))):
+    if _name not in gym.registry:
+        gym.register(_name, entry_point=Grid, kwargs={"space": _space})
+
+
+@pytest.mark.parametrize("algo, env_id, n_in", [("PPO", "Taxi-v4", 500), ("DQN", "Taxi-v4", 500),
+                                               ("PPO", "DeltanetMultiDiscrete-v0", 10),
+                                               ("A2C", "DeltanetMultiBinary-v0", 6)])
+def test_sb3_policy_on_discrete_observations(tmp_path, algo, env_id, n_in):
+    """SB3 feeds Discrete, MultiDiscrete and MultiBinary observations to its policy as (one-hot)
+    floats and deltanet's envs observe them as gymnasium's flattening, the same vector, so an
+    agent trained on the raw space (Taxi's 500 state numbers; 3 + 5 + 2 one-hot inputs; 6 bits)
+    imports as an ``n_in``-input network that acts as SB3 does."""
     from stable_baselines3.common.env_util import make_vec_env
 
-    env_id = "Taxi-v4"
     torch.manual_seed(0)
     agent = ALGOS[algo]("MlpPolicy", make_vec_env(env_id, 1, seed=0), device="cpu", seed=0,
                         policy_kwargs=dict(RELU), **TRAIN[algo])
     agent.learn(512)
-    assert agent.observation_space == gym.spaces.Discrete(500)
-    agent.save(tmp_path / "taxi.zip")
-    model = import_policy(tmp_path / "taxi.zip", env_id=env_id, log=lambda *a: None)
-    assert model.config.n_in == 500
-    obs = episode_obs(env_id,
-                      lambda o: int(agent.predict(int(np.argmax(o)), deterministic=True)[0]))
-    np.testing.assert_array_equal(obs.sum(axis=1), np.ones(len(obs)))
-    states = obs.argmax(axis=1)
+    space = agent.observation_space
+    assert not isinstance(space, gym.spaces.Box)
+    agent.save(tmp_path / "agent.zip")
+    model = import_policy(tmp_path / "agent.zip", env_id=env_id, log=lambda *a: None)
+    assert model.config.n_in == n_in
+
+    def raw(flat):  # the raw observation SB3 saw, from the flat one deltanet's env gives
+        return np.asarray(gym.spaces.unflatten(space, flat))
+
+    obs = episode_obs(env_id, lambda o: int(agent.predict(raw(o), deterministic=True)[0]))
+    assert obs.shape[1] == n_in and obs.dtype == np.uint8
+    states = np.stack([raw(o) for o in obs])
     check_parity(model, obs, agent.predict(states, deterministic=True)[0],
                  sb3_outputs(agent, states))
 
