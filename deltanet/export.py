@@ -348,6 +348,28 @@ def decoder_for(sb3_model, action_space) -> Decoder:
     return Decoder("tanh" if squash else "clip", tuple(low), tuple(high))
 
 
+def flat_space_objects(sb3_path, env_space) -> dict:
+    """``custom_objects`` for SB3's ``load`` that let an agent trained on a raw Discrete,
+    MultiDiscrete or MultiBinary observation space run on deltanet's env of the same task,
+    whose observations are that space flattened (:func:`sim.envs.flat_observations`): the
+    agent is set up on the flat Box, which its policy sees as the same (one-hot) input vector.
+    ``{}`` for an agent trained on a Box, or on a space the env does not flatten to
+    ``env_space``."""
+    import zipfile
+
+    from gymnasium import spaces
+    from stable_baselines3.common.save_util import json_to_data
+
+    with zipfile.ZipFile(sb3_path) as z:
+        data = json_to_data(z.read("data").decode())
+    saved = data.get("observation_space")
+    if not isinstance(saved, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
+        return {}
+    if spaces.flatten_space(saved).shape != env_space.shape:
+        return {}
+    return {"observation_space": env_space}
+
+
 def sb3_actor(sb3_model) -> Sb3Actor:
     """What SB3's ``predict(obs, deterministic=True)`` computes, as modules and a decoder."""
     from gymnasium import spaces

@@ -438,7 +438,7 @@ def _finetune_session(model_path, sb3_path=None, overrides: dict | None = None) 
 
     from deltanet.pysim import load_model
 
-    from .export import policy_linears
+    from .export import flat_space_objects, policy_linears
     from .train import algo_class, find_sb3, make_vec_env
 
     ss = _Session()
@@ -470,12 +470,17 @@ def _finetune_session(model_path, sb3_path=None, overrides: dict | None = None) 
         env.training = False
     # overrides: hyper-parameters for the fine-tuning (SB3 custom_objects, applied before the
     # model is set up), e.g. a shorter PPO rollout (n_steps) for more updates per env step
+    objects = {**flat_space_objects(sb3_path, env.observation_space), **(overrides or {})}
     ss.model = model = algo_class(algo).load(sb3_path, env=env, device="cpu",
-                                             custom_objects=dict(overrides or {}))
+                                             custom_objects=objects)
     model.set_random_seed(seed + 1)
-    rb = sb3_path.with_name(sb3_path.name.replace(".sb3.zip", ".sb3.replay.pkl"))
+    # the replay buffer `deltanet train` saves beside its <stem>.sb3.zip (another zip, such as
+    # an imported agent's, has none)
+    name = sb3_path.name
+    rb = (sb3_path.with_name(name[:-len(".sb3.zip")] + ".sb3.replay.pkl")
+          if name.endswith(".sb3.zip") else None)
     if hasattr(model, "replay_buffer"):
-        if rb.exists():
+        if rb is not None and rb.exists():
             model.load_replay_buffer(rb)
             model.learning_starts = 0
         else:

@@ -583,6 +583,28 @@ def test_cli_import_then_eval(tmp_path, capsys):
     assert main(["eval", "--model", str(q), "--episodes", "1", "--no-progress"]) == 0
 
 
+@pytest.mark.parametrize("algo, env_id", [("DQN", "CartPole-v1"), ("PPO", "Taxi-v4")])
+def test_cli_import_then_prune_with_the_sb3_agent(tmp_path, capsys, algo, env_id):
+    """`prune --sb3 agent.zip` fine-tunes the imported agent itself: a zip of any name (no
+    replay buffer beside it is looked for), and an agent trained on a raw Discrete space (set
+    up on the flat one-hot Box of deltanet's env)."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    agent = ALGOS[algo]("MlpPolicy", make_vec_env(env_id, 1, seed=0), device="cpu", seed=0,
+                        policy_kwargs=dict(RELU), **TRAIN[algo])
+    agent.learn(300)
+    agent.save(tmp_path / "agent.zip")
+    dense, pruned = tmp_path / "m.npz", tmp_path / "p.npz"
+    assert main(["import", str(tmp_path / "agent.zip"), "--env", env_id, "--out",
+                 str(dense)]) == 0
+    assert main(["prune", "--model", str(dense), "--sb3", str(tmp_path / "agent.zip"),
+                 "--sparsity", "0.5", "--finetune-steps", "256", "--eval-episodes", "2",
+                 "--out", str(pruned), "--no-progress"]) == 0, capsys.readouterr().err
+    m = load_model(pruned)
+    assert m.config.n_in == load_model(dense).config.n_in
+    assert m.meta["provenance"]["pruning"]["finetune_steps"] >= 256
+
+
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     agent = PPO("MlpPolicy", "CartPole-v1", device="cpu", seed=0)  # Tanh: refused
     agent.save(tmp_path / "tanh.zip")
