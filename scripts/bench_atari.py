@@ -165,6 +165,13 @@ def build(game: str, threshold: float, log=print) -> dict:
             "dense_q": qd, "pruned_q": qp, "pruning_how": how, "key": key}
 
 
+def overrides_text(overrides) -> str:
+    """``; with --hyperparams k=v ...`` for a run trained with some, else ``""``."""
+    if not overrides:
+        return ""
+    return "; with `--hyperparams " + " ".join(f"{k}={v!r}" for k, v in overrides.items()) + "`"
+
+
 def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
                sweep=(), epsilon: float = 0.05) -> dict:
     G = GAMES[game]
@@ -214,6 +221,7 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
         "max_steps": max_steps,
         "threshold": threshold, "epsilon": epsilon, "train_steps": prov.get("steps"),
         "train_seconds": prov.get("train_seconds"), "pruning": ms["pruning_how"],
+        "train_overrides": prov.get("hyperparams_overrides", {}),
         "sparsity_per_layer": [round(1 - float(np.mean(qp.nonzero(i, "fixed"))), 3)
                                for i in range(len(cfg.layers))],
         "sparsity": qp.sparsity("fixed"),
@@ -426,7 +434,8 @@ def markdown(results: list) -> str:
         pub = PUBLISHED.get(r["game"])
         lines += [f"## {r['game']} ({r['env_id']})", "",
                   f"Agent: SB3 DQN (Nature CNN, rl-zoo Atari hyper-parameters, learning from "
-                  f"step 20k), {r['train_steps']:,} env steps ({4 * r['train_steps']:,} "
+                  f"step 20k{overrides_text(r.get('train_overrides'))}), "
+                  f"{r['train_steps']:,} env steps ({4 * r['train_steps']:,} "
                   f"frames) of training. Pruning: "
                   f"{r['pruning']}; sparsity {r['sparsity']:.2f} (per layer "
                   f"{r['sparsity_per_layer']}). Threshold {r['threshold']} on every layer's "
