@@ -21,6 +21,11 @@ The rule (also in ``deltanet calibrate --help``)
   significant multiplications per step (plateaus are crossed: a step that does not increase
   the count is taken); a layer whose next step is not acceptable is frozen. Stops when every
   layer is frozen or when every acceptable step would increase the count.
+  Optionally (``uniform_first``; the Atari bench, where one evaluation takes minutes) a first
+  phase raises every layer together, in real units: at the coarsest-LSB layer's grid points
+  ``u``, each layer at its largest grid point ``<= u``, while that is acceptable and needs no
+  more multiplications; the greedy search then starts there. ``steps_per_octave`` sets the
+  grid's density (default 2).
 * **Held-out check**: the chosen setting must pass the same test on a second seed range
   (``200000 ...``, reference re-measured on those seeds); if it fails, the search backs off one
   grid step in one layer at a time (the passing candidate with the fewest multiplications, else
@@ -112,9 +117,12 @@ def target_return(ref: float, fraction: float) -> float:
 
 
 def evaluate(model: Model, thresholds, episodes: int, seed: int, *, mode: str = "fixed",
-             delta: bool = True) -> dict:
+             delta: bool = True, env_kwargs=None, epsilon: float = 0.0, client=None) -> dict:
+    """Mean return and multiplications of ``model`` with ``thresholds`` over ``episodes``
+    episodes from ``seed`` (:func:`deltanet.rollout.run_episodes`, whose options these are)."""
     m = model.replace(config=model.config.with_thresholds(thresholds))
-    s = run_episodes(m, episodes, seed, mode=mode, delta=delta, progress=False).summary()
+    s = run_episodes(m, episodes, seed, mode=mode, delta=delta, progress=False,
+                     env_kwargs=env_kwargs, epsilon=epsilon, client=client).summary()
     return {"mean_return": s["mean_return"], "std_return": s["std_return"],
             "significant": s["significant_mults_per_step"], "reduction": s["reduction"],
             "dense": s["dense_mults_per_step"]}
@@ -147,25 +155,32 @@ def threshold_grid(model: Model, steps_per_octave: int = 2) -> list:
 
 
 def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
-              reference: Model | None = None, max_evals: int = 400, log=print) -> tuple:
+              reference: Model | None = None, max_evals: int = 400, log=print,
+              uniform_first: bool = False, steps_per_octave: int = 2, env_kwargs=None,
+              epsilon: float = 0.0, client=None) -> tuple:
     """Returns ``(calibrated model, report)``; see the module docstring for the rule.
 
-    The report lists every evaluated candidate (``candidates``: phase, thresholds, return,
-    multiplications, status and the reason) and, apart, the rejected ones (``rejected``)."""
+    ``env_kwargs``, ``epsilon`` and ``client`` are how every episode is played and where
+    (:func:`deltanet.rollout.run_episodes`). The report lists every evaluated candidate
+    (``candidates``: phase, thresholds, return, multiplications, status and the reason) and,
+    apart, the rejected ones (``rejected``)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"--fraction must lie in (0, 1], got {fraction}")
     if episodes < MIN_EPISODES:
         raise ValueError(f"--episodes must be >= {MIN_EPISODES} for a meaningful mean, "
                          f"got {episodes}")
     t0 = time.time()
+    if steps_per_octave < 1:
+        raise ValueError(f"steps_per_octave must be >= 1, got {steps_per_octave}")
+    play = {"env_kwargs": env_kwargs, "epsilon": epsilon, "client": client}
     ref_model = reference or model
     n = len(model.config.layers)
     ref = evaluate(ref_model, [0.0] * len(ref_model.config.layers), episodes, SELECT_SEED,
-                   mode="float", delta=False)
+                   mode="float", delta=False, **play)
     target = target_return(ref["mean_return"], fraction)
     log(f"reference (float, dense updates) {ref['mean_return']:.2f} over {episodes} episodes; "
         f"target mean return >= {target:.2f}")
-    grids = threshold_grid(model)
+    grids = threshold_grid(model, steps_per_octave)
     idx = [0] * n
     cache = {}
     log_ = {}  # (phase, setting) -> candidate entry, in evaluation order
@@ -185,7 +200,7 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
     def ev(ix):
         key = tuple(ix)
         if key not in cache:
-            cache[key] = evaluate(model, thresholds(ix), episodes, SELECT_SEED)
+            cache[key] = evaluate(model, thresholds(ix), episodes, SELECT_SEED, **play)
         return cache[key]
 
     def fmt_thr(ix):
@@ -202,6 +217,30 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
     path = [(tuple(idx), cur)]
     frozen = [cur["mean_return"] < target] * n
     stop = "every layer frozen" if all(frozen) else None
+    if uniform_first and not all(frozen):
+        coarse = grids[max(range(n), key=lambda i: model.config.in_fmt(i).lsb)]
+        for u in coarse[1:]:
+            if len(cache) >= max_evals:
+                stop = f"evaluation budget reached (--max-evals {max_evals})"
+                break
+            cand = [max(k for k, g in enumerate(grids[i]) if g <= u * (1 + 1e-9))
+                    for i in range(n)]
+            if cand == idx:
+                continue
+            r = ev(cand)
+            if r["mean_return"] < target or r["significant"] > cur["significant"]:
+                why = (f"return {r['mean_return']:.2f} < target {target:.2f}"
+                       if r["mean_return"] < target else
+                       f"needs more multiplications ({r['significant']:.1f} > "
+                       f"{cur['significant']:.1f} per step)")
+                note("uniform", cand, r, "rejected", f"{why} (the uniform phase stops)")
+                log(f"  uniform {fmt_thr(cand)} rejected: {why}")
+                break
+            idx, cur = cand, r
+            note("uniform", idx, cur, "accepted", "acceptable, every layer raised together")
+            path.append((tuple(idx), cur))
+            log(f"  uniform {fmt_thr(idx)}: return {cur['mean_return']:.2f}, "
+                f"{cur['significant']:.1f} significant mults/step ({cur['reduction']:.1f}x)")
     while not all(frozen):
         if len(cache) >= max_evals:
             stop = f"evaluation budget reached (--max-evals {max_evals})"
@@ -248,14 +287,14 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
             f"{cur['significant']:.1f} significant mults/step ({cur['reduction']:.1f}x)")
     # held-out check, stepping back along the path
     ref_h = evaluate(ref_model, [0.0] * len(ref_model.config.layers), episodes, HOLDOUT_SEED,
-                     mode="float", delta=False)
+                     mode="float", delta=False, **play)
     target_h = target_return(ref_h["mean_return"], fraction)
     hcache = {}
 
     def hold(ix):
         key = tuple(ix)
         if key not in hcache:
-            hcache[key] = evaluate(model, thresholds(ix), episodes, HOLDOUT_SEED)
+            hcache[key] = evaluate(model, thresholds(ix), episodes, HOLDOUT_SEED, **play)
             h = hcache[key]
             ok = h["mean_return"] >= target_h
             note("holdout", ix, h, "passed" if ok else "rejected",
@@ -297,6 +336,8 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
                 ", ref = float dense-update return of the reference on the same seeds; "
                 "greedy per-layer search on seeds 100000+, confirmed on held-out seeds 200000+",
         "fraction": fraction, "episodes": episodes,
+        "search": {"uniform_first": uniform_first, "steps_per_octave": steps_per_octave,
+                   "max_evals": max_evals},
         "reference": {"select": ref["mean_return"], "holdout": ref_h["mean_return"],
                       "model": reference.meta.get("path") if reference is not None else "self"},
         "target": {"select": target, "holdout": target_h},

@@ -52,10 +52,18 @@ class RolloutResult:
         }
 
 
+def merge_results(parts) -> RolloutResult:
+    """One result of consecutive runs' episodes (in the given order), sums added."""
+    return RolloutResult(np.concatenate([p.returns for p in parts]),
+                         np.concatenate([p.lengths for p in parts]),
+                         {k: sum(p.sums[k] for p in parts) for k in parts[0].sums},
+                         parts[0].dense_per_layer)
+
+
 def run_episodes(model: Model, episodes: int, seed: int, *, mode: str = "fixed",
                  delta: bool = True, batch: int | None = None, progress: bool = True,
                  max_steps: int | None = None, on_step=None, env_kwargs=None,
-                 epsilon: float = 0.0) -> RolloutResult:
+                 epsilon: float = 0.0, client=None) -> RolloutResult:
     """Run ``episodes`` episodes (env ``i`` reset with seed ``seed + i``), ``batch`` at a time.
 
     ``on_step(net, active)`` is called after every network step (``active``: bool per env).
@@ -64,11 +72,23 @@ def run_episodes(model: Model, episodes: int, seed: int, *, mode: str = "fixed",
     takes a uniform random action instead of the network's. The network still steps on every
     observation; the draws come from generators seeded with the env's seed, so an episode does
     not depend on ``batch``.
+
+    ``client``: a ``dask.distributed.Client`` (:func:`deltanet.cluster.dask_client`) to split
+    the episodes into contiguous seed ranges, one per worker thread, and merge the results in
+    seed order; an episode does not depend on the split either.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    if client is not None:
+        if on_step is not None:
+            raise ValueError("on_step cannot be called from the workers of a client")
+        parts = np.array_split(np.arange(episodes), min(episodes, sum(client.nthreads().values())))
+        futures = [client.submit(run_episodes, model, len(p), seed + int(p[0]), mode=mode,
+                                 delta=delta, batch=batch, progress=False, max_steps=max_steps,
+                                 env_kwargs=env_kwargs, epsilon=epsilon) for p in parts]
+        return merge_results(client.gather(futures))
     env_id = model.meta.get("env_id")
     if not env_id:
         raise ValueError(f"{model.meta.get('path', 'model')}: no env_id in the model")

@@ -130,6 +130,13 @@ def _checksum(meta: dict, arrays: dict) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def weights_checksum(model: Model) -> str:
+    """``sha256:<hex>`` over the network (:meth:`NetworkConfig.to_dict`) and the arrays only:
+    what the model computes, whatever its provenance (a model re-exported from the same
+    weights, e.g. from a packed checkpoint, keeps it while its file ``checksum`` changes)."""
+    return _checksum({"network": model.config.to_dict()}, _arrays(model))
+
+
 def model_meta(model: Model) -> dict:
     """The JSON metadata of ``model`` (without arrays), as written into the file."""
     m = model.meta

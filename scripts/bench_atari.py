@@ -53,9 +53,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deltanet.pysim import load_model, save_model
+from deltanet.pysim import load_model, save_model, weights_checksum
 
 from deltanet.atari import PAPER_SPARSITY, make_eval_env, quantize_atari, record_frames
+from deltanet.calibrate import HOLDOUT_SEED, MIN_EPISODES, SELECT_SEED, calibrate
+from deltanet.cluster import dask_client
 from deltanet.io import write_json_atomic, write_text_atomic
 from deltanet.prune import prune_oneshot
 from deltanet.rollout import run_episodes
@@ -115,13 +117,16 @@ def best_constant(env_id: str, episodes: int, max_steps: int, epsilon: float) ->
 
 
 def models_key(game: str) -> str | None:
-    """The checksums of ``game``'s float agent and pruned model here (``oneshot`` when there is
-    no pruned model), or None when the agent is missing: what a measured result belongs to."""
+    """The weights checksums (:func:`weights_checksum`: network and arrays, not provenance) of
+    ``game``'s float agent and pruned model here (``oneshot`` when there is no pruned model), or
+    None when the agent is missing: what a measured result belongs to. An agent re-exported
+    from its packed checkpoint on another machine keeps its key."""
     src, pruned_src = RUNS / f"{game}_dqn.npz", RUNS / f"{game}_pruned.npz"
     if not src.exists():
         return None
-    pruned = load_model(pruned_src).meta["checksum"] if pruned_src.exists() else "oneshot"
-    return f"{load_model(src).meta['checksum'][:12]}-{pruned[:12]}"
+    pruned = (weights_checksum(load_model(pruned_src))[7:23] if pruned_src.exists()
+              else "oneshot")
+    return f"w:{weights_checksum(load_model(src))[7:23]}-{pruned}"
 
 
 def build(game: str, threshold: float, log=print) -> dict:
@@ -236,9 +241,59 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
     }
 
 
-def sparsity_points(game: str, episodes: int, max_steps: int, epsilon: float) -> list:
+#: the calibrated row's rule: deltanet.calibrate at 95% of the dense float score, the uniform
+#: phase first, then the greedy per-layer search one octave at a time
+CALIB = {"fraction": 0.95, "uniform_first": True, "steps_per_octave": 1, "max_evals": 30}
+ROW_FIELDS = ("mean_return", "std_return", "returns", "mean_length", "steps",
+              "dense_mults_per_step", "significant_mults_per_step", "reduction")
+
+
+def calibrated_row(game: str, ms: dict, r: dict, calib_episodes: int, client) -> dict:
+    """The combined model with per-layer thresholds chosen by :func:`calibrate` (the rule of
+    ``deltanet calibrate``, with :data:`CALIB`) on seeds 100000+ and confirmed on held-out
+    seeds 200000+, ``calib_episodes`` games each, played like the bench; then played on the
+    bench's own games (seeds 0..N-1), which the choice never saw. The search is cached in
+    ``runs/atari/calib_<game>.json`` by the models and settings."""
+    play = {"env_kwargs": {"max_steps": r["max_steps"]}, "epsilon": r.get("epsilon", 0.0)}
+    settings = {"models": ms["key"], "episodes": calib_episodes, **CALIB,
+                "max_steps": r["max_steps"], "epsilon": play["epsilon"]}
+    path = RUNS / f"calib_{game}.json"
+    rep = json.loads(path.read_text()) if path.exists() else {}
+    if rep.get("settings") != settings:
+        print(f"  {GAMES[game]}: calibrating per-layer thresholds ({calib_episodes} games per "
+              f"setting, seeds {SELECT_SEED}+, held out {HOLDOUT_SEED}+)", flush=True)
+        _, rep = calibrate(ms["pruned_q"], fraction=CALIB["fraction"], episodes=calib_episodes,
+                           reference=ms["dense"], max_evals=CALIB["max_evals"],
+                           uniform_first=CALIB["uniform_first"],
+                           steps_per_octave=CALIB["steps_per_octave"], client=client,
+                           log=lambda m: print(f"  {GAMES[game]}: {m}", flush=True), **play)
+        rep = {"settings": settings, **rep}
+        write_json_atomic(path, rep)
+    qp = ms["pruned_q"]
+    t0 = time.time()
+    s = run_episodes(qp.replace(config=qp.config.with_thresholds(rep["thresholds"])),
+                     r["episodes"], 0, mode="fixed", delta=True, progress=False, client=client,
+                     **play).summary()
+    print(f"  {GAMES[game]:14s} calibrated {s['mean_return']:8.1f} +/- {s['std_return']:6.1f} "
+          f"{s['reduction']:7.1f}x thresholds {[f'{t:.4g}' for t in rep['thresholds']]} "
+          f"({time.time() - t0:.0f} s)", flush=True)
+    return {"settings": settings, "thresholds": rep["thresholds"],
+            "thresholds_lsb": rep["thresholds_lsb"], "reference": rep["reference"],
+            "target": rep["target"], "select": rep["select"], "holdout": rep["holdout"],
+            "evaluations": rep["evaluations"], "search_stopped": rep["search_stopped"],
+            "search_seconds": rep["seconds"],
+            "candidates": [{k: c[k] for k in ("phase", "thresholds", "mean_return",
+                                              "reduction", "status")}
+                           for c in rep["candidates"]],
+            **{k: s[k] for k in ROW_FIELDS},
+            "per_layer_significant": [q["significant_mults_per_step"] for q in s["per_layer"]]}
+
+
+def sparsity_points(game: str, episodes: int, max_steps: int, epsilon: float,
+                    dense_row: dict | None = None, client=None) -> list:
     """Float score of ``game``'s agent against its pruning sparsity (see the module docstring),
-    sorted by sparsity then fine-tuning steps."""
+    sorted by sparsity then fine-tuning steps. ``dense_row``: the bench's dense row of these
+    very games (the float agent, dense updates), taken as the agent's point unmeasured."""
     paths = [RUNS / f"{game}_dqn.npz", RUNS / f"{game}_pruned.npz",
              *sorted((RUNS / "curve").glob(f"{game}_*.npz"))]
     cache_path = RUNS / f"sparsity_{game}.json"
@@ -248,16 +303,26 @@ def sparsity_points(game: str, episodes: int, max_steps: int, epsilon: float) ->
         if not p.exists():
             continue
         m = load_model(p)
-        if m.meta["checksum"] in seen:  # the bench's pruned model is a copy of a curve one
+        if weights_checksum(m) in seen:  # the bench's pruned model is a copy of a curve one
             continue
-        seen.add(m.meta["checksum"])
-        key = f"{m.meta['checksum']}-{episodes}-{max_steps}-{epsilon}"
+        seen.add(weights_checksum(m))
+        key = f"{weights_checksum(m)}-{episodes}-{max_steps}-{epsilon}"
+        if key not in cache and p == paths[0] and dense_row is not None:
+            cache[key] = {"model": str(p.relative_to(RUNS)),
+                          "sparsity": round(float(m.sparsity("float")), 3),
+                          "per_layer": [round(1 - float(np.mean(m.nonzero(i, "float"))), 2)
+                                        for i in range(len(m.config.layers))],
+                          "finetune_steps": 0,
+                          **{k: dense_row[k] for k in ("mean_return", "std_return",
+                                                       "mean_length")},
+                          "seconds": 0.0}
         if key not in cache:
             t0 = time.time()
             n = len(m.config.layers)
             s = run_episodes(m.replace(config=m.config.with_thresholds([0.0] * n)), episodes, 0,
                              mode="float", delta=False, progress=False,
-                             env_kwargs={"max_steps": max_steps}, epsilon=epsilon).summary()
+                             env_kwargs={"max_steps": max_steps}, epsilon=epsilon,
+                             client=client).summary()
             pr = m.meta["provenance"].get("pruning", {})
             cache[key] = {"model": str(p.relative_to(RUNS)),
                           "sparsity": round(float(m.sparsity("float")), 3),
@@ -378,6 +443,10 @@ def plot(results: list, path: Path) -> None:
                               ("combined", "*", "C3")):
             ax.plot(rows[name]["reduction"], rows[name]["mean_return"], mk, color=col,
                     markersize=11 if name == "combined" else 7, label=name)
+        if r.get("calibrated"):
+            c = r["calibrated"]
+            ax.plot(c["reduction"], c["mean_return"], "D", color="C5", markersize=8,
+                    label="combined, calibrated per-layer thresholds")
         ax.axhline(dense, color="k", lw=0.8, label="dense float")
         ax.axhline(0.95 * dense, color="k", lw=0.8, ls="--", label="95% of dense")
         ax.axhline(rows["random"]["mean_return"], color="C1", lw=0.8, ls=":", label="random")
@@ -392,9 +461,13 @@ def plot(results: list, path: Path) -> None:
         ax.grid(alpha=0.3, which="both")
     for ax in axes.flat[n:]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    labels[0] = "pruned, along the delta threshold (0, then upwards)"
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    legend = {}  # every label once, from whichever panel has it
+    for ax in axes.flat[:n]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(lab, h)
+    labels = ["pruned, along the delta threshold (0, then upwards)" if lab.startswith(
+        "pruned, delta threshold") else lab for lab in legend]
+    fig.legend(list(legend.values()), labels, loc="lower center", ncol=4, fontsize=8)
     fig.tight_layout(rect=(0, 0.1 / rows_n, 1, 1))
     _save_figure(fig, path)
 
@@ -420,6 +493,40 @@ def _sparsity_row(q: dict, dense: float) -> str:
     return (f"| {q['sparsity']:.3f} | {q.get('per_layer', '-')} | {q['finetune_steps']:,} | "
             f"{q['mean_return']:.1f} +/- "
             f"{q['std_return']:.1f} | {share} | {q['mean_length']:.0f} |")
+
+
+def calibrated_lines(r: dict) -> list:
+    """The calibrated row's rule and its three measurements (selection, held out, the bench's
+    own games), in markdown."""
+    c, st = r["calibrated"], r["calibrated"]["settings"]
+    dense = r["rows"]["dense"]["mean_return"]
+
+    def share(score, ref):
+        return f"{100 * score / ref:.0f}%" if ref > 0 else "-"
+
+    thr = ", ".join(f"{t:.4g}" for t in c["thresholds"])
+    return [f"Per-layer thresholds, calibrated: the rule of `deltanet calibrate` "
+            f"(`deltanet/calibrate.py`) at {100 * st['fraction']:g}% of the dense float score, "
+            f"every candidate played like this section over {st['episodes']} games from seed "
+            f"{SELECT_SEED:,}: every layer raised together first, then the greedy per-layer "
+            f"search, {st['steps_per_octave']} grid step(s) per octave ({c['evaluations']} "
+            f"evaluations, {c['search_seconds'] / 60:.0f} minutes, stopped: "
+            f"{c['search_stopped']}); confirmed on {st['episodes']} held-out games from seed "
+            f"{HOLDOUT_SEED:,}; then played on this section's games, which the choice never "
+            f"saw. Thresholds per layer input: {thr}.", "",
+            "| games | dense float | calibrated combined | % of dense | reduction |",
+            "|---|---|---|---|---|",
+            f"| selection ({st['episodes']}, seeds {SELECT_SEED:,}+) | "
+            f"{c['reference']['select']:.1f} | {c['select']['mean_return']:.1f} | "
+            f"{share(c['select']['mean_return'], c['reference']['select'])} | "
+            f"{c['select']['reduction']:.1f}x |",
+            f"| held out ({st['episodes']}, seeds {HOLDOUT_SEED:,}+) | "
+            f"{c['reference']['holdout']:.1f} | {c['holdout']['mean_return']:.1f} | "
+            f"{share(c['holdout']['mean_return'], c['reference']['holdout'])} | "
+            f"{c['holdout']['reduction']:.1f}x |",
+            f"| **this section's ({r['episodes']}, seeds 0+)** | {dense:.1f} | "
+            f"**{c['mean_return']:.1f} +/- {c['std_return']:.1f}** | "
+            f"**{share(c['mean_return'], dense)}** | **{c['reduction']:.1f}x** |", ""]
 
 
 def markdown(results: list) -> str:
@@ -475,25 +582,35 @@ def markdown(results: list) -> str:
         if pub:
             lines += ["", f"Published (Mnih et al. 2015, 50M frames): random {pub[0]}, human "
                           f"{pub[1]}, DQN {pub[2]}."]
-        lines += ["", "| layer | dense | pruned (weights) | pruned | delta | combined |",
-                  "|---|---|---|---|---|---|"]
+        cal = r.get("calibrated")
+        extra = {"head": "", "rule": "", "layer": [""] * len(r["layers"]), "total": "",
+                 "reduction": ""}
+        if cal:  # one more column: the combined model at its calibrated thresholds
+            extra = {"head": " calibrated |", "rule": "---|",
+                     "layer": [f" {_f(v)} |" for v in cal["per_layer_significant"]],
+                     "total": f" {_f(cal['significant_mults_per_step'])} |",
+                     "reduction": f" {cal['reduction']:.1f}x |"}
+        lines += ["", "| layer | dense | pruned (weights) | pruned | delta | combined |"
+                      + extra["head"], "|---|---|---|---|---|---|" + extra["rule"]]
         for i, name in enumerate(r["layers"]):
             lines.append(
                 f"| {i}: {name} | {_f(r['dense_per_layer'][i])} | "
                 f"{_f(r['pruned_weights_per_layer'][i])} | "
                 f"{_f(rows['pruned']['per_layer_significant'][i])} | "
                 f"{_f(rows['delta']['per_layer_significant'][i])} | "
-                f"{_f(rows['combined']['per_layer_significant'][i])} |")
+                f"{_f(rows['combined']['per_layer_significant'][i])} |{extra['layer'][i]}")
         dense = sum(r["dense_per_layer"])
         tot = {k: rows[k]["significant_mults_per_step"] for k in ("pruned", "delta", "combined")}
         pw = sum(r["pruned_weights_per_layer"])
         lines.append(f"| **total** | {_f(dense)} | {_f(pw)} | {_f(tot['pruned'])} | "
-                     f"{_f(tot['delta'])} | {_f(tot['combined'])} |")
+                     f"{_f(tot['delta'])} | {_f(tot['combined'])} |{extra['total']}")
         lines.append(f"| **reduction** | 1x | {dense / pw:.1f}x (paper {PAPER['pruned']}) | "
                      f"{dense / tot['pruned']:.1f}x | {dense / tot['delta']:.1f}x (paper "
                      f"{PAPER['delta']}) | {dense / tot['combined']:.1f}x (paper "
-                     f"{PAPER['combined']}) |")
+                     f"{PAPER['combined']}) |{extra['reduction']}")
         lines.append("")
+        if cal:
+            lines += calibrated_lines(r)
         if r.get("sweep"):
             lines += ["Pruned model along the delta threshold (the curve of atari.png):", "",
                       "| threshold | score | reduction |", "|---|---|---|"]
@@ -571,7 +688,24 @@ def main(argv=None) -> int:
                          "settings and no other --sweep thresholds (e.g. after running games "
                          "in parallel); with any settings when the game's agent "
                          "runs/atari/<game>_dqn.npz is missing (training)")
+    ap.add_argument("--calibrate", nargs="+", default=[], choices=sorted(GAMES),
+                    metavar="GAME", help="add a row of the combined model with per-layer "
+                    "thresholds chosen by the calibration rule on other seeds (see "
+                    "calibrated_row; minutes per candidate setting, cached in runs/atari/)")
+    ap.add_argument("--calib-episodes", type=int, default=20,
+                    help="games per candidate setting of --calibrate (default 20, at least 20)")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="processes that play the games of --calibrate and of the sparsity "
+                         "curve (default 2)")
     args = ap.parse_args(argv)
+    if args.workers < 1 or args.calib_episodes < MIN_EPISODES:
+        raise SystemExit(f"--workers must be >= 1 (got {args.workers}) and --calib-episodes "
+                         f">= {MIN_EPISODES} (got {args.calib_episodes})")
+    with dask_client(workers=args.workers) as client:
+        return run(args, client)
+
+
+def run(args, client) -> int:
     if args.episodes < 1 or args.max_steps < 1 or min([args.threshold, *args.sweep]) < 0 \
             or not 0 <= args.epsilon <= 1:
         raise SystemExit("--episodes and --max-steps must be >= 1, --threshold and --sweep "
@@ -598,12 +732,26 @@ def main(argv=None) -> int:
         notes[GAMES[game]] = text
     for g, r in zip(args.games, results):
         r["note"] = notes.get(r["game"], r.get("note"))
+        done = r.get("calibrated", {}).get("settings", {})
+        if g in args.calibrate and (done.get("episodes"), done.get("models")) != (
+                args.calib_episodes, models_key(g)):
+            if models_key(g) != r.get("models"):
+                raise SystemExit(f"--calibrate {g}: its results here belong to other models "
+                                 f"than runs/atari/{g}_*.npz; bench it first")
+            r["calibrated"] = calibrated_row(g, build(g, args.threshold), r,
+                                             args.calib_episodes, client)
+            write_json_atomic(RUNS / f"bench_{g}.json", r)
         if "constant" not in r["rows"]:  # measured before the baseline existed: env-only
             r["rows"]["constant"] = best_constant(r["env_id"], r["episodes"], r["max_steps"],
                                                   r.get("epsilon", 0.0))
         # a game whose agent and pruned models are not here keeps the curve measured before
-        r["sparsity_curve"] = (sparsity_points(g, args.episodes, args.max_steps, args.epsilon)
-                               or r.get("sparsity_curve", []))
+        # points whose models are not here (another machine's runs/) are kept as measured
+        kept = [q for q in r.get("sparsity_curve", []) if not (RUNS / q["model"]).exists()]
+        pts = sparsity_points(g, args.episodes, args.max_steps, args.epsilon,
+                              r["rows"]["dense"], client)
+        names = {q["model"] for q in pts}
+        r["sparsity_curve"] = sorted(pts + [q for q in kept if q["model"] not in names],
+                                     key=lambda q: (q["sparsity"], q["finetune_steps"]))
     OUT.mkdir(parents=True, exist_ok=True)
     write_json_atomic(OUT / "atari.json", results)
     plot(results, OUT / "atari.png")

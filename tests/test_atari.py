@@ -268,6 +268,24 @@ def test_bench_atari_curve_and_plot(tmp_path):
     assert "| 0.500 | - | 60,000 | 8.0 +/- 1.0 | 80% | 100 |" in text
     bench.plot_sparsity([r], tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the calibrated row: its column in the layer table, and its three measurements
+    r["calibrated"] = {
+        "settings": {"episodes": 20, **bench.CALIB}, "thresholds": [0.02],
+        "evaluations": 9, "search_seconds": 600.0, "search_stopped": "every layer frozen",
+        "reference": {"select": 20.0, "holdout": 10.0},
+        "select": {"mean_return": 19.0, "reduction": 60.0},
+        "holdout": {"mean_return": 9.6, "reduction": 61.0},
+        "mean_return": 9.7, "std_return": 2.0, "reduction": 62.5,
+        "significant_mults_per_step": 0.128, "per_layer_significant": [0.128]}
+    text = bench.markdown([r])
+    assert "| layer | dense | pruned (weights) | pruned | delta | combined | calibrated |" in text
+    assert "| **reduction** | 1x |" in text and "(paper 20-150x) | 62.5x |" in text
+    assert "| selection (20, seeds 100,000+) | 20.0 | 19.0 | 95% | 60.0x |" in text
+    assert "| held out (20, seeds 200,000+) | 10.0 | 9.6 | 96% | 61.0x |" in text
+    assert "| **this section's (2, seeds 0+)** | 10.0 | **9.7 +/- 2.0** | **97%** | " \
+           "**62.5x** |" in text
+    bench.plot([r], tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_atari_constant_baseline_plays_the_agents_protocol(sb3_dqn):
@@ -338,6 +356,16 @@ def test_bench_atari_sparsity_points_dedupe_sort_and_cache(tmp_path, monkeypatch
 
     monkeypatch.setattr(bench, "run_episodes", no_work)
     assert bench.sparsity_points("breakout", 2, 50, 0.05) == pts
+    # the bench's dense row is the agent's point over these games: taken, not played again
+    (tmp_path / "sparsity_breakout.json").unlink()
+    monkeypatch.setattr(bench, "run_episodes", capped)
+    row = {"mean_return": 123.0, "std_return": 4.0, "mean_length": 50.0}
+    again = bench.sparsity_points("breakout", 2, 50, 0.05, dense_row=row)
+    assert again[0]["mean_return"] == 123.0 and again[0]["seconds"] == 0.0
+    def played_points(ps):
+        return [{k: v for k, v in q.items() if k != "seconds"} for q in ps]
+
+    assert played_points(again[1:]) == played_points(pts[1:])
 
 
 def test_bench_atari_reuses_this_machines_run_then_the_committed_results(tmp_path, monkeypatch):
@@ -383,6 +411,13 @@ def test_bench_atari_reuses_this_machines_run_then_the_committed_results(tmp_pat
         json.dumps({**committed, "from": "runs", "models": here}))
     r, where, note = bench.reusable("breakout", settings, [0.01])
     assert r["from"] == "runs" and where == Path("runs/atari/bench_breakout.json") and note == ""
+    # the agent re-exported with other provenance (e.g. from its packed checkpoint on another
+    # machine): the same weights, the same key
+    dqn = load_model(runs / "breakout_dqn.npz")
+    save_model(dqn.replace(meta={**dqn.meta, "provenance": {"train_seconds": 9.1}}),
+               runs / "breakout_dqn.npz")
+    assert load_model(runs / "breakout_dqn.npz").meta["checksum"] != dqn.meta["checksum"]
+    assert bench.models_key("breakout") == here
     # a re-pruned agent is measured again
     save_model(load_model(MODELS_DIR / "cartpole.npz"), runs / "breakout_pruned.npz")
     assert bench.models_key("breakout") != here
