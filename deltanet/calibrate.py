@@ -25,7 +25,8 @@ The rule (also in ``deltanet calibrate --help``)
   phase raises every layer together, in real units: at the coarsest-LSB layer's grid points
   ``u``, each layer at its largest grid point ``<= u``, while that is acceptable and needs no
   more multiplications; the greedy search then starts there. ``steps_per_octave`` sets the
-  grid's density (default 2).
+  grid's density (default 2), or a coarse-to-fine sequence of nested densities: the greedy
+  search runs on each in turn, from where the coarser one stopped, every layer free again.
 * **Held-out check**: the chosen setting must pass the same test on a second seed range
   (``200000 ...``, reference re-measured on those seeds); if it fails, the search backs off one
   grid step in one layer at a time (the passing candidate with the fewest multiplications, else
@@ -156,31 +157,48 @@ def threshold_grid(model: Model, steps_per_octave: int = 2) -> list:
 
 def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
               reference: Model | None = None, max_evals: int = 400, log=print,
-              uniform_first: bool = False, steps_per_octave: int = 2, env_kwargs=None,
-              epsilon: float = 0.0, client=None) -> tuple:
+              uniform_first: bool = False, steps_per_octave=2, env_kwargs=None,
+              epsilon: float = 0.0, client=None, evals=None) -> tuple:
     """Returns ``(calibrated model, report)``; see the module docstring for the rule.
 
     ``env_kwargs``, ``epsilon`` and ``client`` are how every episode is played and where
-    (:func:`deltanet.rollout.run_episodes`). The report lists every evaluated candidate
-    (``candidates``: phase, thresholds, return, multiplications, status and the reason) and,
-    apart, the rejected ones (``rejected``)."""
+    (:func:`deltanet.rollout.run_episodes`). ``steps_per_octave``: one grid density, or a
+    sequence of nested ones (each a multiple of the one before) searched coarse to fine, each
+    continuing from where the one before stopped. ``evals``: a mapping that keeps every
+    evaluation (reference, selection, held out) by its seeds and thresholds and is read
+    before evaluating, so that a search interrupted or repeated with the same model and
+    episodes does not play again what it played (the caller keeps it, e.g. on disk). The
+    report lists every evaluated candidate (``candidates``: phase, thresholds, return,
+    multiplications, status and the reason) and, apart, the rejected ones (``rejected``)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"--fraction must lie in (0, 1], got {fraction}")
     if episodes < MIN_EPISODES:
         raise ValueError(f"--episodes must be >= {MIN_EPISODES} for a meaningful mean, "
                          f"got {episodes}")
     t0 = time.time()
-    if steps_per_octave < 1:
-        raise ValueError(f"steps_per_octave must be >= 1, got {steps_per_octave}")
+    octaves = ((steps_per_octave,) if isinstance(steps_per_octave, int)
+               else tuple(steps_per_octave))
+    if not octaves or min(octaves) < 1 or any(b % a for a, b in zip(octaves, octaves[1:])):
+        raise ValueError(f"steps_per_octave must be >= 1, each a multiple of the one before, "
+                         f"got {steps_per_octave}")
     play = {"env_kwargs": env_kwargs, "epsilon": epsilon, "client": client}
     ref_model = reference or model
     n = len(model.config.layers)
-    ref = evaluate(ref_model, [0.0] * len(ref_model.config.layers), episodes, SELECT_SEED,
-                   mode="float", delta=False, **play)
+    evals = {} if evals is None else evals
+
+    def measured(kind, m, thr, seed, **kw):
+        """``evaluate``, through ``evals`` (keyed by kind, seed and thresholds)."""
+        key = f"{kind}:{seed}:" + ",".join(repr(float(t)) for t in thr)
+        if key not in evals:
+            evals[key] = evaluate(m, thr, episodes, seed, **kw, **play)
+        return evals[key]
+
+    ref = measured("reference", ref_model, [0.0] * len(ref_model.config.layers), SELECT_SEED,
+                   mode="float", delta=False)
     target = target_return(ref["mean_return"], fraction)
     log(f"reference (float, dense updates) {ref['mean_return']:.2f} over {episodes} episodes; "
         f"target mean return >= {target:.2f}")
-    grids = threshold_grid(model, steps_per_octave)
+    grids = threshold_grid(model, octaves[0])
     idx = [0] * n
     cache = {}
     log_ = {}  # (phase, setting) -> candidate entry, in evaluation order
@@ -189,7 +207,7 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
         return [grids[i][k] for i, k in enumerate(ix)]
 
     def note(phase, ix, r, status, reason):
-        e = log_.setdefault((phase, tuple(ix)), {
+        e = log_.setdefault((phase, tuple(thresholds(ix))), {
             "phase": phase, "thresholds": thresholds(ix),
             "thresholds_lsb": [round(t / model.config.in_fmt(i).lsb)
                                for i, t in enumerate(thresholds(ix))],
@@ -198,9 +216,9 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
         e["status"], e["reason"] = status, reason
 
     def ev(ix):
-        key = tuple(ix)
+        key = tuple(thresholds(ix))
         if key not in cache:
-            cache[key] = evaluate(model, thresholds(ix), episodes, SELECT_SEED, **play)
+            cache[key] = measured("model", model, key, SELECT_SEED)
         return cache[key]
 
     def fmt_thr(ix):
@@ -214,7 +232,6 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
              f"{target:.2f} even without thresholds (kept: nothing lower to try)")
     else:
         note("select", idx, cur, "accepted", "start (no thresholds)")
-    path = [(tuple(idx), cur)]
     frozen = [cur["mean_return"] < target] * n
     stop = "every layer frozen" if all(frozen) else None
     if uniform_first and not all(frozen):
@@ -238,63 +255,74 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
                 break
             idx, cur = cand, r
             note("uniform", idx, cur, "accepted", "acceptable, every layer raised together")
-            path.append((tuple(idx), cur))
             log(f"  uniform {fmt_thr(idx)}: return {cur['mean_return']:.2f}, "
                 f"{cur['significant']:.1f} significant mults/step ({cur['reduction']:.1f}x)")
-    while not all(frozen):
-        if len(cache) >= max_evals:
-            stop = f"evaluation budget reached (--max-evals {max_evals})"
-            break
-        best, tried = None, []
-        for i in range(n):
-            if frozen[i]:
-                continue
-            if idx[i] + 1 >= len(grids[i]):
-                frozen[i] = True
-                continue
-            cand = list(idx)
-            cand[i] += 1
-            r = ev(cand)
-            if r["mean_return"] < target:
-                frozen[i] = True
-                note("select", cand, r, "rejected", f"return {r['mean_return']:.2f} < target "
-                     f"{target:.2f} (layer {i} frozen)")
-                log(f"  rejected {fmt_thr(cand)}: return {r['mean_return']:.2f} < target "
-                    f"{target:.2f}")
-            else:
-                tried.append((cand, r))
-                if best is None or r["significant"] < best[1]["significant"]:
-                    best = (cand, r)
-        for cand, r in tried:
-            if cand is not best[0]:
-                note("select", cand, r, "rejected",
-                     f"acceptable, but not taken: the step taken this round needs no more "
-                     f"multiplications ({best[1]['significant']:.1f} <= {r['significant']:.1f} "
-                     "per step)")
-        if best is None:
-            stop = "no acceptable step left"
-            break
-        if best[1]["significant"] > cur["significant"]:
-            note("select", best[0], best[1], "rejected",
-                 f"acceptable, but every acceptable step costs more multiplications "
-                 f"({best[1]['significant']:.1f} > {cur['significant']:.1f} per step)")
-            stop = "every acceptable step costs more multiplications"
-            break
-        idx, cur = best
-        note("select", idx, cur, "accepted", "acceptable, fewest multiplications of its round")
-        path.append((tuple(idx), cur))
-        log(f"  thresholds {fmt_thr(idx)}: return {cur['mean_return']:.2f}, "
-            f"{cur['significant']:.1f} significant mults/step ({cur['reduction']:.1f}x)")
+    for level, density in enumerate(octaves):
+        if level:
+            if (stop or "").startswith("evaluation budget") or cur["mean_return"] < target:
+                break
+            # a finer grid holds every point of the coarser one: continue from the same
+            # thresholds, every layer free again to take the finer steps
+            fine = threshold_grid(model, density)
+            idx = [min(range(len(fine[i])), key=lambda k, i=i: abs(fine[i][k] - grids[i][j]))
+                   for i, j in enumerate(idx)]
+            grids, frozen = fine, [False] * n
+            log(f"  the grid refined to {density} steps per octave")
+        stop = None
+        while not all(frozen):
+            if len(cache) >= max_evals:
+                stop = f"evaluation budget reached (--max-evals {max_evals})"
+                break
+            best, tried = None, []
+            for i in range(n):
+                if frozen[i]:
+                    continue
+                if idx[i] + 1 >= len(grids[i]):
+                    frozen[i] = True
+                    continue
+                cand = list(idx)
+                cand[i] += 1
+                r = ev(cand)
+                if r["mean_return"] < target:
+                    frozen[i] = True
+                    note("select", cand, r, "rejected", f"return {r['mean_return']:.2f} < "
+                         f"target {target:.2f} (layer {i} frozen)")
+                    log(f"  rejected {fmt_thr(cand)}: return {r['mean_return']:.2f} < target "
+                        f"{target:.2f}")
+                else:
+                    tried.append((cand, r))
+                    if best is None or r["significant"] < best[1]["significant"]:
+                        best = (cand, r)
+            for cand, r in tried:
+                if cand is not best[0]:
+                    note("select", cand, r, "rejected",
+                         f"acceptable, but not taken: the step taken this round needs no "
+                         f"more multiplications ({best[1]['significant']:.1f} <= "
+                         f"{r['significant']:.1f} per step)")
+            if best is None:
+                stop = "no acceptable step left"
+                break
+            if best[1]["significant"] > cur["significant"]:
+                note("select", best[0], best[1], "rejected",
+                     f"acceptable, but every acceptable step costs more multiplications "
+                     f"({best[1]['significant']:.1f} > {cur['significant']:.1f} per step)")
+                stop = "every acceptable step costs more multiplications"
+                break
+            idx, cur = best
+            note("select", idx, cur, "accepted",
+                 "acceptable, fewest multiplications of its round")
+            log(f"  thresholds {fmt_thr(idx)}: return {cur['mean_return']:.2f}, "
+                f"{cur['significant']:.1f} significant mults/step ({cur['reduction']:.1f}x)")
     # held-out check, stepping back along the path
-    ref_h = evaluate(ref_model, [0.0] * len(ref_model.config.layers), episodes, HOLDOUT_SEED,
-                     mode="float", delta=False, **play)
+    ref_h = measured("reference", ref_model, [0.0] * len(ref_model.config.layers),
+                     HOLDOUT_SEED, mode="float", delta=False)
     target_h = target_return(ref_h["mean_return"], fraction)
     hcache = {}
 
     def hold(ix):
-        key = tuple(ix)
+        key = tuple(thresholds(ix))
         if key not in hcache:
-            hcache[key] = evaluate(model, thresholds(ix), episodes, HOLDOUT_SEED, **play)
+            hcache[key] = measured("model", model, key, HOLDOUT_SEED)
             h = hcache[key]
             ok = h["mean_return"] >= target_h
             note("holdout", ix, h, "passed" if ok else "rejected",
@@ -336,7 +364,7 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
                 ", ref = float dense-update return of the reference on the same seeds; "
                 "greedy per-layer search on seeds 100000+, confirmed on held-out seeds 200000+",
         "fraction": fraction, "episodes": episodes,
-        "search": {"uniform_first": uniform_first, "steps_per_octave": steps_per_octave,
+        "search": {"uniform_first": uniform_first, "steps_per_octave": list(octaves),
                    "max_evals": max_evals},
         "reference": {"select": ref["mean_return"], "holdout": ref_h["mean_return"],
                       "model": reference.meta.get("path") if reference is not None else "self"},

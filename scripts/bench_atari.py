@@ -27,6 +27,12 @@ seeded per game, and the network still steps on every frame):
 ``--sweep`` thresholds add points of the combined model at other thresholds (same games): the
 score-against-reduction curve of ``atari.png``, one panel per game, like the paper's figure.
 
+``--calibrate G ...`` adds, for those games, the combined model with per-layer thresholds chosen
+by ``deltanet calibrate``'s rule (95% of the dense float score; every layer raised together
+first, then greedy per layer, one grid step per octave) on games of other seeds (100000+,
+confirmed on held-out 200000+), then played on the bench's games: one selection honestly kept
+apart from the games it is judged on. Games are played by ``--workers`` Dask processes.
+
 Score against sparsity: the float agent before quantization, dense and at every pruning
 sparsity there is an artifact for (``runs/atari/G_pruned.npz`` and any
 ``runs/atari/curve/G_*.npz`` from ``deltanet prune``), over the same games - the curve that shows
@@ -178,7 +184,7 @@ def overrides_text(overrides) -> str:
 
 
 def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
-               sweep=(), epsilon: float = 0.05) -> dict:
+               sweep=(), epsilon: float = 0.05, client=None) -> dict:
     G = GAMES[game]
     env_id = f"{G}NoFrameskip-v4"
     ms = build(game, threshold)
@@ -197,7 +203,8 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
     for row, (mk, mode, delta) in plan.items():
         t0 = time.time()
         s = run_episodes(ms[mk], episodes, 0, mode=mode, delta=delta, progress=False,
-                         env_kwargs={"max_steps": max_steps}, epsilon=epsilon).summary()
+                         env_kwargs={"max_steps": max_steps}, epsilon=epsilon,
+                         client=client).summary()
         rows[row] = {k: s[k] for k in ("mean_return", "std_return", "returns", "mean_length",
                                        "steps", "dense_mults_per_step",
                                        "significant_mults_per_step", "reduction")}
@@ -214,7 +221,8 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
         t0 = time.time()
         m = qp.replace(config=cfg.with_thresholds([t] * len(cfg.layers)))
         s = run_episodes(m, episodes, 0, mode="fixed", delta=True, progress=False,
-                         env_kwargs={"max_steps": max_steps}, epsilon=epsilon).summary()
+                         env_kwargs={"max_steps": max_steps}, epsilon=epsilon,
+                         client=client).summary()
         curve.append({"threshold": t, **{k: s[k] for k in ("mean_return", "std_return",
                                                              "mean_length", "reduction")}})
         print(f"  {G:14s} threshold {t:g}: {s['mean_return']:8.1f} +/- {s['std_return']:6.1f} "
@@ -242,8 +250,23 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
 
 
 #: the calibrated row's rule: deltanet.calibrate at 95% of the dense float score, the uniform
-#: phase first, then the greedy per-layer search one octave at a time
-CALIB = {"fraction": 0.95, "uniform_first": True, "steps_per_octave": 1, "max_evals": 30}
+#: phase first, then the greedy per-layer search one octave at a time, then half an octave
+CALIB = {"fraction": 0.95, "uniform_first": True, "steps_per_octave": [1, 2], "max_evals": 40}
+
+
+class KeptEvals(dict):
+    """A calibration's evaluations (:func:`calibrate`'s ``evals``), written to ``path`` as each
+    one is added, so that a search stopped midway (a session's end) resumes where it was;
+    kept only for the same ``settings`` (models, games per setting, cap, epsilon)."""
+
+    def __init__(self, path: Path, settings: dict):
+        self.path, self.settings = path, settings
+        old = json.loads(path.read_text()) if path.exists() else {}
+        super().__init__(old.get("evals", {}) if old.get("settings") == settings else {})
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        write_json_atomic(self.path, {"settings": self.settings, "evals": dict(self)})
 ROW_FIELDS = ("mean_return", "std_return", "returns", "mean_length", "steps",
               "dense_mults_per_step", "significant_mults_per_step", "reduction")
 
@@ -260,12 +283,16 @@ def calibrated_row(game: str, ms: dict, r: dict, calib_episodes: int, client) ->
     path = RUNS / f"calib_{game}.json"
     rep = json.loads(path.read_text()) if path.exists() else {}
     if rep.get("settings") != settings:
+        evals = KeptEvals(RUNS / f"calib_{game}_evals.json",
+                          {k: settings[k] for k in ("models", "episodes", "max_steps",
+                                                    "epsilon")})
         print(f"  {GAMES[game]}: calibrating per-layer thresholds ({calib_episodes} games per "
               f"setting, seeds {SELECT_SEED}+, held out {HOLDOUT_SEED}+)", flush=True)
         _, rep = calibrate(ms["pruned_q"], fraction=CALIB["fraction"], episodes=calib_episodes,
                            reference=ms["dense"], max_evals=CALIB["max_evals"],
                            uniform_first=CALIB["uniform_first"],
                            steps_per_octave=CALIB["steps_per_octave"], client=client,
+                           evals=evals,
                            log=lambda m: print(f"  {GAMES[game]}: {m}", flush=True), **play)
         rep = {"settings": settings, **rep}
         write_json_atomic(path, rep)
@@ -505,11 +532,13 @@ def calibrated_lines(r: dict) -> list:
         return f"{100 * score / ref:.0f}%" if ref > 0 else "-"
 
     thr = ", ".join(f"{t:.4g}" for t in c["thresholds"])
+    dens = st["steps_per_octave"]
+    octaves = ", then ".join(str(d) for d in (dens if isinstance(dens, list) else [dens]))
     return [f"Per-layer thresholds, calibrated: the rule of `deltanet calibrate` "
             f"(`deltanet/calibrate.py`) at {100 * st['fraction']:g}% of the dense float score, "
             f"every candidate played like this section over {st['episodes']} games from seed "
             f"{SELECT_SEED:,}: every layer raised together first, then the greedy per-layer "
-            f"search, {st['steps_per_octave']} grid step(s) per octave ({c['evaluations']} "
+            f"search, {octaves} grid step(s) per octave ({c['evaluations']} "
             f"evaluations, {c['search_seconds'] / 60:.0f} minutes, stopped: "
             f"{c['search_stopped']}); confirmed on {st['episodes']} held-out games from seed "
             f"{HOLDOUT_SEED:,}; then played on this section's games, which the choice never "
@@ -695,8 +724,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-episodes", type=int, default=20,
                     help="games per candidate setting of --calibrate (default 20, at least 20)")
     ap.add_argument("--workers", type=int, default=2,
-                    help="processes that play the games of --calibrate and of the sparsity "
-                         "curve (default 2)")
+                    help="processes that play the agents' games (default 2; an episode does "
+                         "not depend on which plays it)")
     args = ap.parse_args(argv)
     if args.workers < 1 or args.calib_episodes < MIN_EPISODES:
         raise SystemExit(f"--workers must be >= 1 (got {args.workers}) and --calib-episodes "
@@ -722,7 +751,8 @@ def run(args, client) -> int:
             results.append(r)
             print(f"  {GAMES[g]}: results from {where}{note}")
             continue
-        r = bench_game(g, args.episodes, args.max_steps, args.threshold, sweep, args.epsilon)
+        r = bench_game(g, args.episodes, args.max_steps, args.threshold, sweep, args.epsilon,
+                       client)
         write_json_atomic(cache, r)
         results.append(r)
     notes = {}

@@ -422,3 +422,19 @@ def test_bench_atari_reuses_this_machines_run_then_the_committed_results(tmp_pat
     save_model(load_model(MODELS_DIR / "cartpole.npz"), runs / "breakout_pruned.npz")
     assert bench.models_key("breakout") != here
     assert bench.reusable("breakout", settings, [0.01]) is None
+
+
+def test_bench_atari_kept_evaluations_survive_a_restart_for_the_same_settings(tmp_path):
+    """scripts/bench_atari.py's KeptEvals: every evaluation added is on disk at once; a new
+    search with the same settings starts from them, one with other settings from nothing."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_atari", Path(__file__).resolve().parents[1] / "scripts" / "bench_atari.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path, settings = tmp_path / "calib_enduro_evals.json", {"models": "w:a-b", "episodes": 20}
+    kept = bench.KeptEvals(path, settings)
+    kept["model:100000:0.0,0.0"] = {"mean_return": 5.0}
+    assert bench.KeptEvals(path, settings) == {"model:100000:0.0,0.0": {"mean_return": 5.0}}
+    assert bench.KeptEvals(path, {**settings, "models": "w:a-c"}) == {}

@@ -53,14 +53,40 @@ def test_uniform_phase_raises_every_layer_together_then_the_search_goes_on(cartp
     assert all(b["significant"] <= a["significant"] for a, b in zip(acc, acc[1:]))
     for lsb in rep["thresholds_lsb"]:
         assert lsb == 0 or lsb & (lsb - 1) == 0  # one grid point per octave: powers of two
-    assert rep["search"] == {"uniform_first": True, "steps_per_octave": 1, "max_evals": 16}
+    assert rep["search"] == {"uniform_first": True, "steps_per_octave": [1], "max_evals": 16}
     assert rep["holdout"]["mean_return"] >= rep["target"]["holdout"]
     assert rep["evaluations"] <= 16 + 2 * len(grids) + 2  # the budget, then the held-out check
 
 
-def test_calibrate_refuses_a_grid_without_points(cartpole):
+def test_a_finer_grid_continues_and_kept_evaluations_are_not_played_again(cartpole,
+                                                                          monkeypatch):
+    """steps_per_octave (1, 2): the search goes on from the coarse result on the finer grid,
+    so it needs no more multiplications at selection; with ``evals`` kept, the same search
+    again plays nothing and chooses the same."""
+    import deltanet.calibrate as cal
+
+    kw = {"episodes": 20, "uniform_first": True, "max_evals": 60, "log": lambda *a: None}
+    _, coarse = calibrate(cartpole, steps_per_octave=1, **kw)
+    kept = {}
+    logged = []
+    _, fine = calibrate(cartpole, steps_per_octave=(1, 2), evals=kept,
+                        **{**kw, "log": logged.append})
+    assert any("refined to 2 steps per octave" in m for m in logged)
+    assert fine["select"]["significant"] <= coarse["select"]["significant"]
+    assert len(kept) == fine["evaluations"] + 2  # and the two references
+
+    def no_play(*a, **k):
+        raise AssertionError("a kept evaluation was played again")
+
+    monkeypatch.setattr(cal, "evaluate", no_play)
+    _, again = calibrate(cartpole, steps_per_octave=(1, 2), evals=kept, **kw)
+    assert again["thresholds"] == fine["thresholds"]
+
+
+@pytest.mark.parametrize("bad", [0, (2, 3), ()])
+def test_calibrate_refuses_a_grid_without_points_or_not_nested(cartpole, bad):
     with pytest.raises(ValueError, match="steps_per_octave"):
-        calibrate(cartpole, episodes=20, steps_per_octave=0)
+        calibrate(cartpole, episodes=20, steps_per_octave=bad)
 
 
 def test_weights_checksum_ignores_provenance_only(cartpole):
