@@ -271,6 +271,12 @@ ROW_FIELDS = ("mean_return", "std_return", "returns", "mean_length", "steps",
               "dense_mults_per_step", "significant_mults_per_step", "reduction")
 
 
+def calib_settings(models: str, calib_episodes: int, r: dict) -> dict:
+    """What a calibrated row of bench result ``r`` depends on."""
+    return {"models": models, "episodes": calib_episodes, **CALIB, "max_steps": r["max_steps"],
+            "epsilon": r.get("epsilon", 0.0)}
+
+
 def calibrated_row(game: str, ms: dict, r: dict, calib_episodes: int, client) -> dict:
     """The combined model with per-layer thresholds chosen by :func:`calibrate` (the rule of
     ``deltanet calibrate``, with :data:`CALIB`) on seeds 100000+ and confirmed on held-out
@@ -278,8 +284,7 @@ def calibrated_row(game: str, ms: dict, r: dict, calib_episodes: int, client) ->
     bench's own games (seeds 0..N-1), which the choice never saw. The search is cached in
     ``runs/atari/calib_<game>.json`` by the models and settings."""
     play = {"env_kwargs": {"max_steps": r["max_steps"]}, "epsilon": r.get("epsilon", 0.0)}
-    settings = {"models": ms["key"], "episodes": calib_episodes, **CALIB,
-                "max_steps": r["max_steps"], "epsilon": play["epsilon"]}
+    settings = calib_settings(ms["key"], calib_episodes, r)
     path = RUNS / f"calib_{game}.json"
     rep = json.loads(path.read_text()) if path.exists() else {}
     if rep.get("settings") != settings:
@@ -762,10 +767,12 @@ def run(args, client) -> int:
         notes[GAMES[game]] = text
     for g, r in zip(args.games, results):
         r["note"] = notes.get(r["game"], r.get("note"))
-        done = r.get("calibrated", {}).get("settings", {})
-        if g in args.calibrate and (done.get("episodes"), done.get("models")) != (
-                args.calib_episodes, models_key(g)):
-            if models_key(g) != r.get("models"):
+        done, here = r.get("calibrated", {}).get("settings", {}), models_key(g)
+        if g in args.calibrate and here is None and not r.get("calibrated"):
+            print(f"  {GAMES[g]}: not calibrated, its agent runs/atari/{g}_dqn.npz is not here")
+        elif g in args.calibrate and here is not None and done != calib_settings(
+                here, args.calib_episodes, r):
+            if here != r.get("models"):
                 raise SystemExit(f"--calibrate {g}: its results here belong to other models "
                                  f"than runs/atari/{g}_*.npz; bench it first")
             r["calibrated"] = calibrated_row(g, build(g, args.threshold), r,
