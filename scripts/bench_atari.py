@@ -492,14 +492,14 @@ def plot(results: list, path: Path) -> None:
         ax.grid(alpha=0.3, which="both")
     for ax in axes.flat[n:]:
         ax.axis("off")
-    legend = {}  # every label once, from whichever panel has it
-    for ax in axes.flat[:n]:
+    legend = {}  # every label once, from whichever panel has it (the curve's names its
+    for ax in axes.flat[:n]:  # thresholds per panel: one entry for all)
         for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab.startswith("pruned, delta threshold"):
+                lab = "pruned, along the delta threshold (0, then upwards)"
             legend.setdefault(lab, h)
-    labels = ["pruned, along the delta threshold (0, then upwards)" if lab.startswith(
-        "pruned, delta threshold") else lab for lab in legend]
-    fig.legend(list(legend.values()), labels, loc="lower center", ncol=4, fontsize=8)
-    fig.tight_layout(rect=(0, 0.1 / rows_n, 1, 1))
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.13 / rows_n, 1, 1))
     _save_figure(fig, path)
 
 
