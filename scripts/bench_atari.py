@@ -190,11 +190,14 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
     ms = build(game, threshold)
     BUNDLE.mkdir(parents=True, exist_ok=True)
     save_model(ms["pruned_q"], BUNDLE / f"{game}.npz")
+    kept = row_store(game, episodes, max_steps, epsilon)
     rows = {}
-    t0 = time.time()
-    rows["random"] = baseline_scores(env_id, episodes, max_steps)
-    rows["constant"] = best_constant(env_id, episodes, max_steps, epsilon)
-    for name in ("random", "constant"):
+    for name, play in (("random", lambda: baseline_scores(env_id, episodes, max_steps)),
+                       ("constant", lambda: best_constant(env_id, episodes, max_steps, epsilon))):
+        t0 = time.time()
+        if name not in kept:
+            kept[name] = play()
+        rows[name] = kept[name]
         print(f"  {G:14s} {name:9s} {rows[name]['mean_return']:8.1f} +/- "
               f"{rows[name]['std_return']:6.1f} ({time.time() - t0:.0f} s)", flush=True)
     plan = {"dense": ("dense", "float", False), "dense q": ("dense_q", "fixed", False),
@@ -202,15 +205,8 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
             "combined": ("pruned_q", "fixed", True)}
     for row, (mk, mode, delta) in plan.items():
         t0 = time.time()
-        s = run_episodes(ms[mk], episodes, 0, mode=mode, delta=delta, progress=False,
-                         env_kwargs={"max_steps": max_steps}, epsilon=epsilon,
-                         client=client).summary()
-        rows[row] = {k: s[k] for k in ("mean_return", "std_return", "returns", "mean_length",
-                                       "steps", "dense_mults_per_step",
-                                       "significant_mults_per_step", "reduction")}
-        rows[row]["per_layer_significant"] = [r["significant_mults_per_step"]
-                                              for r in s["per_layer"]]
-        rows[row]["per_layer_events"] = [r["events_per_step"] for r in s["per_layer"]]
+        s = played(kept, ms[mk], mode, delta, client)
+        rows[row] = s
         print(f"  {G:14s} {row:9s} {s['mean_return']:8.1f} +/- {s['std_return']:6.1f}  "
               f"{s['significant_mults_per_step']:12,.0f} mults/step {s['reduction']:7.1f}x  "
               f"({s['steps']} steps, {time.time() - t0:.0f} s)", flush=True)
@@ -219,10 +215,8 @@ def bench_game(game: str, episodes: int, max_steps: int, threshold: float,
     curve = []
     for t in sweep:
         t0 = time.time()
-        m = qp.replace(config=cfg.with_thresholds([t] * len(cfg.layers)))
-        s = run_episodes(m, episodes, 0, mode="fixed", delta=True, progress=False,
-                         env_kwargs={"max_steps": max_steps}, epsilon=epsilon,
-                         client=client).summary()
+        s = played(kept, qp.replace(config=cfg.with_thresholds([t] * len(cfg.layers))), "fixed",
+                   True, client)
         curve.append({"threshold": t, **{k: s[k] for k in ("mean_return", "std_return",
                                                              "mean_length", "reduction")}})
         print(f"  {G:14s} threshold {t:g}: {s['mean_return']:8.1f} +/- {s['std_return']:6.1f} "
@@ -256,9 +250,10 @@ CALIB = {"fraction": 0.95, "uniform_first": True, "steps_per_octave": 1, "max_ev
 
 
 class KeptEvals(dict):
-    """A calibration's evaluations (:func:`calibrate`'s ``evals``), written to ``path`` as each
-    one is added, so that a search stopped midway (a session's end) resumes where it was;
-    kept only for the same ``settings`` (models, games per setting, cap, epsilon)."""
+    """Measured games by key (a calibration's evaluations, :func:`calibrate`'s ``evals``; the
+    bench's rows, :func:`played`), written to ``path`` as each one is added, so that a run
+    stopped midway (a session's end) resumes where it was; kept only for the same
+    ``settings`` (games, cap, epsilon; a calibration's also its models)."""
 
     def __init__(self, path: Path, settings: dict):
         self.path, self.settings = path, settings
@@ -268,8 +263,33 @@ class KeptEvals(dict):
     def __setitem__(self, key, value):
         super().__setitem__(key, value)
         write_json_atomic(self.path, {"settings": self.settings, "evals": dict(self)})
+
+
 ROW_FIELDS = ("mean_return", "std_return", "returns", "mean_length", "steps",
               "dense_mults_per_step", "significant_mults_per_step", "reduction")
+
+
+def row_store(game: str, episodes: int, max_steps: int, epsilon: float) -> KeptEvals:
+    """The bench rows of ``game`` played with these settings (:func:`played`), on disk."""
+    return KeptEvals(RUNS / f"rows_{game}_{episodes}g_{max_steps}s_eps{epsilon:g}.json",
+                     {"episodes": episodes, "max_steps": max_steps, "epsilon": epsilon})
+
+
+def played(kept: KeptEvals, m, mode: str, delta: bool, client=None) -> dict:
+    """A bench row: model ``m`` played over ``kept``'s games (seeds 0.., its settings), kept
+    there by what it computes (mode, delta, :func:`weights_checksum`: network, thresholds,
+    arrays), so that a re-pruned agent re-plays only the rows of its new models."""
+    key = f"{mode}:{int(delta)}:{weights_checksum(m)}"
+    if key not in kept:
+        st = kept.settings
+        s = run_episodes(m, st["episodes"], 0, mode=mode, delta=delta, progress=False,
+                         env_kwargs={"max_steps": st["max_steps"]}, epsilon=st["epsilon"],
+                         client=client).summary()
+        kept[key] = {**{k: s[k] for k in ROW_FIELDS},
+                     "per_layer_significant": [r["significant_mults_per_step"]
+                                               for r in s["per_layer"]],
+                     "per_layer_events": [r["events_per_step"] for r in s["per_layer"]]}
+    return kept[key]
 
 
 def calib_settings(models: str, calib_episodes: int, r: dict) -> dict:
@@ -304,9 +324,9 @@ def calibrated_row(game: str, ms: dict, r: dict, calib_episodes: int, client) ->
         write_json_atomic(path, rep)
     qp = ms["pruned_q"]
     t0 = time.time()
-    s = run_episodes(qp.replace(config=qp.config.with_thresholds(rep["thresholds"])),
-                     r["episodes"], 0, mode="fixed", delta=True, progress=False, client=client,
-                     **play).summary()
+    s = played(row_store(game, r["episodes"], r["max_steps"], r.get("epsilon", 0.0)),
+               qp.replace(config=qp.config.with_thresholds(rep["thresholds"])), "fixed", True,
+               client)
     print(f"  {GAMES[game]:14s} calibrated {s['mean_return']:8.1f} +/- {s['std_return']:6.1f} "
           f"{s['reduction']:7.1f}x thresholds {[f'{t:.4g}' for t in rep['thresholds']]} "
           f"({time.time() - t0:.0f} s)", flush=True)
@@ -316,8 +336,7 @@ def calibrated_row(game: str, ms: dict, r: dict, calib_episodes: int, client) ->
             "evaluations": rep["evaluations"], "search_stopped": rep["search_stopped"],
             "search_seconds": rep["seconds"],
             "candidates": rep["candidates"],  # every evaluation: a later search can keep them
-            **{k: s[k] for k in ROW_FIELDS},
-            "per_layer_significant": [q["significant_mults_per_step"] for q in s["per_layer"]]}
+            **{k: s[k] for k in ROW_FIELDS}, "per_layer_significant": s["per_layer_significant"]}
 
 
 def sparsity_points(game: str, episodes: int, max_steps: int, epsilon: float,

@@ -368,6 +368,47 @@ def test_bench_atari_sparsity_points_dedupe_sort_and_cache(tmp_path, monkeypatch
     assert played_points(again[1:]) == played_points(pts[1:])
 
 
+def test_bench_atari_rows_are_kept_by_what_their_model_computes(tmp_path, monkeypatch):
+    """scripts/bench_atari.py's bench rows (played): a row is played once per model, mode,
+    delta and thresholds and kept on disk with the games' settings; a re-pruned agent re-plays
+    only the rows of its new model, and a row equals a fresh run_episodes summary."""
+    import importlib.util
+
+    from deltanet import bundled_model
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_atari", Path(__file__).resolve().parents[1] / "scripts" / "bench_atari.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "RUNS", tmp_path)
+    real = bench.run_episodes
+    calls = []
+
+    def capped(model, episodes, seed, env_kwargs, **kw):  # CartPole: the cap as max_steps
+        calls.append(model)
+        return real(model, episodes, seed, max_steps=env_kwargs["max_steps"], **kw)
+
+    monkeypatch.setattr(bench, "run_episodes", capped)
+    m = load_model(bundled_model("cartpole"))
+    kept = bench.row_store("breakout", 2, 40, 0.05)
+    row = bench.played(kept, m, "fixed", True)
+    want = real(m, 2, 0, max_steps=40, mode="fixed", delta=True, progress=False,
+                epsilon=0.05).summary()
+    assert row["returns"] == want["returns"] and row["steps"] == want["steps"] == 80
+    assert row["significant_mults_per_step"] == want["significant_mults_per_step"]
+    assert row["per_layer_significant"] == [q["significant_mults_per_step"]
+                                            for q in want["per_layer"]]
+    again = bench.row_store("breakout", 2, 40, 0.05)  # from disk
+    assert bench.played(again, m, "fixed", True) == row and len(calls) == 1
+    bench.played(again, m, "fixed", False)  # dense updates: another row
+    n = len(m.config.layers)
+    bench.played(again, m.replace(config=m.config.with_thresholds([0.5] * n)), "fixed", True)
+    assert len(calls) == 3
+    other = bench.row_store("breakout", 3, 40, 0.05)  # other games: nothing kept from those
+    bench.played(other, m, "fixed", True)
+    assert len(calls) == 4 and bench.played(again, m, "fixed", True) == row
+
+
 def test_bench_atari_reuses_this_machines_run_then_the_committed_results(tmp_path, monkeypatch):
     """scripts/bench_atari.py --reuse: a game's results come from runs/atari/bench_<game>.json,
     else from the committed atari.json (a fresh checkout has no runs/); other settings or
