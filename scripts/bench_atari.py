@@ -357,6 +357,9 @@ def sparsity_points(game: str, episodes: int, max_steps: int, epsilon: float,
             continue
         seen.add(weights_checksum(m))
         key = f"{weights_checksum(m)}-{episodes}-{max_steps}-{epsilon}"
+        if key in cache and cache[key]["model"] != str(p.relative_to(RUNS)):  # renamed since
+            cache[key]["model"] = str(p.relative_to(RUNS))
+            write_json_atomic(cache_path, cache)
         if key not in cache:
             t0 = time.time()
             n = len(m.config.layers)
@@ -381,6 +384,22 @@ def sparsity_points(game: str, episodes: int, max_steps: int, epsilon: float,
                   f"{time.time() - t0:.0f} s)", flush=True)
         pts.append(cache[key])
     return sorted(pts, key=lambda q: (q["sparsity"], q["finetune_steps"]))
+
+
+def merged_curve(r: dict, pts: list, committed: list) -> list:
+    """Result ``r``'s score-against-sparsity curve: the points ``pts`` measured here, and
+    those measured before on models that are not here (another machine's runs/): ``r``'s own
+    and the committed ones of the same float agent, so that a re-pruned agent's fresh result
+    keeps the curve of its earlier prunings; each model once, sorted like
+    :func:`sparsity_points`."""
+    agent = str(r.get("models", "")).split("-")[0]
+    before = r.get("sparsity_curve", []) + [
+        q for c in committed if c.get("game") == r["game"]
+        and str(c.get("models", "")).split("-")[0] == agent for q in c.get("sparsity_curve", [])]
+    names = {q["model"] for q in pts}
+    extra = {q["model"]: q for q in before
+             if q["model"] not in names and not (RUNS / q["model"]).exists()}
+    return sorted(pts + list(extra.values()), key=lambda q: (q["sparsity"], q["finetune_steps"]))
 
 
 def _save_figure(fig, path: Path) -> None:
@@ -757,6 +776,8 @@ def run(args, client) -> int:
         raise SystemExit("--episodes and --max-steps must be >= 1, --threshold and --sweep "
                          ">= 0, --epsilon in [0, 1]")
     results = []
+    committed = json.loads((OUT / "atari.json").read_text()) if (OUT / "atari.json").exists() \
+        else []
     for g in args.games:
         cache = RUNS / f"bench_{g}.json"
         settings = {"episodes": args.episodes, "max_steps": args.max_steps,
@@ -793,14 +814,9 @@ def run(args, client) -> int:
         if "constant" not in r["rows"]:  # measured before the baseline existed: env-only
             r["rows"]["constant"] = best_constant(r["env_id"], r["episodes"], r["max_steps"],
                                                   r.get("epsilon", 0.0))
-        # a game whose agent and pruned models are not here keeps the curve measured before
-        # points whose models are not here (another machine's runs/) are kept as measured
-        kept = [q for q in r.get("sparsity_curve", []) if not (RUNS / q["model"]).exists()]
-        pts = sparsity_points(g, args.episodes, args.max_steps, args.epsilon,
-                              r["rows"]["dense"], client)
-        names = {q["model"] for q in pts}
-        r["sparsity_curve"] = sorted(pts + [q for q in kept if q["model"] not in names],
-                                     key=lambda q: (q["sparsity"], q["finetune_steps"]))
+        r["sparsity_curve"] = merged_curve(
+            r, sparsity_points(g, args.episodes, args.max_steps, args.epsilon,
+                               r["rows"]["dense"], client), committed)
     OUT.mkdir(parents=True, exist_ok=True)
     write_json_atomic(OUT / "atari.json", results)
     plot(results, OUT / "atari.png")

@@ -366,6 +366,26 @@ def test_bench_atari_sparsity_points_dedupe_sort_and_cache(tmp_path, monkeypatch
         return [{k: v for k, v in q.items() if k != "seconds"} for q in ps]
 
     assert played_points(again[1:]) == played_points(pts[1:])
+    # a curve model renamed keeps its cached point, under its new name
+    (tmp_path / "curve" / "breakout_b.npz").rename(tmp_path / "curve" / "breakout_c.npz")
+    monkeypatch.setattr(bench, "run_episodes", no_work)
+    renamed = bench.sparsity_points("breakout", 2, 50, 0.05, dense_row=row)
+    assert [p["model"] for p in renamed] == ["breakout_dqn.npz", "curve/breakout_c.npz",
+                                             "breakout_pruned.npz"]
+    # the curve of a fresh result: the points measured here, then the ones measured before
+    # on models not here - the result's own and the committed ones of the same float agent
+    # (not another agent's), each model once
+    gone = {**renamed[1], "model": "curve/breakout_gone.npz", "sparsity": 0.3}
+    other = {**gone, "model": "curve/other_agent.npz"}
+    r = {"game": "Breakout", "models": "w:aaaa-bbbb", "sparsity_curve": [gone]}
+    committed = [{"game": "Breakout", "models": "w:aaaa-cccc",
+                  "sparsity_curve": [gone, {**renamed[2], "sparsity": 0.99}]},
+                 {"game": "Breakout", "models": "w:dddd-cccc", "sparsity_curve": [other]},
+                 {"game": "Pong", "models": "w:aaaa-cccc", "sparsity_curve": [other]}]
+    merged = bench.merged_curve(r, renamed, committed)
+    assert [p["model"] for p in merged] == ["breakout_dqn.npz", "curve/breakout_gone.npz",
+                                            "curve/breakout_c.npz", "breakout_pruned.npz"]
+    assert bench.merged_curve({**r, "sparsity_curve": []}, renamed, committed) == merged
 
 
 def test_bench_atari_rows_are_kept_by_what_their_model_computes(tmp_path, monkeypatch):
