@@ -170,6 +170,8 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     (:func:`toplevel_of`); the link's (``deltanet_link``) is driven through its pins, and
     ``link_checked`` then checks its STATUS model id against ``model_path``'s model and writes
     that model's thresholds before the first step (False for a deliberately different design).
+    ``work_dir``: where the run makes its own folder (``run-*``: log, results; default the
+    build folder), so that runs started together never share one.
     """
     import time
 
@@ -183,12 +185,11 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     bdir = build(design_dir, sim, waves=waves is not None, build_root=build_root,
                  toplevel=toplevel)
     build_s = time.perf_counter() - t0
-    # every run in a folder of its own: runs started together never read each other's results
-    if work_dir is None:
-        work = Path(tempfile.mkdtemp(prefix="run-", dir=bdir)).resolve()
-    else:
-        work = Path(work_dir).resolve()
-        work.mkdir(parents=True, exist_ok=True)
+    # every run in a folder of its own (under work_dir when given, else the build folder):
+    # runs of one design started together never share a results file, log or memory image
+    base = bdir if work_dir is None else Path(work_dir).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=base)).resolve()
     results = work / f"results-{os.getpid()}-{uuid.uuid4().hex}.json"
     for p in sorted(design_dir.iterdir()):  # $readmemh files: read from the run folder
         if p.suffix in INIT_SUFFIXES:
@@ -224,10 +225,9 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     if not results.exists():
         raise SimulationError(f"the {sim} simulation produced no results; see {log}")
     out = json.loads(results.read_text())
-    if work_dir is None:  # the run's copies of the memory images are not needed any more
-        for p in work.iterdir():
-            if p.suffix in INIT_SUFFIXES:
-                p.unlink()
+    for p in work.iterdir():  # the run's copies of the memory images are not needed any more
+        if p.suffix in INIT_SUFFIXES:
+            p.unlink()
     out["simulator"] = sim
     out["log"] = str(log)
     out["build_dir"] = str(bdir)

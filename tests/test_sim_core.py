@@ -284,7 +284,8 @@ def test_cli_verify(tmp_path, capsys):
 @pytest.mark.verilator
 def test_parallel_verify_runs_never_mix_results(tmp_path):
     """Two `deltanet verify` runs started together from one folder (one build folder, one
-    cache) each report their own episodes: different seeds, different step counts."""
+    cache) each report their own episodes: different seeds, different step counts, each run
+    in a folder of its own (its log, its cocotb results file)."""
     import subprocess
     import sys
 
@@ -300,10 +301,13 @@ def test_parallel_verify_runs_never_mix_results(tmp_path):
     logs = [p.communicate(timeout=900)[0].decode() for p in procs]
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log
+    folders = set()
     for seed, out in runs.items():
         res = json.loads(out.read_text())
         assert res["steps"] == 40 + seed, res
         assert res["mismatches"] == 0
+        folders.add(Path(res["log"]).parent)
+    assert len(folders) == 2 and all(f.name.startswith("run-") for f in folders)
 
 
 # ---- the Nature-DQNs (conv layers) -------------------------------------------------------------

@@ -72,7 +72,7 @@ def run(args) -> int:
     for k in ("cycles_per_step", "latency_per_step", "sim_cycles", "sim_cycles_per_s",
               "step_cycles_per_s", "obs_words", "obs_writes", "obs_writes_per_step", "wall_s",
               "wall_total_s", "time_s", "build_s", "build_cached", "run_s",
-              "stopped_at_first_mismatch", "first_mismatch_text"):
+              "stopped_at_first_mismatch", "first_mismatch_text", "log"):
         if k in res:
             summary[k] = res[k]
     con = Console()
