@@ -43,7 +43,9 @@ Multiplications per step per layer are means over every step of those games. "pr
 counts the products with a non-zero weight whatever the input (the paper's pruning count);
 the others count products whose two operands are non-zero (so ReLU zeros are skipped too).
 The quantized models built here are cached in ``runs/atari/`` and the combined one is copied to
-``deltanet/models/atari/G.npz``.
+``deltanet/models/atari/G.npz``. Every row played is kept in ``runs/atari/rows_G_*.json`` by its
+model's weights checksum and the games' settings: a re-pruned agent re-plays only the rows of
+its new model (pruned, combined, the sweep).
 """
 
 from __future__ import annotations
