@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 from ..hw.core import DeltaCore
@@ -190,7 +189,7 @@ def run_closed_loop(design_dir, model_path, *, sim: str = "verilator", episodes:
     base = bdir if work_dir is None else Path(work_dir).resolve()
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=base)).resolve()
-    results = work / f"results-{os.getpid()}-{uuid.uuid4().hex}.json"
+    results = work / "results.json"  # the folder is the run's own
     for p in sorted(design_dir.iterdir()):  # $readmemh files: read from the run folder
         if p.suffix in INIT_SUFFIXES:
             shutil.copyfile(p, work / p.name)
