@@ -645,6 +645,8 @@ def prune_finetune(model_path, sparsity, out, *, scope: str = "per-layer",
     })
     if selected is not None:
         new_prov["pruning"]["selected"] = selected
+    if "pruning" in prov:  # pruned again: the earlier pruning's record, kept as its history
+        new_prov["pruning"]["previous"] = prov["pruning"]
     new_prov.pop("vecnormalize", None)  # export_policy records the saved copy
     m = _export_masked(ss, new_prov, masks, vnpath, log)
     if cleanup:
@@ -656,6 +658,17 @@ def prune_finetune(model_path, sparsity, out, *, scope: str = "per-layer",
     log(f"wrote {out}: sparsity {st['sparsity']:.3f} per layer {st['per_layer_sparsity']}"
         f"{bal} ({time.time() - t0:.0f} s)")
     return m
+
+
+def finetune_passes(pruning: dict) -> list:
+    """Fine-tuning env steps of each pruning pass that made a model, oldest first: its
+    provenance's ``pruning`` record and the ``previous`` ones it keeps (a policy pruned again,
+    :func:`prune_finetune`); a one-shot pass counts 0."""
+    passes = []
+    while pruning:
+        passes.append(int(pruning.get("finetune_steps", 0)))
+        pruning = pruning.get("previous")
+    return passes[::-1]
 
 
 def ladder_sparsities(model, lanes: int, levels: int) -> list:

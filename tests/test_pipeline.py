@@ -21,6 +21,7 @@ from deltanet.prune import (
     check_balance,
     compute_masks,
     cubic_sparsity,
+    finetune_passes,
     lane_balance,
     prune_oneshot,
 )
@@ -492,6 +493,17 @@ def test_prune_per_layer_sparsities(trained, tmp_path, capsys):
     st = load_model(out).meta["provenance"]["pruning"]
     assert st["target"] == [0.25, 0.75, 0.0] and st["balanced"]
     assert st["per_layer_sparsity"] == [0.25, 0.75, 0.0]
+    assert "previous" not in st  # pruned from a dense policy: no history
+    # a second gradual pass from the pruned policy keeps the first one's record
+    again = tmp_path / "p2.npz"
+    rc, _, err = run_cli(capsys, "prune", "--model", out, "--sparsity", "0.25,0.75,0",
+                         "--balanced-lanes", "4", "--finetune-steps", "128", "--no-cleanup",
+                         "--out", again, "--no-progress")
+    assert rc == 0, err
+    st2 = load_model(again).meta["provenance"]["pruning"]
+    assert st2["finetune_steps"] == 128 and st2["source"] == str(out)
+    assert st2["previous"] == st
+    assert finetune_passes(st2) == [256, 128] and finetune_passes({}) == []
     for extra, needle in ((["--sparsity", "0.5,0.5"], "3 layers"),
                           (["--sparsity", "0.5,0.5,0", "--global"], "per-layer scope"),
                           (["--sparsity", "0.5,0.5,0", "--out-sparsity", "0.5"], "last of"),
