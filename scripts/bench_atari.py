@@ -67,7 +67,7 @@ from deltanet.atari import PAPER_SPARSITY, make_eval_env, quantize_atari, record
 from deltanet.calibrate import HOLDOUT_SEED, MIN_EPISODES, SELECT_SEED, calibrate
 from deltanet.cluster import dask_client
 from deltanet.io import write_json_atomic, write_text_atomic
-from deltanet.prune import prune_oneshot
+from deltanet.prune import finetune_passes, prune_oneshot
 from deltanet.rollout import run_episodes
 
 RUNS = ROOT / "runs" / "atari"
@@ -377,7 +377,8 @@ def sparsity_points(game: str, episodes: int, max_steps: int, epsilon: float,
                           "sparsity": round(float(m.sparsity("float")), 3),
                           "per_layer": [round(1 - float(np.mean(m.nonzero(i, "float"))), 2)
                                         for i in range(n)],
-                          "finetune_steps": int(pr.get("finetune_steps", 0)),
+                          "finetune_steps": sum(finetune_passes(pr)),
+                          "finetune_passes": finetune_passes(pr),
                           **{k: s[k] for k in ("mean_return", "std_return", "mean_length")},
                           "seconds": 0.0 if s is dense_row else round(time.time() - t0, 1)}
             write_json_atomic(cache_path, cache)
@@ -555,7 +556,9 @@ def _protocol(r: dict) -> str:
 
 def _sparsity_row(q: dict, dense: float) -> str:
     share = f"{100 * q['mean_return'] / dense:.0f}%" if dense > 0 else "-"
-    return (f"| {q['sparsity']:.3f} | {q.get('per_layer', '-')} | {q['finetune_steps']:,} | "
+    # a policy pruned in several passes: each pass's fine-tuning steps
+    steps = " + ".join(f"{n:,}" for n in q.get("finetune_passes") or [q["finetune_steps"]])
+    return (f"| {q['sparsity']:.3f} | {q.get('per_layer', '-')} | {steps} | "
             f"{q['mean_return']:.1f} +/- "
             f"{q['std_return']:.1f} | {share} | {q['mean_length']:.0f} |")
 

@@ -386,6 +386,19 @@ def test_bench_atari_sparsity_points_dedupe_sort_and_cache(tmp_path, monkeypatch
     assert [p["model"] for p in merged] == ["breakout_dqn.npz", "curve/breakout_gone.npz",
                                             "curve/breakout_c.npz", "breakout_pruned.npz"]
     assert bench.merged_curve({**r, "sparsity_curve": []}, renamed, committed) == merged
+    # a policy pruned in two gradual passes: its point counts both passes' fine-tuning steps
+    twice = prune_oneshot(dense, 0.7, lanes=4)
+    prov = twice.meta["provenance"]
+    meta = {**twice.meta, "provenance": {**prov, "pruning": {
+        **prov["pruning"], "finetune_steps": 240_000,
+        "previous": {**prov["pruning"], "finetune_steps": 400_000}}}}
+    save_model(twice.replace(meta=meta), tmp_path / "curve" / "breakout_d.npz")
+    monkeypatch.setattr(bench, "run_episodes", capped)
+    (pt,) = [q for q in bench.sparsity_points("breakout", 2, 50, 0.05, dense_row=row)
+             if q["model"] == "curve/breakout_d.npz"]
+    assert pt["finetune_steps"] == 640_000 and pt["finetune_passes"] == [400_000, 240_000]
+    assert "| 400,000 + 240,000 |" in bench._sparsity_row(pt, 1.0)
+    assert f"| {renamed[0]['finetune_steps']:,} |" in bench._sparsity_row(renamed[0], 1.0)
 
 
 def test_bench_atari_rows_are_kept_by_what_their_model_computes(tmp_path, monkeypatch):
