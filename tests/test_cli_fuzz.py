@@ -401,13 +401,16 @@ def test_model_that_does_not_fit_its_env(cmd, tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz"]  # nothing built
 
 
-@pytest.mark.parametrize("cmd, option", [("verify", "--sim"), ("simulate", "--engine")])
-def test_icarus_missing(cmd, option, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("cmd, option, named", [
+    ("verify", "--sim", "--sim"), ("simulate", "--engine", "--engine"),
+    # one name for the simulator in every command: each takes the other's spelling too
+    ("verify", "--engine", "--sim"), ("simulate", "--sim", "--engine")])
+def test_icarus_missing(cmd, option, named, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))  # no iverilog on it
     rc, err = run_cli(capsys, cmd, "--model", CARTPOLE, option, "icarus")
     assert rc == 2
     assert "iverilog is not installed" in err and "apt install iverilog" in err
-    assert f"{option} verilator" in err
+    assert f"{named} verilator" in err
 
 
 def test_synth_that_does_not_fit(tmp_path, monkeypatch, capsys):

@@ -42,8 +42,9 @@ def register(sub):
     add_model(p)
     add_episodes(p, default=1, help="closed-loop episodes")
     add_seed(p, help="episode i is reset with seed+i")
-    p.add_argument("--engine", choices=ENGINES, default="verilator",
-                   help="simulator (default verilator)")
+    p.add_argument("--engine", "--sim", dest="engine", choices=ENGINES, default="verilator",
+                   help="simulator (default verilator; --sim, as in verify and run, is the "
+                   "same option)")
     add_lanes(p)
     p.add_argument("--clock-mhz", type=float_in(0, MAX_CLOCK_MHZ, lo_open=True), default=100.0,
                    help="clock for the latency figures")

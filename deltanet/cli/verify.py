@@ -36,8 +36,9 @@ def register(sub):
     add_model(p)
     add_episodes(p, default=1, help="closed-loop episodes")
     add_seed(p, help="episode i is reset with seed+i")
-    p.add_argument("--sim", choices=["verilator", "icarus"], default="verilator",
-                   help="simulator (default verilator)")
+    p.add_argument("--sim", "--engine", dest="sim", choices=["verilator", "icarus"],
+                   default="verilator", help="simulator (default verilator; --engine, as in "
+                   "simulate, is the same option)")
     add_lanes(p)
     p.add_argument("--max-steps", type=int_in(0, MAX_STEPS), default=0,
                    help="cut episodes after this many steps (0: never)")
