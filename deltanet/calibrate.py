@@ -47,6 +47,7 @@ from pathlib import Path
 from deltanet.pysim import Model, load_model
 from deltanet.pysim.artifact import ModelFormatError
 
+from .envs import unsolved_note
 from .rollout import run_episodes
 
 SELECT_SEED = 100_000
@@ -198,6 +199,9 @@ def calibrate(model: Model, *, fraction: float = 0.95, episodes: int = 30,
     target = target_return(ref["mean_return"], fraction)
     log(f"reference (float, dense updates) {ref['mean_return']:.2f} over {episodes} episodes; "
         f"target mean return >= {target:.2f}")
+    weak = unsolved_note(ref_model.meta.get("env_id"), ref["mean_return"], "the reference")
+    if weak:
+        log(weak)
     grids = threshold_grid(model, octaves[0])
     idx = [0] * n
     cache = {}

@@ -102,6 +102,7 @@ from deltanet.pysim.fixed import FixedFormat
 from .calibrate import lsb_multiples, target_return
 from .cleanup import dense_mults as trained_mults
 from .cluster import dask_client
+from .envs import unsolved_note
 from .io import write_figure_atomic, write_text_atomic
 from .progress import bar
 from .prune import (
@@ -856,6 +857,9 @@ def compress(dense: Model, dense_path, out, *, budget: float = 0.95, lanes: int 
     n_before = len(_finished(study))
     log(f"compress: dense float return {ref_mean:.2f} over {episodes} search episodes, target "
         f">= {target:.2f}; {max(0, trials - n_before)} trials to run, {n_before} in {journal}")
+    weak = unsolved_note(dense.meta.get("env_id"), ref_mean)
+    if weak:
+        log(weak)
     dense_path = str(dense_path) if dense_path is not None else None
     ladder = (ladder_models(settings, dense_path, files["ladder"], progress, log)
               if settings.ladder_levels else None)

@@ -70,11 +70,25 @@ def test_train_prune_quantize_calibrate_eval(trained, capsys):
     rc, out, err = run_cli(capsys, "calibrate", "--model", quant, "--out", final,
                            "--episodes", "20", "--max-evals", "6")
     assert rc == 0, err
+    # 1,024 PPO steps do not solve CartPole: the thresholds are judged against a failing policy
+    assert "below CartPole-v1's reward_threshold 475 (gymnasium)" in " ".join(out.split())
     c = load_model(final)
     assert "calibration" in c.meta["provenance"]
     rc, out, err = run_cli(capsys, "eval", "--model", final, "--episodes", "2",
                            "--no-progress")
     assert rc == 0, err
+
+
+def test_unsolved_note_follows_gymnasiums_reward_threshold():
+    """The note names the return and the task's solved level; a solved task, a task without a
+    reward_threshold (Atari) and an id gymnasium cannot look up get none."""
+    from deltanet.envs import unsolved_note
+
+    note = unsolved_note("MountainCar-v0", -200.0)
+    assert "-200.00" in note and "MountainCar-v0's reward_threshold -110" in note
+    assert unsolved_note("MountainCar-v0", -110.0) is None  # at the threshold: solved
+    assert unsolved_note("BreakoutNoFrameskip-v4", 1.0) is None
+    assert unsolved_note("no_such_module:Task-v0", 1.0) is None and unsolved_note(None, 1) is None
 
 
 def test_resume_continues_from_checkpoint(trained, capsys):
